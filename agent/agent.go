@@ -1,0 +1,258 @@
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+	"golang.org/x/sys/unix"
+
+	"github.com/ssi-cluster/ssi/pidtable"
+)
+
+// ErrEtcdUnreachable is returned by Run when etcd cannot be contacted at start.
+var ErrEtcdUnreachable = errors.New("agent: cannot reach etcd")
+
+// ErrDuplicate is returned by Run when another live agent holds the node name.
+var ErrDuplicate = errors.New("agent: node name already in use")
+
+// Agent is a running node agent.
+type Agent struct {
+	cfg      Config
+	log      *slog.Logger
+	instance string
+	jobsDir  string
+
+	etcd     *clientv3.Client
+	store    *pidtable.Store
+	embedded *pidtable.Embedded
+	session  atomic.Pointer[concurrency.Session]
+
+	mu   sync.Mutex
+	jobs map[uint64]*job
+
+	rndMu sync.Mutex
+	rnd   *mrand.Rand
+
+	fwd *http.Transport
+}
+
+// New checks cfg and returns an agent ready to Run.
+func New(cfg Config) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	var seed [16]byte
+	_, _ = rand.Read(seed[:])
+	return &Agent{
+		cfg:      cfg,
+		log:      cfg.Log.With("node", cfg.Name),
+		instance: hex.EncodeToString(seed[:8]),
+		jobsDir:  filepath.Join(cfg.DataDir, "jobs"),
+		jobs:     map[uint64]*job{},
+		rnd:      mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid()))),
+		fwd:      &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 32, IdleConnTimeout: 30 * time.Second, DialContext: (&net.Dialer{Timeout: 3 * time.Second}).DialContext},
+	}, nil
+}
+
+// Run serves until ctx is cancelled. Jobs keep running after Run returns.
+func (a *Agent) Run(ctx context.Context) error {
+	if err := os.MkdirAll(a.jobsDir, 0o700); err != nil {
+		return fmt.Errorf("agent: create data dir: %w", err)
+	}
+	lock, err := lockDataDir(a.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	ln, err := net.Listen("tcp", a.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("agent: --listen %s: %w", a.cfg.Listen, err)
+	}
+	defer ln.Close()
+	if err := a.connectEtcd(ctx); err != nil {
+		return err
+	}
+	defer a.closeEtcd()
+	if err := a.join(ctx); err != nil {
+		return err
+	}
+	if err := a.reconcile(ctx); err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
+	var wg sync.WaitGroup
+	loops, stop := context.WithCancel(ctx)
+	defer stop()
+	for _, loop := range []func(context.Context){a.statusLoop, a.gcLoop} {
+		wg.Add(1)
+		go func() { defer wg.Done(); loop(loops) }()
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	a.log.Info("agent ready", "addr", a.cfg.Advertise, "instance", a.instance, "jobs", len(a.jobs))
+	var embeddedErr <-chan error
+	if a.embedded != nil {
+		embeddedErr = a.embedded.Err()
+	}
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+		err = fmt.Errorf("agent: serve: %w", err)
+	case err = <-embeddedErr:
+		err = fmt.Errorf("agent: embedded etcd: %w", err)
+	}
+	shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(shutdown)
+	stop()
+	wg.Wait()
+	// A clean stop makes the node NotReady at once instead of after the TTL.
+	if s := a.session.Load(); s != nil {
+		_ = s.Close()
+	}
+	a.log.Info("agent stopped; jobs keep running", "jobs", a.liveJobs())
+	return err
+}
+
+func (a *Agent) connectEtcd(ctx context.Context) error {
+	endpoints := a.cfg.EtcdEndpoints
+	if len(endpoints) == 0 {
+		e, err := pidtable.StartEmbedded(ctx, pidtable.EmbeddedConfig{
+			Name:      a.cfg.Name,
+			Dir:       filepath.Join(a.cfg.DataDir, "etcd"),
+			ClientURL: a.cfg.EtcdClientURL,
+			PeerURL:   a.cfg.EtcdPeerURL,
+		})
+		if err != nil {
+			return err
+		}
+		a.embedded = e
+		endpoints = []string{a.cfg.EtcdClientURL}
+		a.log.Info("embedded etcd started", "client_url", a.cfg.EtcdClientURL)
+	}
+	c, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: a.cfg.EtcdDialTimeout, Logger: nil})
+	if err != nil {
+		return fmt.Errorf("%w at %s: %w", ErrEtcdUnreachable, strings.Join(endpoints, ","), err)
+	}
+	probe, cancel := context.WithTimeout(ctx, a.cfg.EtcdDialTimeout)
+	defer cancel()
+	if _, err := c.Get(probe, "/ssi/next-gpid"); err != nil {
+		c.Close()
+		return fmt.Errorf("%w at %s: %w (is etcd running there? without --etcd-endpoints the agent starts an embedded one)", ErrEtcdUnreachable, strings.Join(endpoints, ","), err)
+	}
+	a.etcd, a.store = c, pidtable.New(c)
+	return nil
+}
+
+func (a *Agent) closeEtcd() {
+	if a.etcd != nil {
+		a.etcd.Close()
+	}
+	if a.embedded != nil {
+		a.embedded.Close()
+	}
+}
+
+// join takes the node name (refusing if another live agent has it), registers
+// the node and publishes a first status so the node is Ready.
+func (a *Agent) join(ctx context.Context) error {
+	name := a.cfg.Name
+	st, lease, live, err := a.store.Status(ctx, name)
+	if err != nil {
+		return err
+	}
+	instFile := filepath.Join(a.cfg.DataDir, "instance")
+	if live {
+		prev, _ := os.ReadFile(instFile)
+		if strings.TrimSpace(string(prev)) != st.Instance {
+			return fmt.Errorf("%w: node %s has a live agent (instance %s) that is not this data dir's; stop it, or wait %ds for its lease to expire", ErrDuplicate, name, st.Instance, a.cfg.LeaseTTL)
+		}
+		// Our predecessor (we hold the data dir lock, so it is dead): drop its lease.
+		if _, err := a.etcd.Revoke(ctx, lease); err != nil {
+			a.log.Warn("revoke previous agent's lease", "lease", lease, "err", err)
+		}
+	}
+	if err := os.WriteFile(instFile, []byte(a.instance+"\n"), 0o600); err != nil {
+		return fmt.Errorf("agent: write %s: %w", instFile, err)
+	}
+	cpus, mem := a.cfg.CPUs, a.cfg.Memory
+	if cpus == 0 {
+		cpus = float64(runtime.NumCPU())
+	}
+	if mem == 0 {
+		mem = memTotal()
+	}
+	if err := a.store.RegisterNode(ctx, pidtable.Node{
+		Name: name, Addr: a.cfg.Advertise, CPUs: cpus, Memory: mem, Labels: a.cfg.Labels,
+		Version: a.cfg.Version, Registered: time.Now().UTC(),
+	}); err != nil {
+		return err
+	}
+	if _, err := a.newSession(ctx); err != nil {
+		return err
+	}
+	return a.publishStatus(ctx, a.measure())
+}
+
+func (a *Agent) newSession(ctx context.Context) (*concurrency.Session, error) {
+	s, err := concurrency.NewSession(a.etcd, concurrency.WithTTL(a.cfg.LeaseTTL), concurrency.WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("agent: create etcd lease: %w", err)
+	}
+	a.session.Store(s)
+	return s, nil
+}
+
+func (a *Agent) publishStatus(ctx context.Context, st pidtable.NodeStatus) error {
+	s := a.session.Load()
+	st.Instance = a.instance
+	return a.store.PublishStatus(ctx, a.cfg.Name, st, s.Lease())
+}
+
+// lockDataDir takes an exclusive lock on the data dir for this agent's life.
+func lockDataDir(dir string) (*os.File, error) {
+	path := filepath.Join(dir, "agent.lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("agent: open %s: %w", path, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		pid, _ := os.ReadFile(path)
+		f.Close()
+		return nil, fmt.Errorf("%w: another ssi agent (pid %s) uses --data-dir %s", ErrDuplicate, strings.TrimSpace(string(pid)), dir)
+	}
+	_ = f.Truncate(0)
+	_, _ = f.WriteAt([]byte(fmt.Sprintf("%d\n", os.Getpid())), 0)
+	return f, nil
+}
+
+// memTotal returns the machine's memory in bytes.
+func memTotal() int64 {
+	var si unix.Sysinfo_t
+	if unix.Sysinfo(&si) != nil {
+		return 0
+	}
+	return int64(si.Totalram) * int64(si.Unit)
+}
+
+func (a *Agent) intn(n int) int {
+	a.rndMu.Lock()
+	defer a.rndMu.Unlock()
+	return a.rnd.IntN(n)
+}

@@ -1,0 +1,18 @@
+// Package agent is the node daemon, `ssi agent`.
+//
+// An agent registers its node in etcd, keeps the node's status key alive on a
+// lease (TTL 5 s) and refreshes its load every second, serves the HTTP API of
+// package api, and supervises the jobs it owns through one `ssi shim` each
+// (package shim). Any agent accepts any request: it places new jobs (package
+// placement) and forwards them, and forwards per-gpid requests, to the owner node.
+//
+// Jobs outlive their agent. Each job's directory under <data-dir>/jobs/<gpid>
+// holds its spec, its output and, once it ends, its exit status; a restarted agent
+// reconciles the process table in etcd with those directories: it adopts jobs
+// whose shim still runs, records the exit of those that ended meanwhile, and marks
+// Lost those whose shim vanished without a status.
+//
+// Without --etcd-endpoints the agent runs an embedded single-member etcd (the
+// first node of a cluster); the others point at it, or every agent points at an
+// external etcd cluster.
+package agent

@@ -1,0 +1,393 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ssi-cluster/ssi/api"
+	"github.com/ssi-cluster/ssi/isolate"
+	"github.com/ssi-cluster/ssi/pidtable"
+	"github.com/ssi-cluster/ssi/shim"
+)
+
+// basePath is the PATH jobs get unless the request sets one.
+const basePath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// job is a job this agent supervises.
+type job struct {
+	gpid   uint64
+	dir    string
+	state  shim.State
+	cgroup *isolate.Cgroup
+	cpus   float64
+	memory int64
+	// lastCPU and lastAt are the previous CPU sample, for the CPU rate.
+	lastCPU time.Duration
+	lastAt  time.Time
+	done    chan struct{}
+}
+
+func (a *Agent) jobDir(gpid uint64) string { return filepath.Join(a.jobsDir, strconv.FormatUint(gpid, 10)) }
+
+// caller is who sent a request.
+type caller struct {
+	user string
+	uid  int
+}
+
+// spawn starts req on this node and returns its gpid.
+func (a *Agent) spawn(ctx context.Context, req api.RunRequest, who caller) (api.RunResponse, error) {
+	if err := validateRun(req); err != nil {
+		return api.RunResponse{}, err
+	}
+	name := req.User
+	if name == "" {
+		name = who.user
+	}
+	if name != who.user && who.uid != 0 {
+		return api.RunResponse{}, api.Errorf(api.CodeForbidden, "--user %s: only root may run jobs as another user (you are %s)", name, who.user)
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		return api.RunResponse{}, api.Errorf(api.CodeBadRequest, "user %q does not exist on node %s: %v", name, a.cfg.Name, err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	var groups []int
+	if ids, err := u.GroupIds(); err == nil {
+		for _, g := range ids {
+			if n, err := strconv.Atoi(g); err == nil {
+				groups = append(groups, n)
+			}
+		}
+	}
+	workdir, err := a.workdir(req, u.HomeDir)
+	if err != nil {
+		return api.RunResponse{}, err
+	}
+	env := append([]string{basePath, "HOME=" + u.HomeDir, "USER=" + u.Username, "LOGNAME=" + u.Username}, req.Env...)
+
+	p, err := a.store.Create(ctx, pidtable.Proc{
+		Node: a.cfg.Name, User: u.Username, UID: uid, GID: gid, Argv: req.Argv,
+		Workdir: workdir, CPUs: req.CPUs, Memory: req.Memory,
+	})
+	if err != nil {
+		if errors.Is(err, pidtable.ErrNodeNotReady) {
+			return api.RunResponse{}, api.Errorf(api.CodeNotReady, "node %s lost its etcd lease; retry in a few seconds", a.cfg.Name)
+		}
+		return api.RunResponse{}, fmt.Errorf("allocate gpid: %w", err)
+	}
+	log := a.log.With("gpid", p.GPID)
+	dir := a.jobDir(p.GPID)
+	cgPath := isolate.CgroupPath(a.cfg.CgroupParent, a.cfg.Name, p.GPID)
+	// undo removes everything this spawn created, so a failed start leaves no
+	// record, directory or cgroup behind.
+	undo := func(cause error) error {
+		if cg, err := isolate.OpenCgroup(cgPath); err == nil {
+			_ = cg.Destroy()
+		}
+		_ = os.RemoveAll(dir)
+		if err := a.store.Delete(context.WithoutCancel(ctx), p.GPID, a.cfg.Name); err != nil {
+			log.Error("remove record of failed job", "err", err)
+		}
+		log.Warn("job failed to start", "err", cause)
+		return cause
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return api.RunResponse{}, undo(fmt.Errorf("create job dir: %w", err))
+	}
+	spec := shim.Spec{GPID: p.GPID, Node: a.cfg.Name, Argv: req.Argv, Env: env, Workdir: workdir, UID: uid, GID: gid, Groups: groups, Cgroup: cgPath}
+	if err := shim.WriteJSON(dir, shim.SpecFile, spec); err != nil {
+		return api.RunResponse{}, undo(err)
+	}
+	cg, err := isolate.CreateCgroup(cgPath, isolate.Limits{CPUs: req.CPUs, Memory: req.Memory})
+	if err != nil {
+		return api.RunResponse{}, undo(err)
+	}
+	cmd, st, err := shim.Launch(ctx, a.cfg.ShimExe, dir)
+	if err != nil {
+		if cmd != nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+		if errors.Is(err, shim.ErrStart) {
+			return api.RunResponse{}, undo(api.Errorf(api.CodeBadRequest, "node %s could not start the job: %v", a.cfg.Name, err))
+		}
+		return api.RunResponse{}, undo(err)
+	}
+	j := &job{gpid: p.GPID, dir: dir, state: st, cgroup: cg, cpus: req.CPUs, memory: req.Memory, done: make(chan struct{})}
+	a.mu.Lock()
+	a.jobs[p.GPID] = j
+	a.mu.Unlock()
+	if _, err := a.store.Update(ctx, p.GPID, func(p *pidtable.Proc) error {
+		p.State, p.PID, p.InitPID, p.Started = pidtable.Running, st.MainPID, st.Init.PID, time.Now().UTC()
+		return nil
+	}); err != nil {
+		log.Error("record job as running", "err", err)
+	}
+	go a.watch(j, cmd)
+	log.Info("job started", "pid", st.MainPID, "argv", req.Argv, "user", u.Username)
+	return api.RunResponse{GPID: p.GPID, Node: a.cfg.Name}, nil
+}
+
+// validateRun checks what can be checked without the node.
+func validateRun(req api.RunRequest) error {
+	if len(req.Argv) == 0 || req.Argv[0] == "" {
+		return api.Errorf(api.CodeBadRequest, "no command given")
+	}
+	for _, e := range req.Env {
+		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
+			return api.Errorf(api.CodeBadRequest, "--env %q: want KEY=VALUE", e)
+		}
+	}
+	if req.CPUs < 0 || req.Memory < 0 {
+		return api.Errorf(api.CodeBadRequest, "--cpus and --memory must not be negative")
+	}
+	if req.Memory > 0 && req.Memory < 4<<20 {
+		return api.Errorf(api.CodeBadRequest, "--memory %d bytes: at least 4 MiB is needed to start a job", req.Memory)
+	}
+	return nil
+}
+
+func (a *Agent) workdir(req api.RunRequest, home string) (string, error) {
+	isDir := func(p string) bool { fi, err := os.Stat(p); return err == nil && fi.IsDir() }
+	if req.WorkdirExplicit {
+		if !filepath.IsAbs(req.Workdir) {
+			return "", api.Errorf(api.CodeBadRequest, "--workdir %q: must be an absolute path", req.Workdir)
+		}
+		if !isDir(req.Workdir) {
+			return "", api.Errorf(api.CodeBadRequest, "--workdir %s: no such directory on node %s", req.Workdir, a.cfg.Name)
+		}
+		return req.Workdir, nil
+	}
+	for _, d := range []string{req.Workdir, home} {
+		if d != "" && filepath.IsAbs(d) && isDir(d) {
+			return d, nil
+		}
+	}
+	return "/", nil
+}
+
+// watch waits for j's shim to exit, then records how the job ended.
+func (a *Agent) watch(j *job, cmd *exec.Cmd) {
+	err := waitExit(j.state.Shim)
+	if cmd != nil {
+		_ = cmd.Wait()
+	}
+	if err != nil {
+		a.log.Error("wait for shim", "gpid", j.gpid, "err", err)
+	}
+	a.finish(context.Background(), j)
+}
+
+// finish records the end of j in etcd, retrying while etcd is unreachable.
+func (a *Agent) finish(ctx context.Context, j *job) {
+	var ex shim.Exit
+	err := shim.ReadJSON(j.dir, shim.ExitFile, &ex)
+	update := func(p *pidtable.Proc) error {
+		if p.Node != a.cfg.Name {
+			return fmt.Errorf("gpid %d is now owned by %s", p.GPID, p.Node)
+		}
+		if err != nil {
+			p.State, p.Error = pidtable.Lost, "the job's shim exited without an exit status (see "+filepath.Join(j.dir, shim.ShimLog)+")"
+		} else {
+			code := ex.Code
+			p.State, p.ExitCode, p.Error = pidtable.Exited, &code, ex.Error
+		}
+		p.Ended = time.Now().UTC()
+		return nil
+	}
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+		_, uerr := a.store.Update(ctx, j.gpid, update)
+		if uerr == nil || errors.Is(uerr, pidtable.ErrNotFound) {
+			break
+		}
+		a.log.Warn("record job end", "gpid", j.gpid, "err", uerr)
+		time.Sleep(backoff)
+	}
+	a.mu.Lock()
+	delete(a.jobs, j.gpid)
+	a.mu.Unlock()
+	close(j.done)
+	a.log.Info("job ended", "gpid", j.gpid, "code", ex.Code, "lost", err != nil)
+}
+
+// waitExit blocks until the process id names has exited, using a pidfd through
+// the runtime's poller (no thread blocked per job; works for non-children).
+func waitExit(id shim.ProcID) error {
+	fd, err := unix.PidfdOpen(id.PID, unix.PIDFD_NONBLOCK)
+	if errors.Is(err, unix.ESRCH) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("pidfd_open %d: %w", id.PID, err)
+	}
+	f := os.NewFile(uintptr(fd), "pidfd")
+	defer f.Close()
+	if !id.Alive() { // the PID was reused or the shim is a zombie: it is gone
+		return nil
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("pidfd %d: %w", id.PID, err)
+	}
+	return rc.Read(func(fd uintptr) bool {
+		n, _ := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 0)
+		return n > 0
+	})
+}
+
+// signal delivers sig to a job running here.
+func (a *Agent) signal(gpid uint64, sig syscall.Signal) error {
+	a.mu.Lock()
+	j := a.jobs[gpid]
+	a.mu.Unlock()
+	if j == nil {
+		return api.Errorf(api.CodeConflict, "gpid %d is not running on node %s", gpid, a.cfg.Name)
+	}
+	if !j.state.Init.Alive() {
+		return api.Errorf(api.CodeConflict, "gpid %d has just exited", gpid)
+	}
+	var err error
+	switch sig {
+	case syscall.SIGSTOP:
+		// Init cannot catch SIGSTOP to forward it: stop the job's process group.
+		err = unix.Kill(-j.state.MainPID, sig)
+	default:
+		// Init forwards catchable signals to the job's process group; SIGKILL kills
+		// init and with it the whole PID namespace.
+		err = unix.Kill(j.state.Init.PID, sig)
+	}
+	if err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("signal gpid %d: %w", gpid, err)
+	}
+	a.log.Info("signalled job", "gpid", gpid, "signal", unix.SignalName(sig))
+	return nil
+}
+
+func (a *Agent) liveJobs() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.jobs)
+}
+
+func (a *Agent) localJob(gpid uint64) *job {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.jobs[gpid]
+}
+
+// reconcile brings the process table and the job directories into agreement
+// after a (re)start: adopt live jobs, record ends that happened while the agent
+// was away, mark Lost what vanished, and remove leftovers of aborted starts.
+func (a *Agent) reconcile(ctx context.Context) error {
+	procs, err := a.store.Procs(ctx, a.cfg.Name)
+	if err != nil {
+		return err
+	}
+	known := map[uint64]bool{}
+	for _, p := range procs {
+		known[p.GPID] = true
+		if p.State.Ended() {
+			continue
+		}
+		dir := a.jobDir(p.GPID)
+		j := &job{gpid: p.GPID, dir: dir, cpus: p.CPUs, memory: p.Memory, done: make(chan struct{})}
+		j.cgroup, _ = isolate.OpenCgroup(isolate.CgroupPath(a.cfg.CgroupParent, a.cfg.Name, p.GPID))
+		stErr := shim.ReadJSON(dir, shim.StateFile, &j.state)
+		switch {
+		case stErr == nil && j.state.Shim.Alive():
+			a.mu.Lock()
+			a.jobs[p.GPID] = j
+			a.mu.Unlock()
+			if p.State == pidtable.Starting {
+				_, _ = a.store.Update(ctx, p.GPID, func(p *pidtable.Proc) error {
+					p.State, p.PID, p.InitPID, p.Started = pidtable.Running, j.state.MainPID, j.state.Init.PID, time.Now().UTC()
+					return nil
+				})
+			}
+			go a.watch(j, nil)
+			a.log.Info("adopted running job", "gpid", p.GPID, "pid", j.state.MainPID)
+		default:
+			// Ended while we were away (exit.json present) or lost (absent).
+			if j.cgroup != nil {
+				_ = j.cgroup.Destroy()
+			}
+			a.finish(ctx, j)
+		}
+	}
+	entries, err := os.ReadDir(a.jobsDir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("agent: list jobs: %w", err)
+	}
+	for _, e := range entries {
+		gpid, err := strconv.ParseUint(e.Name(), 10, 64)
+		if err != nil || known[gpid] {
+			continue
+		}
+		a.removeJobDir(gpid)
+	}
+	return nil
+}
+
+// removeJobDir deletes the directory of a job this node no longer has a record
+// for, stopping anything left of it first.
+func (a *Agent) removeJobDir(gpid uint64) {
+	dir := a.jobDir(gpid)
+	var st shim.State
+	if shim.ReadJSON(dir, shim.StateFile, &st) == nil && st.Init.Alive() {
+		_ = unix.Kill(st.Init.PID, unix.SIGKILL)
+	}
+	if cg, err := isolate.OpenCgroup(isolate.CgroupPath(a.cfg.CgroupParent, a.cfg.Name, gpid)); err == nil {
+		_ = cg.Destroy()
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		a.log.Warn("remove job dir", "gpid", gpid, "err", err)
+	}
+}
+
+// gcLoop forgets ended jobs older than the retention period.
+func (a *Agent) gcLoop(ctx context.Context) {
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		a.gc(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (a *Agent) gc(ctx context.Context) {
+	procs, err := a.store.Procs(ctx, a.cfg.Name)
+	if err != nil {
+		a.log.Warn("gc: list jobs", "err", err)
+		return
+	}
+	cutoff := time.Now().Add(-a.cfg.Retention)
+	for _, p := range procs {
+		if !p.State.Ended() || p.Ended.After(cutoff) {
+			continue
+		}
+		if err := a.store.Delete(ctx, p.GPID, a.cfg.Name); err != nil {
+			a.log.Warn("gc: delete record", "gpid", p.GPID, "err", err)
+			continue
+		}
+		a.removeJobDir(p.GPID)
+		a.log.Debug("gc: forgot ended job", "gpid", p.GPID)
+	}
+}

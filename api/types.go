@@ -1,0 +1,83 @@
+package api
+
+import (
+	"github.com/ssi-cluster/ssi/pidtable"
+)
+
+// Headers carrying the caller's identity. Until mutual TLS lands (issue 5) the
+// agent trusts them: the cluster network must be trusted.
+const (
+	HeaderUser      = "X-Ssi-User"
+	HeaderUID       = "X-Ssi-Uid"
+	HeaderForwarded = "X-Ssi-Forwarded-By"
+)
+
+// RunRequest asks for a job to be started.
+type RunRequest struct {
+	// Argv is the command and its arguments; required.
+	Argv []string `json:"argv"`
+	// Env holds extra KEY=VALUE entries on top of the base environment (PATH, HOME,
+	// USER, LOGNAME).
+	Env []string `json:"env,omitempty"`
+	// Workdir is the job's working directory. When WorkdirExplicit is false it is
+	// only the caller's cwd, used if it exists on the node (else the user's home).
+	Workdir         string `json:"workdir,omitempty"`
+	WorkdirExplicit bool   `json:"workdir_explicit,omitempty"`
+	// User to run as; empty means the caller. Only root may name another user.
+	User string `json:"user,omitempty"`
+	// Node pins the job to a node; empty lets Placement choose.
+	Node        string            `json:"node,omitempty"`
+	Placement   string            `json:"placement,omitempty"`
+	CPUs        float64           `json:"cpus,omitempty"`
+	Memory      int64             `json:"memory,omitempty"`
+	Constraints map[string]string `json:"constraints,omitempty"`
+}
+
+// RunResponse names the started job.
+type RunResponse struct {
+	GPID uint64 `json:"gpid"`
+	Node string `json:"node"`
+}
+
+// SignalRequest names a signal by name ("TERM", "SIGTERM") or number ("15").
+type SignalRequest struct {
+	Signal string `json:"signal"`
+}
+
+// ExitStatus is how a job ended.
+type ExitStatus struct {
+	GPID  uint64         `json:"gpid"`
+	State pidtable.State `json:"state"`
+	// Code is the exit code (128+N if killed by signal N); -1 when Lost.
+	Code  int    `json:"code"`
+	Error string `json:"error,omitempty"`
+}
+
+// ProcInfo is one row of `ssi ps`: the process record and the live figures its
+// node last published. Stats is nil when the node is NotReady or the job ended.
+type ProcInfo struct {
+	pidtable.Proc
+	NodeReady bool                `json:"node_ready"`
+	Stats     *pidtable.ProcStats `json:"stats,omitempty"`
+}
+
+// NodeInfo is one row of `ssi nodes`.
+type NodeInfo struct {
+	pidtable.Node
+	Ready bool `json:"ready"`
+	// Load, Jobs and the reservations come from the node's live status; zero when
+	// NotReady.
+	Load           float64 `json:"load"`
+	Jobs           int     `json:"jobs"`
+	ReservedCPUs   float64 `json:"reserved_cpus"`
+	ReservedMemory int64   `json:"reserved_memory"`
+}
+
+// ExitStatusOf derives the exit status of an ended record.
+func ExitStatusOf(p pidtable.Proc) ExitStatus {
+	st := ExitStatus{GPID: p.GPID, State: p.State, Code: -1, Error: p.Error}
+	if p.ExitCode != nil {
+		st.Code = *p.ExitCode
+	}
+	return st
+}

@@ -1,0 +1,41 @@
+// Command ssi-shim is the per-job half of ssi, kept apart from the ssi binary so
+// that the two processes every job costs stay small: it links no etcd, gRPC or
+// CLI code, whose package initialisers alone would cost ~20 MiB of RSS per process.
+//
+//	ssi-shim shim JOBDIR                       the job's supervisor (see package shim)
+//	ssi-shim init --node N --gpid G -- CMD...  the job's PID 1
+//
+// The agent starts it; it is not meant to be run by hand.
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/ssi-cluster/ssi/shim"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "ssi-shim: internal command of ssi, started by the agent: ssi-shim shim JOBDIR | ssi-shim init ...")
+		os.Exit(2)
+	}
+	switch os.Args[1] {
+	case "init":
+		os.Exit(shim.RunInit(os.Args[2:]))
+	case "shim":
+		if len(os.Args) != 3 {
+			fmt.Fprintln(os.Stderr, "ssi-shim shim: want exactly one argument, the job directory")
+			os.Exit(2)
+		}
+		exe, err := os.Executable()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "ssi-shim: find own binary: %v\n", err)
+			os.Exit(1)
+		}
+		os.Exit(shim.RunShim(os.Args[2], exe, slog.New(slog.NewTextHandler(os.Stderr, nil))))
+	}
+	fmt.Fprintf(os.Stderr, "ssi-shim: unknown command %q\n", os.Args[1])
+	os.Exit(2)
+}

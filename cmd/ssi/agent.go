@@ -1,0 +1,104 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ssi-cluster/ssi/agent"
+	"github.com/ssi-cluster/ssi/placement"
+)
+
+func agentCmd(e *env) *cobra.Command {
+	var (
+		cfg       agent.Config
+		memory    string
+		labels    []string
+		policy    string
+		logLevel  string
+		logFormat string
+	)
+	c := &cobra.Command{
+		Use:   "agent --name NAME --listen HOST:PORT --data-dir DIR [--etcd-endpoints URLS]",
+		Short: "Run the node agent",
+		Long: `Run the node agent of this machine. Without --etcd-endpoints it also runs an
+embedded single-member etcd on the advertised address (ports 2379/2380): start
+the first node that way and point the others at it, or point every agent at an
+external etcd cluster. Jobs survive a restart of their agent.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var lvl slog.Level
+			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
+				return usageErr("agent: --log-level %q: want debug, info, warn or error", logLevel)
+			}
+			opts := &slog.HandlerOptions{Level: lvl}
+			switch logFormat {
+			case "text":
+				cfg.Log = slog.New(slog.NewTextHandler(e.stderr, opts))
+			case "json":
+				cfg.Log = slog.New(slog.NewJSONHandler(e.stderr, opts))
+			default:
+				return usageErr("agent: --log-format %q: want text or json", logFormat)
+			}
+			if memory != "" {
+				m, err := parseSize(memory)
+				if err != nil {
+					return usageErr("agent: --memory: %v", err)
+				}
+				cfg.Memory = m
+			}
+			for _, kv := range labels {
+				k, v, ok := strings.Cut(kv, "=")
+				if !ok || k == "" {
+					return usageErr("agent: --label %q: want KEY=VALUE", kv)
+				}
+				if cfg.Labels == nil {
+					cfg.Labels = map[string]string{}
+				}
+				cfg.Labels[k] = v
+			}
+			cfg.Placement = placement.Policy(policy)
+			exe, err := os.Executable()
+			if err != nil {
+				return fmt.Errorf("agent: find own binary: %w", err)
+			}
+			if cfg.ShimExe == "" {
+				cfg.ShimExe = filepath.Join(filepath.Dir(exe), "ssi-shim")
+			}
+			cfg.Version = version
+			a, err := agent.New(cfg)
+			if err != nil {
+				return &exitError{code: exitUsage, err: err}
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return a.Run(ctx)
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&cfg.Name, "name", "", "node name, unique in the cluster (required)")
+	f.StringVar(&cfg.Listen, "listen", "", "API listen address HOST:PORT (required)")
+	f.StringVar(&cfg.Advertise, "advertise", "", "API address others use (default: --listen)")
+	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for job state and output, and the embedded etcd (required)")
+	f.StringSliceVar(&cfg.EtcdEndpoints, "etcd-endpoints", nil, "external etcd client URLs; empty: run an embedded etcd")
+	f.StringVar(&cfg.EtcdClientURL, "etcd-client-url", "", "embedded etcd client URL (default http://ADVERTISE-HOST:2379)")
+	f.StringVar(&cfg.EtcdPeerURL, "etcd-peer-url", "", "embedded etcd peer URL (default http://ADVERTISE-HOST:2380)")
+	f.DurationVar(&cfg.EtcdDialTimeout, "etcd-dial-timeout", 5*time.Second, "give up reaching etcd at start after this long")
+	f.Float64Var(&cfg.CPUs, "cpus", 0, "CPUs offered to jobs (default: all)")
+	f.StringVar(&memory, "memory", "", "memory offered to jobs (default: all), e.g. 16G")
+	f.StringArrayVar(&labels, "label", nil, "node label KEY=VALUE for --constraint; repeatable")
+	f.StringVar(&policy, "placement", "random", "default placement policy: random, least-loaded or two-choices")
+	f.StringVar(&cfg.ShimExe, "shim-binary", "", "the ssi-shim binary (default: ssi-shim beside this binary)")
+	f.StringVar(&cfg.CgroupParent, "cgroup-parent", "/ssi", "cgroup under which job cgroups (NODE/GPID) are created")
+	f.DurationVar(&cfg.Retention, "retention", time.Hour, "how long ended jobs and their output are kept")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&logFormat, "log-format", "text", "text or json")
+	return c
+}

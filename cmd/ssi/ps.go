@@ -1,0 +1,183 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os/user"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ssi-cluster/ssi/api"
+	"github.com/ssi-cluster/ssi/pidtable"
+)
+
+func psCmd(e *env) *cobra.Command {
+	var all, exited bool
+	var output string
+	c := &cobra.Command{
+		Use:   "ps [-A] [-o wide|json]",
+		Short: "List processes across the cluster",
+		Long: `List global processes, sorted by gpid: yours, or everyone's with -A.
+
+Columns: GPID, NODE, PID (host PID of the job's main process on its node),
+USER, STAT (state letter from the node; ? when the node is NotReady), %CPU (of
+one core, over the last second), RSS, ELAPSED, COMMAND. -o wide adds the job's
+state, limits and start time and does not cut the command; -o json prints the
+records (see docs/CLI.md for the schema). Ended jobs are listed with --exited.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if output != "" && output != "wide" && output != "json" {
+				return usageErr("ps: -o %q: want wide or json", output)
+			}
+			cl, src, err := e.client()
+			if err != nil {
+				return err
+			}
+			who := ""
+			if !all {
+				u, err := user.Current()
+				if err != nil {
+					return fmt.Errorf("who am I: %w", err)
+				}
+				who = u.Username
+			}
+			procs, err := cl.PS(cmd.Context(), who, exited)
+			if err != nil {
+				return explain(err, src)
+			}
+			if output == "json" {
+				return writeJSONOut(e.stdout, procs)
+			}
+			printProcs(e.stdout, procs, output == "wide", time.Now())
+			return nil
+		},
+	}
+	c.Flags().BoolVarP(&all, "all", "A", false, "every user's processes")
+	c.Flags().BoolVar(&exited, "exited", false, "include ended jobs")
+	c.Flags().StringVarP(&output, "output", "o", "", "output format: wide or json")
+	return c
+}
+
+func writeJSONOut(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func printProcs(w io.Writer, procs []api.ProcInfo, wide bool, now time.Time) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	hdr := "GPID\tNODE\tPID\tUSER\tSTAT\t%CPU\tRSS\tELAPSED\t"
+	if wide {
+		hdr += "STATE\tCPUS\tMEMORY\tSTARTED\t"
+	}
+	fmt.Fprintln(tw, hdr+"COMMAND")
+	for _, p := range procs {
+		stat, cpu, rss := statOf(p), "-", "-"
+		if p.Stats != nil {
+			cpu, rss = fmt.Sprintf("%.1f", p.Stats.CPU), humanBytes(p.Stats.RSS)
+		}
+		pid := "-"
+		if p.PID > 0 {
+			pid = strconv.Itoa(p.PID)
+		}
+		line := fmt.Sprintf("%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t", p.GPID, p.Node, pid, p.User, stat, cpu, rss, elapsed(p.Proc, now))
+		command := strings.Join(p.Argv, " ")
+		if wide {
+			cpus, mem := "-", "-"
+			if p.CPUs > 0 {
+				cpus = strconv.FormatFloat(p.CPUs, 'g', -1, 64)
+			}
+			if p.Memory > 0 {
+				mem = humanBytes(p.Memory)
+			}
+			line += fmt.Sprintf("%s\t%s\t%s\t%s\t", p.State, cpus, mem, p.Created.Local().Format(time.DateTime))
+		} else if len(command) > 60 {
+			command = command[:57] + "..."
+		}
+		fmt.Fprintln(tw, line+command)
+	}
+	tw.Flush()
+}
+
+func statOf(p api.ProcInfo) string {
+	switch {
+	case p.State == pidtable.Exited:
+		return "exit:" + strconv.Itoa(*p.ExitCode)
+	case p.State == pidtable.Lost:
+		return "lost"
+	case !p.NodeReady:
+		return "?"
+	case p.State == pidtable.Starting:
+		return "start"
+	case p.Stats != nil:
+		return p.Stats.Stat
+	}
+	return "-"
+}
+
+// elapsed formats a job's run time like ps's etime: [[DD-]HH:]MM:SS.
+func elapsed(p pidtable.Proc, now time.Time) string {
+	start := p.Started
+	if start.IsZero() {
+		start = p.Created
+	}
+	end := now
+	if !p.Ended.IsZero() {
+		end = p.Ended
+	}
+	d := max(end.Sub(start), 0)
+	s := int(d.Seconds())
+	days, h, m, sec := s/86400, s/3600%24, s/60%60, s%60
+	switch {
+	case days > 0:
+		return fmt.Sprintf("%d-%02d:%02d:%02d", days, h, m, sec)
+	case h > 0:
+		return fmt.Sprintf("%02d:%02d:%02d", h, m, sec)
+	}
+	return fmt.Sprintf("%02d:%02d", m, sec)
+}
+
+func nodesCmd(e *env) *cobra.Command {
+	var output string
+	c := &cobra.Command{
+		Use:   "nodes [-o json]",
+		Short: "List the nodes of the cluster",
+		Long: `List nodes: name, agent address, Ready/NotReady (NotReady once its agent has
+not renewed its lease for 5 s), the CPUs and memory it offers, its load (CPU
+demand of its jobs, in cores) and its number of live jobs.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if output != "" && output != "json" {
+				return usageErr("nodes: -o %q: want json", output)
+			}
+			cl, src, err := e.client()
+			if err != nil {
+				return err
+			}
+			nodes, err := cl.Nodes(cmd.Context())
+			if err != nil {
+				return explain(err, src)
+			}
+			if output == "json" {
+				return writeJSONOut(e.stdout, nodes)
+			}
+			tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tADDRESS\tSTATUS\tCPUS\tMEMORY\tLOAD\tJOBS")
+			for _, n := range nodes {
+				status := "NotReady"
+				if n.Ready {
+					status = "Ready"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%g\t%s\t%.2f\t%d\n", n.Name, n.Addr, status, n.CPUs, humanBytes(n.Memory), n.Load, n.Jobs)
+			}
+			return tw.Flush()
+		},
+	}
+	c.Flags().StringVarP(&output, "output", "o", "", "output format: json")
+	return c
+}

@@ -1,0 +1,216 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"github.com/ssi-cluster/ssi/api"
+	"github.com/ssi-cluster/ssi/joblog"
+	"github.com/ssi-cluster/ssi/placement"
+)
+
+func runCmd(e *env) *cobra.Command {
+	var (
+		req         api.RunRequest
+		detach      bool
+		memory      string
+		constraints []string
+	)
+	c := &cobra.Command{
+		Use:   "run [flags] -- CMD [ARGS...]",
+		Short: "Run a command on a node of the cluster",
+		Long: `Run CMD on a node: the one named by --node, else one chosen by the placement
+policy (random by default) among Ready nodes with room for --cpus/--memory.
+
+Attached (the default) it behaves like a local command: the job's stdout and
+stderr arrive on yours, SIGINT, SIGTERM, SIGHUP and SIGQUIT are forwarded to it,
+and ssi run exits with its exit code (128+N if it was killed by signal N, 127 if
+CMD does not exist on the node). With -d it prints the job's gpid and returns.`,
+		Example: `  ssi run -- hostname
+  ssi run --node node2 --memory 256M -- python3 train.py
+  ssi run -d --cpus 1 -- sleep 600`,
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usageErr("run: no command given (usage: ssi run [flags] -- CMD [ARGS...])")
+			}
+			req.Argv = args
+			if memory != "" {
+				m, err := parseSize(memory)
+				if err != nil {
+					return usageErr("run: --memory: %v", err)
+				}
+				req.Memory = m
+			}
+			if req.CPUs < 0 {
+				return usageErr("run: --cpus %g: must not be negative", req.CPUs)
+			}
+			if _, err := placement.ParsePolicy(req.Placement); err != nil {
+				return usageErr("run: --placement: %v", err)
+			}
+			for i, kv := range req.Env {
+				k, _, ok := strings.Cut(kv, "=")
+				if k == "" {
+					return usageErr("run: --env %q: want KEY=VALUE or KEY", kv)
+				}
+				if !ok { // --env KEY passes the caller's value, as docker does
+					req.Env[i] = k + "=" + e.getenv(k)
+				}
+			}
+			for _, kv := range constraints {
+				k, v, ok := strings.Cut(kv, "=")
+				if !ok || k == "" {
+					return usageErr("run: --constraint %q: want LABEL=VALUE", kv)
+				}
+				if req.Constraints == nil {
+					req.Constraints = map[string]string{}
+				}
+				req.Constraints[k] = v
+			}
+			if req.Workdir != "" {
+				req.WorkdirExplicit = true
+			} else if wd, err := os.Getwd(); err == nil {
+				req.Workdir = wd
+			}
+			cl, src, err := e.client()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			resp, err := cl.Run(ctx, req)
+			if err != nil {
+				return explain(err, src)
+			}
+			if detach {
+				fmt.Fprintln(e.stdout, resp.GPID)
+				return nil
+			}
+			return attach(ctx, e, cl, resp.GPID)
+		},
+	}
+	f := c.Flags()
+	f.SetInterspersed(false) // flags after CMD belong to CMD
+	f.StringVar(&req.Node, "node", "", "run on this node")
+	f.BoolVarP(&detach, "detach", "d", false, "print the gpid and return at once")
+	f.StringArrayVarP(&req.Env, "env", "e", nil, "set an environment variable (KEY=VALUE, or KEY to pass yours); repeatable")
+	f.StringVarP(&req.Workdir, "workdir", "w", "", "working directory on the node (default: your cwd if it exists there, else your home)")
+	f.StringVarP(&req.User, "user", "u", "", "run as this user (root only; default: you)")
+	f.Float64Var(&req.CPUs, "cpus", 0, "CPU limit and request, in cores (e.g. 0.5)")
+	f.StringVar(&memory, "memory", "", "memory limit and request (e.g. 512M, 2G)")
+	f.StringVar(&req.Placement, "placement", "", "placement policy: random, least-loaded or two-choices (default: the agent's)")
+	f.StringArrayVar(&constraints, "constraint", nil, "only nodes with this label (LABEL=VALUE); repeatable")
+	return c
+}
+
+// forwardedSignals are the signals `ssi run` passes on to an attached job.
+var forwardedSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT}
+
+// attach streams a job's output until it ends, forwarding signals, and returns
+// an exitError with the job's status.
+func attach(ctx context.Context, e *env, cl *api.Client, gpid uint64) error {
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, forwardedSignals...)
+	defer signal.Stop(sigs)
+	// The signal context of main must not end the stream: the job decides.
+	ctx = context.WithoutCancel(ctx)
+	go func() {
+		for s := range sigs {
+			name := unix.SignalName(s.(syscall.Signal))
+			if err := cl.Signal(ctx, gpid, name); err != nil && !api.IsCode(err, api.CodeConflict) {
+				fmt.Fprintf(e.stderr, "ssi: forward %s to gpid %d: %v\n", name, gpid, err)
+			}
+		}
+	}()
+	st, err := follow(ctx, e, cl, gpid)
+	if err != nil {
+		return err
+	}
+	return exitFor(gpid, st)
+}
+
+// exitFor turns a job's end into the CLI's exit.
+func exitFor(gpid uint64, st api.ExitStatus) error {
+	if st.State == "lost" || st.Code < 0 {
+		return &exitError{code: exitLost, err: fmt.Errorf("gpid %d was lost: %s", gpid, st.Error)}
+	}
+	if st.Code == 0 {
+		return nil
+	}
+	return &exitError{code: st.Code}
+}
+
+// follow copies the job's output to e.stdout/e.stderr from the start until the
+// Exit record, reconnecting at the reached offset if the stream breaks (an agent
+// restart, say) for up to a minute.
+func follow(ctx context.Context, e *env, cl *api.Client, gpid uint64) (api.ExitStatus, error) {
+	var offset int64
+	var lastErr error
+	deadline := time.Time{}
+	for {
+		body, err := cl.Logs(ctx, gpid, true, offset)
+		if err == nil {
+			var st *api.ExitStatus
+			st, offset, err = copyRecords(e, body, offset)
+			body.Close()
+			if st != nil {
+				return *st, nil
+			}
+			deadline = time.Time{} // progress was made; restart the grace period
+		}
+		var apiErr *api.Error
+		if errors.As(err, &apiErr) && apiErr.Code != api.CodeNotReady {
+			return api.ExitStatus{}, err
+		}
+		lastErr = err
+		if deadline.IsZero() {
+			deadline = time.Now().Add(time.Minute)
+		}
+		if time.Now().After(deadline) {
+			return api.ExitStatus{}, fmt.Errorf("lost the output stream of gpid %d: %w", gpid, lastErr)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// copyRecords writes output records to stdout/stderr and returns the exit status
+// if the stream carried one, and the offset reached.
+func copyRecords(e *env, r io.Reader, offset int64) (*api.ExitStatus, int64, error) {
+	jr := joblog.NewReader(r)
+	for {
+		rec, err := jr.Next()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF // a follow stream ends only after Exit
+			}
+			return nil, offset, err
+		}
+		switch rec.Kind {
+		case joblog.Stdout:
+			_, _ = e.stdout.Write(rec.Data)
+		case joblog.Stderr:
+			_, _ = e.stderr.Write(rec.Data)
+		case joblog.Exit:
+			var st api.ExitStatus
+			if err := json.Unmarshal(rec.Data, &st); err != nil {
+				return nil, offset, fmt.Errorf("bad exit record: %w", err)
+			}
+			return &st, offset, nil
+		case joblog.Error:
+			return nil, offset, fmt.Errorf("agent: %s", rec.Data)
+		}
+		if rec.Kind == joblog.Stdout || rec.Kind == joblog.Stderr {
+			offset += joblog.HeaderSize + int64(len(rec.Data))
+		}
+	}
+}

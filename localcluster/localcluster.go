@@ -1,0 +1,382 @@
+package localcluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ssi-cluster/ssi/isolate"
+	"github.com/ssi-cluster/ssi/netns"
+	"github.com/ssi-cluster/ssi/shim"
+)
+
+// APIPort is the port every node's agent listens on.
+const APIPort = 7070
+
+// Config describes a local cluster.
+type Config struct {
+	// Name prefixes every namespace, link and cgroup of the cluster: 1-10
+	// lower-case letters and digits, starting with a letter.
+	Name  string
+	Nodes int
+	// Subnet is an IPv4 /24 or larger: the bridge takes .1, node i takes .10+i.
+	Subnet string
+	// Binary is the ssi binary the agents run.
+	Binary string
+	// DataDir holds each node's data dir (DataDir/node1, ...).
+	DataDir string
+	// StateDir holds the cluster's state file.
+	StateDir string
+	// ConfigFile, if set, receives the CLI config pointing at node1.
+	ConfigFile string
+	// AgentArgs are extra flags for every agent.
+	AgentArgs []string
+	Log       *slog.Logger
+}
+
+// State is a running cluster, as saved in its state file.
+type State struct {
+	Name       string      `json:"name"`
+	Bridge     string      `json:"bridge"`
+	Subnet     string      `json:"subnet"`
+	Binary     string      `json:"binary"`
+	DataDir    string      `json:"data_dir"`
+	StateDir   string      `json:"state_dir"`
+	ConfigFile string      `json:"config_file,omitempty"`
+	AgentArgs  []string    `json:"agent_args,omitempty"`
+	Nodes      []NodeState `json:"nodes"`
+}
+
+// NodeState is one node of a running cluster.
+type NodeState struct {
+	Name      string      `json:"name"`
+	Namespace string      `json:"namespace"`
+	HostIf    string      `json:"host_if"`
+	IP        string      `json:"ip"`
+	DataDir   string      `json:"data_dir"`
+	Agent     shim.ProcID `json:"agent"`
+}
+
+// API returns the node's agent address.
+func (n NodeState) API() string { return net.JoinHostPort(n.IP, strconv.Itoa(APIPort)) }
+
+// Endpoint is the CLI endpoint of the cluster (node1's agent).
+func (s *State) Endpoint() string { return "http://" + s.Nodes[0].API() }
+
+// CgroupParent is the cgroup parent the cluster's agents use.
+func (s *State) CgroupParent() string { return "/ssi-" + s.Name }
+
+var nameRE = regexp.MustCompile(`^[a-z][a-z0-9]{0,9}$`)
+
+func statePath(dir, name string) string { return filepath.Join(dir, name+".json") }
+
+// Load reads a cluster's state file.
+func Load(stateDir, name string) (*State, error) {
+	b, err := os.ReadFile(statePath(stateDir, name))
+	if err != nil {
+		return nil, fmt.Errorf("localcluster: %w", err)
+	}
+	var s State
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("localcluster: decode %s: %w", statePath(stateDir, name), err)
+	}
+	return &s, nil
+}
+
+func (s *State) save() error {
+	if err := os.MkdirAll(s.StateDir, 0o755); err != nil {
+		return fmt.Errorf("localcluster: %w", err)
+	}
+	b, _ := json.MarshalIndent(s, "", "  ")
+	tmp := statePath(s.StateDir, s.Name) + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return fmt.Errorf("localcluster: write state: %w", err)
+	}
+	return os.Rename(tmp, statePath(s.StateDir, s.Name))
+}
+
+// Healthy reports whether every node's agent runs and answers.
+func (s *State) Healthy(ctx context.Context) bool {
+	for _, n := range s.Nodes {
+		if !n.Agent.Alive() || ping(ctx, n.API()) != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// Up starts the cluster. If a cluster of that name is up and healthy it is left
+// alone (ok=false); leftovers of a broken one are removed first.
+func Up(ctx context.Context, c Config) (st *State, started bool, err error) {
+	if !nameRE.MatchString(c.Name) {
+		return nil, false, fmt.Errorf("localcluster: name %q: want 1-10 lower-case letters and digits, starting with a letter", c.Name)
+	}
+	if c.Nodes < 1 || c.Nodes > 200 {
+		return nil, false, fmt.Errorf("localcluster: %d nodes: want 1 to 200", c.Nodes)
+	}
+	prefix, err := netip.ParsePrefix(c.Subnet)
+	if err != nil || !prefix.Addr().Is4() || prefix.Bits() > 24 {
+		return nil, false, fmt.Errorf("localcluster: subnet %q: want an IPv4 prefix of /24 or larger, like 10.210.0.0/24", c.Subnet)
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+	if old, err := Load(c.StateDir, c.Name); err == nil {
+		if old.Healthy(ctx) && len(old.Nodes) == c.Nodes {
+			return old, false, nil
+		}
+		c.Log.Info("removing the previous, broken cluster", "cluster", c.Name)
+	}
+	if err := Down(ctx, c.StateDir, c.Name, c.Log); err != nil {
+		return nil, false, err
+	}
+	base := prefix.Masked().Addr().As4()
+	ip := func(last int) net.IP { return net.IPv4(base[0], base[1], base[2], byte(last)) }
+	mask := net.CIDRMask(prefix.Bits(), 32)
+	st = &State{
+		Name: c.Name, Bridge: c.Name + "-br", Subnet: c.Subnet, Binary: c.Binary,
+		DataDir: c.DataDir, StateDir: c.StateDir, ConfigFile: c.ConfigFile, AgentArgs: c.AgentArgs,
+	}
+	defer func() {
+		if err != nil {
+			_ = st.save() // so Down finds what was made
+			_ = Down(context.WithoutCancel(ctx), c.StateDir, c.Name, c.Log)
+		}
+	}()
+	if err := netns.EnsureBridge(st.Bridge, &net.IPNet{IP: ip(1), Mask: mask}); err != nil {
+		return st, false, err
+	}
+	for i := 1; i <= c.Nodes; i++ {
+		n := NodeState{
+			Name:      fmt.Sprintf("node%d", i),
+			Namespace: fmt.Sprintf("%s-node%d", c.Name, i),
+			HostIf:    fmt.Sprintf("%s-v%d", c.Name, i),
+			IP:        ip(10 + i).String(),
+			DataDir:   filepath.Join(c.DataDir, fmt.Sprintf("node%d", i)),
+		}
+		st.Nodes = append(st.Nodes, n)
+		if err := netns.CreateNode(netns.Node{Namespace: n.Namespace, HostIf: n.HostIf, Bridge: st.Bridge, Addr: &net.IPNet{IP: ip(10 + i), Mask: mask}}); err != nil {
+			return st, false, err
+		}
+	}
+	for i := range st.Nodes {
+		if err := st.StartAgent(ctx, st.Nodes[i].Name); err != nil {
+			return st, false, err
+		}
+	}
+	if c.ConfigFile != "" {
+		if err := os.MkdirAll(filepath.Dir(c.ConfigFile), 0o755); err != nil {
+			return st, false, fmt.Errorf("localcluster: %w", err)
+		}
+		b, _ := json.Marshal(map[string]string{"endpoint": st.Endpoint()})
+		if err := os.WriteFile(c.ConfigFile, append(b, '\n'), 0o644); err != nil {
+			return st, false, fmt.Errorf("localcluster: write CLI config: %w", err)
+		}
+	}
+	return st, true, st.save()
+}
+
+func (s *State) node(name string) (*NodeState, error) {
+	for i := range s.Nodes {
+		if s.Nodes[i].Name == name {
+			return &s.Nodes[i], nil
+		}
+	}
+	return nil, fmt.Errorf("localcluster: no node %q in cluster %s", name, s.Name)
+}
+
+// StartAgent starts the agent of node and waits until it serves.
+func (s *State) StartAgent(ctx context.Context, node string) error {
+	n, err := s.node(node)
+	if err != nil {
+		return err
+	}
+	if n.Agent.Alive() {
+		return fmt.Errorf("localcluster: agent of %s is already running (pid %d)", node, n.Agent.PID)
+	}
+	if err := os.MkdirAll(n.DataDir, 0o700); err != nil {
+		return fmt.Errorf("localcluster: %w", err)
+	}
+	logf, err := os.OpenFile(filepath.Join(n.DataDir, "agent.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("localcluster: %w", err)
+	}
+	defer logf.Close()
+	args := []string{"agent", "--name", n.Name, "--listen", n.API(), "--data-dir", n.DataDir, "--cgroup-parent", s.CgroupParent()}
+	if n.Name != s.Nodes[0].Name {
+		args = append(args, "--etcd-endpoints", "http://"+net.JoinHostPort(s.Nodes[0].IP, "2379"))
+	}
+	cmd := exec.Command(s.Binary, append(args, s.AgentArgs...)...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := netns.StartIn(n.Namespace, cmd); err != nil {
+		return err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }() // reap it if it dies while we live
+	n.Agent, _ = shim.Identify(cmd.Process.Pid)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		select {
+		case err := <-exited:
+			return fmt.Errorf("localcluster: agent of %s exited (%v); see %s", node, err, filepath.Join(n.DataDir, "agent.log"))
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if ping(ctx, n.API()) == nil {
+			return s.save()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("localcluster: agent of %s not serving on %s after 60s; see %s", node, n.API(), filepath.Join(n.DataDir, "agent.log"))
+		}
+	}
+}
+
+// StopAgent stops node's agent with sig (SIGKILL to simulate a crash) and waits
+// until it is gone. Its jobs keep running.
+func (s *State) StopAgent(node string, sig syscall.Signal) error {
+	n, err := s.node(node)
+	if err != nil {
+		return err
+	}
+	if err := stopProc(n.Agent, sig, 10*time.Second); err != nil {
+		return fmt.Errorf("localcluster: stop agent of %s: %w", node, err)
+	}
+	n.Agent = shim.ProcID{}
+	return s.save()
+}
+
+// stopProc signals id (if it is still that process) and waits for it to go,
+// escalating to SIGKILL after timeout.
+func stopProc(id shim.ProcID, sig syscall.Signal, timeout time.Duration) error {
+	if !id.Alive() {
+		return nil
+	}
+	_ = syscall.Kill(id.PID, sig)
+	deadline := time.Now().Add(timeout)
+	for id.Alive() {
+		if time.Now().After(deadline) {
+			if sig == syscall.SIGKILL {
+				return fmt.Errorf("pid %d survives SIGKILL", id.PID)
+			}
+			_ = syscall.Kill(id.PID, syscall.SIGKILL)
+			sig, deadline = syscall.SIGKILL, time.Now().Add(timeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return nil
+}
+
+func ping(ctx context.Context, addr string) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1/healthz", nil)
+	resp, err := (&http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}).Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthz: HTTP %d", resp.StatusCode)
+	}
+	return nil
+}
+
+// Down stops the cluster's agents and jobs and removes everything Up made. It is
+// idempotent; without a state file it removes what it finds by name.
+func Down(ctx context.Context, stateDir, name string, log *slog.Logger) error {
+	if log == nil {
+		log = slog.Default()
+	}
+	st, err := Load(stateDir, name)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if st == nil {
+		st = &State{Name: name, Bridge: name + "-br", StateDir: stateDir}
+	}
+	var errs []error
+	for _, n := range st.Nodes {
+		if err := stopProc(n.Agent, syscall.SIGTERM, 5*time.Second); err != nil {
+			errs = append(errs, fmt.Errorf("stop agent of %s: %w", n.Name, err))
+		}
+	}
+	for _, n := range st.Nodes {
+		stopJobs(filepath.Join(n.DataDir, "jobs"))
+	}
+	// Job cgroups: the whole per-cluster parent, nested node/gpid groups included.
+	if cg, err := isolate.OpenCgroup(st.CgroupParent()); err == nil {
+		if err := cg.Destroy(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	nss, err := netns.List(name + "-node")
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, ns := range nss {
+		if err := netns.Delete(ns); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, n := range st.Nodes {
+		if err := netns.DeleteLink(n.HostIf); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := netns.DeleteLink(st.Bridge); err != nil {
+		errs = append(errs, err)
+	}
+	if st.ConfigFile != "" && st.Nodes != nil {
+		if b, err := os.ReadFile(st.ConfigFile); err == nil && strings.Contains(string(b), st.Endpoint()) {
+			_ = os.Remove(st.ConfigFile)
+		}
+	}
+	if st.DataDir != "" {
+		if err := os.RemoveAll(st.DataDir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := os.Remove(statePath(stateDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("localcluster: down %s: %w", name, errors.Join(errs...))
+	}
+	log.Debug("cluster down", "cluster", name)
+	return nil
+}
+
+// stopJobs kills every job under a node's jobs dir and waits for the shims to
+// record the ends and remove the cgroups.
+func stopJobs(dir string) {
+	entries, _ := os.ReadDir(dir)
+	var shims []shim.ProcID
+	for _, e := range entries {
+		var st shim.State
+		if shim.ReadJSON(filepath.Join(dir, e.Name()), shim.StateFile, &st) != nil {
+			continue
+		}
+		if st.Init.Alive() {
+			_ = syscall.Kill(st.Init.PID, syscall.SIGKILL)
+		}
+		shims = append(shims, st.Shim)
+	}
+	for _, s := range shims {
+		_ = stopProc(s, 0, 5*time.Second) // signal 0: just wait, then SIGKILL
+	}
+}

@@ -1,0 +1,25 @@
+// Package pidtable is ssi's cluster state in etcd: nodes, their liveness and load,
+// and the global process table.
+//
+// Keys (all under /ssi/):
+//
+//	next-gpid          decimal counter; the next global PID to hand out
+//	procs/<gpid>       Proc record, JSON; gpid zero-padded to 12 digits so a range
+//	                   read returns the table sorted by gpid
+//	nodes/<name>       Node record, JSON; durable (a dead node stays listed)
+//	status/<name>      NodeStatus, JSON; on the agent's lease (TTL 5 s), refreshed
+//	                   every second; its absence means the node is NotReady
+//
+// Every write that changes who owns a gpid, or that allocates one, is a
+// compare-and-swap transaction (If ModRevision == read revision), never a plain
+// read-modify-write. A gpid is allocated and its record created in the same
+// transaction, guarded by the target node's status key existing, so an allocated
+// gpid always has a record and is never handed out twice.
+//
+// Typical use:
+//
+//	st := pidtable.New(etcdClient)
+//	p, err := st.Create(ctx, pidtable.Proc{Node: "node2", Argv: []string{"sleep", "9"}})
+//	err = st.Update(ctx, p.GPID, func(p *pidtable.Proc) error { p.State = pidtable.Running; return nil })
+//	snap, err := st.Snapshot(ctx) // procs, nodes and statuses at one revision
+package pidtable

@@ -1,0 +1,78 @@
+package pidtable
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+)
+
+// EmbeddedConfig configures the single-member etcd an agent runs when no external
+// cluster is named.
+type EmbeddedConfig struct {
+	Name string // member name
+	Dir  string // data directory
+	// ClientURL and PeerURL are where the member listens, e.g. http://10.0.0.1:2379.
+	ClientURL string
+	PeerURL   string
+	// StartTimeout bounds how long to wait for the member to be ready.
+	StartTimeout time.Duration
+}
+
+// Embedded is a running embedded etcd member.
+type Embedded struct {
+	e *embed.Etcd
+}
+
+// StartEmbedded starts a single-member etcd and waits until it serves clients.
+func StartEmbedded(ctx context.Context, c EmbeddedConfig) (*Embedded, error) {
+	cu, err := url.Parse(c.ClientURL)
+	if err != nil {
+		return nil, fmt.Errorf("pidtable: etcd client URL %q: %w", c.ClientURL, err)
+	}
+	pu, err := url.Parse(c.PeerURL)
+	if err != nil {
+		return nil, fmt.Errorf("pidtable: etcd peer URL %q: %w", c.PeerURL, err)
+	}
+	cfg := embed.NewConfig()
+	cfg.Name = c.Name
+	cfg.Dir = c.Dir
+	cfg.ListenClientUrls = []url.URL{*cu}
+	cfg.AdvertiseClientUrls = []url.URL{*cu}
+	cfg.ListenPeerUrls = []url.URL{*pu}
+	cfg.AdvertisePeerUrls = []url.URL{*pu}
+	cfg.InitialCluster = cfg.InitialClusterFromName(c.Name)
+	cfg.LogLevel = "error"
+	// Status keys are rewritten every second: keep history short.
+	cfg.AutoCompactionMode = "periodic"
+	cfg.AutoCompactionRetention = "5m"
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("pidtable: start embedded etcd in %s: %w", c.Dir, err)
+	}
+	timeout := c.StartTimeout
+	if timeout == 0 {
+		timeout = 30 * time.Second
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+		return &Embedded{e: e}, nil
+	case err := <-e.Err():
+		e.Close()
+		return nil, fmt.Errorf("pidtable: embedded etcd failed: %w", err)
+	case <-time.After(timeout):
+		e.Close()
+		return nil, fmt.Errorf("pidtable: embedded etcd not ready after %s", timeout)
+	case <-ctx.Done():
+		e.Close()
+		return nil, ctx.Err()
+	}
+}
+
+// Err returns a channel that reports a fatal error of the member.
+func (e *Embedded) Err() <-chan error { return e.e.Err() }
+
+// Close stops the member.
+func (e *Embedded) Close() { e.e.Close() }

@@ -1,0 +1,108 @@
+package pidtable
+
+import (
+	"fmt"
+	"time"
+)
+
+// State is the lifecycle state of a global process.
+type State string
+
+// Process states.
+const (
+	// Starting: the gpid is allocated and the owner agent is spawning the job.
+	Starting State = "starting"
+	// Running: the job's processes exist on Node.
+	Running State = "running"
+	// Exited: the job ended; ExitCode is set.
+	Exited State = "exited"
+	// Lost: the owner could not tell what became of the job (its supervisor
+	// vanished without recording an exit status, e.g. the machine rebooted).
+	Lost State = "lost"
+)
+
+// Ended reports whether s is a final state.
+func (s State) Ended() bool { return s == Exited || s == Lost }
+
+// Proc is one global process: a job started by `ssi run`.
+type Proc struct {
+	// GPID is the cluster-wide process ID. Set at creation, never changed or reused.
+	GPID uint64 `json:"gpid"`
+	// Node is the name of the node that owns (runs) the job. Changes only by a
+	// compare-and-swap transaction that also increments Epoch.
+	Node string `json:"node"`
+	// Epoch counts ownership changes; an agent may act on the job only while the
+	// record names it with the epoch it knows.
+	Epoch uint64 `json:"epoch"`
+	State State  `json:"state"`
+	// PID is the host PID of the job's main process on Node (0 until running).
+	PID int `json:"pid,omitempty"`
+	// InitPID is the host PID of the job's `ssi init` (PID 1 of its namespace).
+	InitPID int `json:"init_pid,omitempty"`
+	// User, UID and GID are the account the job runs as. Immutable.
+	User string `json:"user"`
+	UID  int    `json:"uid"`
+	GID  int    `json:"gid"`
+	// Argv is the command line. Immutable; the environment is not stored here.
+	Argv    []string `json:"argv"`
+	Workdir string   `json:"workdir,omitempty"`
+	// CPUs and Memory are the job's resource request and cgroup limit (0: none).
+	CPUs   float64 `json:"cpus,omitempty"`
+	Memory int64   `json:"memory,omitempty"`
+	// Created is when the gpid was allocated; Started when the job's process was
+	// running; Ended when it exited or was found lost.
+	Created time.Time `json:"created"`
+	Started time.Time `json:"started,omitzero"`
+	Ended   time.Time `json:"ended,omitzero"`
+	// ExitCode is the job's exit status once Exited: the main process's code,
+	// or 128+N when it was killed by signal N.
+	ExitCode *int `json:"exit_code,omitempty"`
+	// Error says why a job is Lost or failed to start.
+	Error string `json:"error,omitempty"`
+}
+
+// Node is a node's durable registration, written by its agent at start.
+type Node struct {
+	Name string `json:"name"`
+	// Addr is host:port of the agent's API.
+	Addr string `json:"addr"`
+	// CPUs and Memory are the capacity the node offers to jobs.
+	CPUs   float64           `json:"cpus"`
+	Memory int64             `json:"memory"`
+	Labels map[string]string `json:"labels,omitempty"`
+	// Version is the agent's ssi version.
+	Version    string    `json:"version"`
+	Registered time.Time `json:"registered"`
+}
+
+// NodeStatus is a node's live figures, published every second on its lease.
+type NodeStatus struct {
+	// Instance identifies the agent process that publishes this status; a restarted
+	// agent uses it to recognise its predecessor's lease.
+	Instance string    `json:"instance"`
+	Updated  time.Time `json:"updated"`
+	// Load is the CPU demand of the node's jobs in cores (sum of their CPU use
+	// over the last interval), the figure placement and the balancer compare.
+	Load float64 `json:"load"`
+	// Jobs is the number of live jobs on the node.
+	Jobs int `json:"jobs"`
+	// ReservedCPUs and ReservedMemory sum the requests of the node's live jobs.
+	ReservedCPUs   float64 `json:"reserved_cpus"`
+	ReservedMemory int64   `json:"reserved_memory"`
+	// Procs holds live per-job figures keyed by gpid.
+	Procs map[uint64]ProcStats `json:"procs,omitempty"`
+}
+
+// ProcStats are live figures of one job, measured by its owner agent.
+type ProcStats struct {
+	// CPU is the job's CPU use over the last interval, in percent of one core.
+	CPU float64 `json:"cpu"`
+	// RSS is the resident memory of the job's processes in bytes.
+	RSS int64 `json:"rss"`
+	// Stat is the main process's state letter from /proc (R, S, D, T, Z).
+	Stat string `json:"stat"`
+	// Procs is the number of processes in the job.
+	Procs int `json:"procs"`
+}
+
+func (p *Proc) String() string { return fmt.Sprintf("gpid %d on %s (%s)", p.GPID, p.Node, p.State) }

@@ -1,0 +1,318 @@
+package pidtable
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Errors returned by Store. Check them with errors.Is.
+var (
+	ErrNotFound     = errors.New("pidtable: not found")
+	ErrNodeNotReady = errors.New("pidtable: node is not ready")
+	ErrConflict     = errors.New("pidtable: too many conflicting updates")
+)
+
+const (
+	prefix       = "/ssi/"
+	nextGPIDKey  = prefix + "next-gpid"
+	procsPrefix  = prefix + "procs/"
+	nodesPrefix  = prefix + "nodes/"
+	statusPrefix = prefix + "status/"
+	// maxCASRetries bounds compare-and-swap loops; each retry means another
+	// writer won, so the loop terminates under any fair schedule long before this.
+	maxCASRetries = 64
+)
+
+// ProcKey returns the etcd key of a gpid's record.
+func ProcKey(gpid uint64) string { return fmt.Sprintf("%s%012d", procsPrefix, gpid) }
+
+// NodeKey returns the etcd key of a node's registration.
+func NodeKey(name string) string { return nodesPrefix + name }
+
+// StatusKey returns the etcd key of a node's live status.
+func StatusKey(name string) string { return statusPrefix + name }
+
+// Store reads and writes the cluster state. It is safe for concurrent use.
+type Store struct {
+	c *clientv3.Client
+}
+
+// New returns a Store using c.
+func New(c *clientv3.Client) *Store { return &Store{c: c} }
+
+// Client returns the etcd client the store uses.
+func (s *Store) Client() *clientv3.Client { return s.c }
+
+// Create allocates a new gpid and writes p's record under it in one transaction.
+// It fails with ErrNodeNotReady when p.Node has no live status key. The returned
+// Proc has GPID, Epoch, Created and State (Starting unless set) filled in.
+func (s *Store) Create(ctx context.Context, p Proc) (Proc, error) {
+	if p.Node == "" {
+		return Proc{}, errors.New("pidtable: create: proc has no node")
+	}
+	if p.State == "" {
+		p.State = Starting
+	}
+	if p.Created.IsZero() {
+		p.Created = time.Now().UTC()
+	}
+	p.Epoch = 1
+	for range maxCASRetries {
+		resp, err := s.c.Get(ctx, nextGPIDKey)
+		if err != nil {
+			return Proc{}, fmt.Errorf("pidtable: read next gpid: %w", err)
+		}
+		next, rev := uint64(1), int64(0)
+		if len(resp.Kvs) == 1 {
+			next, err = strconv.ParseUint(string(resp.Kvs[0].Value), 10, 64)
+			if err != nil {
+				return Proc{}, fmt.Errorf("pidtable: %s holds %q: %w", nextGPIDKey, resp.Kvs[0].Value, err)
+			}
+			rev = resp.Kvs[0].ModRevision
+		}
+		p.GPID = next
+		val, err := json.Marshal(p)
+		if err != nil {
+			return Proc{}, fmt.Errorf("pidtable: encode proc: %w", err)
+		}
+		tr, err := s.c.Txn(ctx).If(
+			clientv3.Compare(clientv3.ModRevision(nextGPIDKey), "=", rev),
+			clientv3.Compare(clientv3.CreateRevision(StatusKey(p.Node)), ">", 0),
+		).Then(
+			clientv3.OpPut(nextGPIDKey, strconv.FormatUint(next+1, 10)),
+			clientv3.OpPut(ProcKey(next), string(val)),
+		).Else(
+			clientv3.OpGet(StatusKey(p.Node), clientv3.WithCountOnly()),
+		).Commit()
+		if err != nil {
+			return Proc{}, fmt.Errorf("pidtable: allocate gpid: %w", err)
+		}
+		if tr.Succeeded {
+			return p, nil
+		}
+		if tr.Responses[0].GetResponseRange().Count == 0 {
+			return Proc{}, fmt.Errorf("%w: %s", ErrNodeNotReady, p.Node)
+		}
+	}
+	return Proc{}, fmt.Errorf("%w: allocating a gpid", ErrConflict)
+}
+
+// Get returns gpid's record and its etcd mod revision.
+func (s *Store) Get(ctx context.Context, gpid uint64) (Proc, int64, error) {
+	resp, err := s.c.Get(ctx, ProcKey(gpid))
+	if err != nil {
+		return Proc{}, 0, fmt.Errorf("pidtable: get gpid %d: %w", gpid, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return Proc{}, 0, fmt.Errorf("%w: gpid %d", ErrNotFound, gpid)
+	}
+	var p Proc
+	if err := json.Unmarshal(resp.Kvs[0].Value, &p); err != nil {
+		return Proc{}, 0, fmt.Errorf("pidtable: decode gpid %d: %w", gpid, err)
+	}
+	return p, resp.Kvs[0].ModRevision, nil
+}
+
+// Update applies fn to gpid's record and writes it back only if the record did
+// not change in between, retrying on conflict. fn may return an error to abort.
+// fn must not change GPID; changing Node must also increment Epoch.
+func (s *Store) Update(ctx context.Context, gpid uint64, fn func(*Proc) error) (Proc, error) {
+	for range maxCASRetries {
+		p, rev, err := s.Get(ctx, gpid)
+		if err != nil {
+			return Proc{}, err
+		}
+		if err := fn(&p); err != nil {
+			return Proc{}, err
+		}
+		if p.GPID != gpid {
+			return Proc{}, fmt.Errorf("pidtable: update of gpid %d tried to change it to %d", gpid, p.GPID)
+		}
+		val, err := json.Marshal(p)
+		if err != nil {
+			return Proc{}, fmt.Errorf("pidtable: encode gpid %d: %w", gpid, err)
+		}
+		key := ProcKey(gpid)
+		tr, err := s.c.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
+			Then(clientv3.OpPut(key, string(val))).Commit()
+		if err != nil {
+			return Proc{}, fmt.Errorf("pidtable: update gpid %d: %w", gpid, err)
+		}
+		if tr.Succeeded {
+			return p, nil
+		}
+	}
+	return Proc{}, fmt.Errorf("%w: updating gpid %d", ErrConflict, gpid)
+}
+
+// Delete removes gpid's record if it is still owned by node (so an agent never
+// deletes a record another node has taken over). The gpid is never reused.
+func (s *Store) Delete(ctx context.Context, gpid uint64, node string) error {
+	p, rev, err := s.Get(ctx, gpid)
+	if err != nil {
+		return err
+	}
+	if p.Node != node {
+		return fmt.Errorf("pidtable: delete gpid %d: owned by %s, not %s", gpid, p.Node, node)
+	}
+	key := ProcKey(gpid)
+	tr, err := s.c.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
+		Then(clientv3.OpDelete(key)).Commit()
+	if err != nil {
+		return fmt.Errorf("pidtable: delete gpid %d: %w", gpid, err)
+	}
+	if !tr.Succeeded {
+		return fmt.Errorf("%w: deleting gpid %d", ErrConflict, gpid)
+	}
+	return nil
+}
+
+// Procs lists the records owned by node ("" for all), sorted by gpid.
+func (s *Store) Procs(ctx context.Context, node string) ([]Proc, error) {
+	resp, err := s.c.Get(ctx, procsPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("pidtable: list procs: %w", err)
+	}
+	procs, err := decodeProcs(resp.Kvs)
+	if err != nil {
+		return nil, err
+	}
+	if node == "" {
+		return procs, nil
+	}
+	out := procs[:0]
+	for _, p := range procs {
+		if p.Node == node {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// WaitEnded blocks until gpid's record is in a final state and returns it.
+func (s *Store) WaitEnded(ctx context.Context, gpid uint64) (Proc, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for {
+		p, rev, err := s.Get(ctx, gpid)
+		if err != nil {
+			return Proc{}, err
+		}
+		if p.State.Ended() {
+			return p, nil
+		}
+		wch := s.c.Watch(ctx, ProcKey(gpid), clientv3.WithRev(rev+1))
+		for wr := range wch {
+			if err := wr.Err(); err != nil {
+				return Proc{}, fmt.Errorf("pidtable: watch gpid %d: %w", gpid, err)
+			}
+			if len(wr.Events) > 0 {
+				break
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			return Proc{}, err
+		}
+	}
+}
+
+// RegisterNode writes n's durable record.
+func (s *Store) RegisterNode(ctx context.Context, n Node) error {
+	val, err := json.Marshal(n)
+	if err != nil {
+		return fmt.Errorf("pidtable: encode node %s: %w", n.Name, err)
+	}
+	if _, err := s.c.Put(ctx, NodeKey(n.Name), string(val)); err != nil {
+		return fmt.Errorf("pidtable: register node %s: %w", n.Name, err)
+	}
+	return nil
+}
+
+// Status returns node's live status and the lease it is held on; ok is false when
+// the node is NotReady (no status key).
+func (s *Store) Status(ctx context.Context, node string) (st NodeStatus, lease clientv3.LeaseID, ok bool, err error) {
+	resp, err := s.c.Get(ctx, StatusKey(node))
+	if err != nil {
+		return NodeStatus{}, 0, false, fmt.Errorf("pidtable: get status of %s: %w", node, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return NodeStatus{}, 0, false, nil
+	}
+	if err := json.Unmarshal(resp.Kvs[0].Value, &st); err != nil {
+		return NodeStatus{}, 0, false, fmt.Errorf("pidtable: decode status of %s: %w", node, err)
+	}
+	return st, clientv3.LeaseID(resp.Kvs[0].Lease), true, nil
+}
+
+// PublishStatus writes node's live status on lease.
+func (s *Store) PublishStatus(ctx context.Context, node string, st NodeStatus, lease clientv3.LeaseID) error {
+	val, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("pidtable: encode status of %s: %w", node, err)
+	}
+	if _, err := s.c.Put(ctx, StatusKey(node), string(val), clientv3.WithLease(lease)); err != nil {
+		return fmt.Errorf("pidtable: publish status of %s: %w", node, err)
+	}
+	return nil
+}
+
+// Snapshot is the cluster state at one etcd revision.
+type Snapshot struct {
+	Revision int64
+	Procs    []Proc // sorted by gpid
+	Nodes    []Node // sorted by name
+	// Status holds the live status of every Ready node.
+	Status map[string]NodeStatus
+}
+
+// Ready reports whether node has a live status.
+func (s *Snapshot) Ready(node string) bool { _, ok := s.Status[node]; return ok }
+
+// Node returns the named node's record.
+func (s *Snapshot) Node(name string) (Node, bool) {
+	for _, n := range s.Nodes {
+		if n.Name == name {
+			return n, true
+		}
+	}
+	return Node{}, false
+}
+
+// Snapshot reads the process table, the nodes and their statuses in one
+// transaction (one round trip, one revision).
+func (s *Store) Snapshot(ctx context.Context) (*Snapshot, error) {
+	tr, err := s.c.Txn(ctx).Then(
+		clientv3.OpGet(procsPrefix, clientv3.WithPrefix()),
+		clientv3.OpGet(nodesPrefix, clientv3.WithPrefix()),
+		clientv3.OpGet(statusPrefix, clientv3.WithPrefix()),
+	).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("pidtable: read snapshot: %w", err)
+	}
+	snap := &Snapshot{Revision: tr.Header.Revision, Status: map[string]NodeStatus{}}
+	if snap.Procs, err = decodeProcs(tr.Responses[0].GetResponseRange().Kvs); err != nil {
+		return nil, err
+	}
+	for _, kv := range tr.Responses[1].GetResponseRange().Kvs {
+		var n Node
+		if err := json.Unmarshal(kv.Value, &n); err != nil {
+			return nil, fmt.Errorf("pidtable: decode %s: %w", kv.Key, err)
+		}
+		snap.Nodes = append(snap.Nodes, n)
+	}
+	for _, kv := range tr.Responses[2].GetResponseRange().Kvs {
+		var st NodeStatus
+		if err := json.Unmarshal(kv.Value, &st); err != nil {
+			return nil, fmt.Errorf("pidtable: decode %s: %w", kv.Key, err)
+		}
+		snap.Status[strings.TrimPrefix(string(kv.Key), statusPrefix)] = st
+	}
+	return snap, nil
+}

@@ -1,0 +1,228 @@
+package pidtable
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// freeURL returns an http URL on a free loopback port.
+func freeURL(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return "http://" + l.Addr().String()
+}
+
+// newStore starts a real etcd in-process and returns a Store on it.
+func newStore(t *testing.T) *Store {
+	t.Helper()
+	ctx := context.Background()
+	e, err := StartEmbedded(ctx, EmbeddedConfig{Name: "test", Dir: t.TempDir(), ClientURL: freeURL(t), PeerURL: freeURL(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	c, err := clientv3.New(clientv3.Config{Endpoints: []string{e.e.Clients[0].Addr().String()}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return New(c)
+}
+
+func makeReady(t *testing.T, s *Store, node string) clientv3.LeaseID {
+	t.Helper()
+	ctx := context.Background()
+	l, err := s.c.Grant(ctx, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RegisterNode(ctx, Node{Name: node, Addr: "127.0.0.1:1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PublishStatus(ctx, node, NodeStatus{Instance: "i"}, l.ID); err != nil {
+		t.Fatal(err)
+	}
+	return l.ID
+}
+
+func TestCreateAllocatesUniqueGPIDsConcurrently(t *testing.T) {
+	s := newStore(t)
+	makeReady(t, s, "n1")
+	makeReady(t, s, "n2")
+	const workers, each = 8, 25
+	var mu sync.Mutex
+	seen := map[uint64]bool{}
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				p, err := s.Create(context.Background(), Proc{Node: fmt.Sprintf("n%d", w%2+1), Argv: []string{"true"}})
+				if err != nil {
+					errs <- err
+					return
+				}
+				mu.Lock()
+				if seen[p.GPID] {
+					errs <- fmt.Errorf("gpid %d handed out twice", p.GPID)
+				}
+				seen[p.GPID] = true
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if len(seen) != workers*each {
+		t.Fatalf("allocated %d gpids, want %d", len(seen), workers*each)
+	}
+	procs, err := s.Procs(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(procs) != workers*each {
+		t.Fatalf("%d records, want %d", len(procs), workers*each)
+	}
+	for i := 1; i < len(procs); i++ {
+		if procs[i-1].GPID >= procs[i].GPID {
+			t.Fatalf("procs not sorted by gpid at %d: %d >= %d", i, procs[i-1].GPID, procs[i].GPID)
+		}
+	}
+	if procs[0].GPID != 1 || procs[len(procs)-1].GPID != workers*each {
+		t.Fatalf("gpids span %d..%d, want 1..%d", procs[0].GPID, procs[len(procs)-1].GPID, workers*each)
+	}
+}
+
+func TestCreateOnNotReadyNodeLeavesNothing(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	_, err := s.Create(ctx, Proc{Node: "ghost", Argv: []string{"true"}})
+	if !errors.Is(err, ErrNodeNotReady) {
+		t.Fatalf("err=%v, want ErrNodeNotReady", err)
+	}
+	procs, _ := s.Procs(ctx, "")
+	resp, _ := s.c.Get(ctx, nextGPIDKey)
+	if len(procs) != 0 || len(resp.Kvs) != 0 {
+		t.Fatalf("failed create left state: %d procs, %d counter keys", len(procs), len(resp.Kvs))
+	}
+}
+
+func TestGPIDsNeverReusedAfterDelete(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	makeReady(t, s, "n1")
+	a, _ := s.Create(ctx, Proc{Node: "n1"})
+	if err := s.Delete(ctx, a.GPID, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.Create(ctx, Proc{Node: "n1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.GPID <= a.GPID {
+		t.Fatalf("gpid %d reused or went back (first was %d)", b.GPID, a.GPID)
+	}
+	if _, _, err := s.Get(ctx, a.GPID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("deleted record: err=%v, want ErrNotFound", err)
+	}
+}
+
+func TestDeleteRefusesOtherOwner(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	makeReady(t, s, "n1")
+	p, _ := s.Create(ctx, Proc{Node: "n1"})
+	if err := s.Delete(ctx, p.GPID, "n2"); err == nil {
+		t.Fatal("n2 deleted a record owned by n1")
+	}
+}
+
+func TestUpdateIsCompareAndSwap(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	makeReady(t, s, "n1")
+	p, _ := s.Create(ctx, Proc{Node: "n1"})
+	// Many concurrent increments of Epoch must all land: no lost update.
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := s.Update(ctx, p.GPID, func(p *Proc) error { p.Epoch++; return nil }); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	got, _, _ := s.Get(ctx, p.GPID)
+	if got.Epoch != 21 {
+		t.Fatalf("epoch %d after 20 concurrent increments from 1, want 21", got.Epoch)
+	}
+	abort := errors.New("abort")
+	if _, err := s.Update(ctx, p.GPID, func(*Proc) error { return abort }); !errors.Is(err, abort) {
+		t.Fatalf("err=%v, want the callback's error", err)
+	}
+}
+
+func TestWaitEndedAndSnapshot(t *testing.T) {
+	s := newStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	makeReady(t, s, "n1")
+	p, _ := s.Create(ctx, Proc{Node: "n1", State: Running})
+	done := make(chan Proc, 1)
+	go func() {
+		got, err := s.WaitEnded(ctx, p.GPID)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- got
+	}()
+	time.Sleep(100 * time.Millisecond)
+	code := 3
+	if _, err := s.Update(ctx, p.GPID, func(p *Proc) error { p.State, p.ExitCode = Exited, &code; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	got := <-done
+	if got.State != Exited || got.ExitCode == nil || *got.ExitCode != 3 {
+		t.Fatalf("WaitEnded returned %+v", got)
+	}
+	snap, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snap.Procs) != 1 || len(snap.Nodes) != 1 || !snap.Ready("n1") || snap.Ready("n2") {
+		t.Fatalf("snapshot: %+v", snap)
+	}
+}
+
+func TestStatusDisappearsWithLease(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	lease := makeReady(t, s, "n1")
+	if _, err := s.c.Revoke(ctx, lease); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok, err := s.Status(ctx, "n1"); err != nil || ok {
+		t.Fatalf("status after revoke: ok=%v err=%v", ok, err)
+	}
+	if _, err := s.Create(ctx, Proc{Node: "n1"}); !errors.Is(err, ErrNodeNotReady) {
+		t.Fatalf("create on node with revoked lease: %v", err)
+	}
+}

@@ -1,0 +1,140 @@
+package shim
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Names of the files in a job directory.
+const (
+	SpecFile  = "spec.json"
+	StateFile = "shim.json"
+	ExitFile  = "exit.json"
+	LogFile   = "log"
+	ShimLog   = "shim.log"
+)
+
+// Spec is what the agent asks the shim to run. It is written to the job directory
+// before the shim starts and never changed.
+type Spec struct {
+	GPID uint64 `json:"gpid"`
+	Node string `json:"node"`
+	// Argv is the command; Argv[0] is looked up in Env's PATH on the node.
+	Argv    []string `json:"argv"`
+	Env     []string `json:"env"`
+	Workdir string   `json:"workdir"`
+	UID     int      `json:"uid"`
+	GID     int      `json:"gid"`
+	Groups  []int    `json:"groups,omitempty"`
+	// Cgroup is the path of the job's cgroup, created by the agent.
+	Cgroup string `json:"cgroup"`
+}
+
+// ProcID identifies a process across PID reuse: its PID and its start time in
+// clock ticks since boot (field 22 of /proc/PID/stat).
+type ProcID struct {
+	PID   int    `json:"pid"`
+	Start uint64 `json:"start"`
+}
+
+// State is written by the shim once the job runs.
+type State struct {
+	Shim ProcID `json:"shim"`
+	Init ProcID `json:"init"`
+	// MainPID is the host PID of CMD (0 if it never started).
+	MainPID int `json:"main_pid"`
+}
+
+// Exit is written by the shim after the job is gone and its cgroup removed.
+type Exit struct {
+	// Code is the job's exit code, 128+N if killed by signal N.
+	Code int       `json:"code"`
+	Time time.Time `json:"time"`
+	// Error is set when the shim could not run or observe the job normally.
+	Error string `json:"error,omitempty"`
+}
+
+// WriteJSON writes v to dir/name atomically (temporary file, then rename).
+func WriteJSON(dir, name string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("shim: encode %s: %w", name, err)
+	}
+	tmp := filepath.Join(dir, "."+name+".tmp")
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("shim: write %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		return fmt.Errorf("shim: rename %s: %w", tmp, err)
+	}
+	return nil
+}
+
+// ReadJSON reads dir/name into v. A missing file yields an error wrapping
+// os.ErrNotExist.
+func ReadJSON(dir, name string, v any) error {
+	b, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		return fmt.Errorf("shim: read %s: %w", name, err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("shim: decode %s in %s: %w", name, dir, err)
+	}
+	return nil
+}
+
+// Identify returns pid's ProcID.
+func Identify(pid int) (ProcID, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ProcID{}, fmt.Errorf("shim: identify pid %d: %w", pid, err)
+	}
+	// The command name (field 2) may contain spaces and parentheses: parse after
+	// the last ')'. Fields from there: 3 state ... 22 starttime.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return ProcID{}, fmt.Errorf("shim: identify pid %d: malformed stat", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return ProcID{}, fmt.Errorf("shim: identify pid %d: short stat", pid)
+	}
+	start, err := strconv.ParseUint(f[19], 10, 64)
+	if err != nil {
+		return ProcID{}, fmt.Errorf("shim: identify pid %d: start time: %w", pid, err)
+	}
+	return ProcID{PID: pid, Start: start}, nil
+}
+
+// Alive reports whether the process id names is still the same running process
+// (not exited, not a zombie, and its PID not reused since).
+func (id ProcID) Alive() bool {
+	if id.PID <= 0 {
+		return false
+	}
+	now, err := Identify(id.PID)
+	if err != nil || now.Start != id.Start {
+		return false
+	}
+	st, err := ProcStat(id.PID)
+	return err == nil && st != "Z" && st != "X"
+}
+
+// ProcStat returns the state letter of pid (R, S, D, T, Z, ...).
+func ProcStat(pid int) (string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return "", err
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 || i+3 > len(b) {
+		return "", errors.New("malformed stat")
+	}
+	return string(b[i+2 : i+3]), nil
+}

@@ -1,0 +1,100 @@
+package shim
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// forwarded are the signals init passes on to the job's process group. SIGKILL and
+// SIGSTOP cannot be caught; the agent delivers those itself.
+var forwarded = []os.Signal{
+	syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGUSR1,
+	syscall.SIGUSR2, syscall.SIGWINCH, syscall.SIGCONT, syscall.SIGTSTP, syscall.SIGTTIN,
+	syscall.SIGTTOU, syscall.SIGALRM, syscall.SIGPWR,
+}
+
+// RunInit is `ssi init --node NODE --gpid N -- CMD ARGS...`, PID 1 of a job. It
+// returns the exit code init should exit with.
+func RunInit(args []string) int {
+	fl := flag.NewFlagSet("ssi init", flag.ContinueOnError)
+	node := fl.String("node", "", "node name, for messages")
+	_ = fl.Uint64("gpid", 0, "gpid, for ps on the host")
+	if err := fl.Parse(args); err != nil || fl.NArg() == 0 {
+		fmt.Fprintln(os.Stderr, "ssi init: internal command, started by ssi shim: ssi init --node NODE -- CMD [ARGS...]")
+		return 2
+	}
+	argv := fl.Args()
+	// The sync socket must not leak into the job.
+	unix.CloseOnExec(syncFD)
+	var b [1]byte
+	if n, _ := unix.Read(syncFD, b[:]); n != 1 {
+		fmt.Fprintln(os.Stderr, "ssi init: the shim went away before the job started")
+		return 1
+	}
+	path, err := exec.LookPath(argv[0])
+	if err != nil {
+		unix.Close(syncFD)
+		return notRunnable(argv[0], *node, err)
+	}
+	// Subscribe before the child exists so no SIGCHLD is missed.
+	sigs := make(chan os.Signal, 32)
+	signal.Notify(sigs, forwarded...)
+	chld := make(chan os.Signal, 1)
+	signal.Notify(chld, syscall.SIGCHLD)
+	pid, err := syscall.ForkExec(path, argv, &syscall.ProcAttr{
+		Env:   os.Environ(),
+		Files: []uintptr{0, 1, 2},
+		Sys:   &syscall.SysProcAttr{Setpgid: true},
+	})
+	if err != nil {
+		unix.Close(syncFD)
+		return notRunnable(argv[0], *node, err)
+	}
+	_, _ = unix.Write(syncFD, []byte{'s'})
+	unix.Close(syncFD)
+
+	for {
+		select {
+		case s := <-sigs:
+			sig := s.(syscall.Signal)
+			if err := unix.Kill(-pid, sig); errors.Is(err, unix.ESRCH) {
+				_ = unix.Kill(pid, sig)
+			}
+		case <-chld:
+			for {
+				var ws unix.WaitStatus
+				wpid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+				if err != nil || wpid <= 0 {
+					break
+				}
+				if wpid != pid {
+					continue // an orphan re-parented to us
+				}
+				if ws.Signaled() {
+					return 128 + int(ws.Signal())
+				}
+				return ws.ExitStatus()
+			}
+		}
+	}
+}
+
+// notRunnable reports a command that cannot be executed, with a shell's codes.
+func notRunnable(cmd, node string, err error) int {
+	switch {
+	case errors.Is(err, exec.ErrNotFound), errors.Is(err, fs.ErrNotExist):
+		fmt.Fprintf(os.Stderr, "ssi: %s: command not found on node %s\n", cmd, node)
+		return 127
+	default:
+		fmt.Fprintf(os.Stderr, "ssi: %s: cannot execute on node %s: %v\n", cmd, node, err)
+		return 126
+	}
+}

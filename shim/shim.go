@@ -1,0 +1,243 @@
+package shim
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ssi-cluster/ssi/isolate"
+	"github.com/ssi-cluster/ssi/joblog"
+)
+
+// readyFD is the fd on which the agent waits for the shim's start report.
+const readyFD = 3
+
+// syncFD is init's end of the socket pair it shares with the shim until the job runs.
+const syncFD = 3
+
+// readyMsg is the shim's one-line report to the agent that launched it.
+type readyMsg struct {
+	State *State `json:"state,omitempty"`
+	Error string `json:"error,omitempty"`
+}
+
+// RunShim is `ssi shim <jobdir>`: it starts the job described by jobdir/spec.json
+// and supervises it until it ends. exe is the ssi binary (re-executed as init).
+// It returns the shim's own exit code; the job's goes to exit.json.
+func RunShim(dir, exe string, log *slog.Logger) int {
+	// The shim must survive its agent and any terminal: a closed report pipe or a
+	// hangup must not kill it.
+	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGPIPE)
+	ready := os.NewFile(readyFD, "ready")
+	report := func(m readyMsg) {
+		if ready == nil {
+			return
+		}
+		b, _ := json.Marshal(m)
+		_, _ = ready.Write(append(b, '\n'))
+		_ = ready.Close()
+		ready = nil
+	}
+	fail := func(err error) int {
+		log.Error("shim failed", "dir", dir, "err", err)
+		report(readyMsg{Error: err.Error()})
+		return 1
+	}
+
+	var spec Spec
+	if err := ReadJSON(dir, SpecFile, &spec); err != nil {
+		return fail(err)
+	}
+	log = log.With("gpid", spec.GPID)
+	logf, err := os.OpenFile(filepath.Join(dir, LogFile), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return fail(fmt.Errorf("shim: open job log: %w", err))
+	}
+	defer logf.Close()
+	out := joblog.NewWriter(logf)
+
+	cg, err := isolate.OpenCgroup(spec.Cgroup)
+	if err != nil {
+		return fail(err)
+	}
+	init, err := startInit(exe, spec)
+	if err != nil {
+		_ = cg.Destroy()
+		return fail(err)
+	}
+	if err := cg.Add(init.cmd.Process.Pid); err != nil {
+		_ = init.cmd.Process.Kill()
+		_ = init.cmd.Wait()
+		_ = cg.Destroy()
+		return fail(err)
+	}
+	var copiers sync.WaitGroup
+	for _, s := range []struct {
+		r *os.File
+		k joblog.Kind
+	}{{init.stdout, joblog.Stdout}, {init.stderr, joblog.Stderr}} {
+		copiers.Add(1)
+		go func() {
+			defer copiers.Done()
+			if _, err := io.Copy(out.StreamWriter(s.k), s.r); err != nil {
+				log.Error("copy job output", "stream", s.k, "err", err)
+			}
+			s.r.Close()
+		}()
+	}
+	mainPID := init.release()
+	st := State{MainPID: mainPID}
+	st.Shim, _ = Identify(os.Getpid())
+	st.Init, err = Identify(init.cmd.Process.Pid)
+	if err != nil {
+		st.Init = ProcID{PID: init.cmd.Process.Pid} // exited already; Start unknown
+	}
+	if err := WriteJSON(dir, StateFile, st); err != nil {
+		log.Error("write state", "err", err)
+	}
+	report(readyMsg{State: &st})
+	log.Info("job started", "init_pid", st.Init.PID, "pid", mainPID)
+
+	exit := Exit{Code: waitStatusCode(init.cmd.Wait())}
+	// Init's exit killed everything else in the PID namespace, so the pipes close
+	// promptly; the bound only guards against a writer outside the namespace.
+	drained := make(chan struct{})
+	go func() { copiers.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(10 * time.Second):
+		exit.Error = "job output still open 10s after the job exited; output may be cut"
+		init.stdout.Close()
+		init.stderr.Close()
+	}
+	if err := cg.Destroy(); err != nil {
+		log.Error("remove cgroup", "err", err)
+		exit.Error = strings.TrimSpace(exit.Error + " " + err.Error())
+	}
+	exit.Time = time.Now().UTC()
+	if err := WriteJSON(dir, ExitFile, exit); err != nil {
+		log.Error("write exit status", "err", err)
+		return 1
+	}
+	log.Info("job exited", "code", exit.Code)
+	return 0
+}
+
+// waitStatusCode turns cmd.Wait's result into a shell-style exit code.
+func waitStatusCode(err error) int {
+	var ee *exec.ExitError
+	if err == nil {
+		return 0
+	}
+	if !errors.As(err, &ee) {
+		return 255
+	}
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	switch {
+	case !ok:
+		return 255
+	case ws.Signaled():
+		return 128 + int(ws.Signal())
+	default:
+		return ws.ExitStatus()
+	}
+}
+
+type initProc struct {
+	cmd            *exec.Cmd
+	stdout, stderr *os.File
+	sync           *os.File
+}
+
+// startInit clones `ssi init` into the job's namespaces, as the job's user, held
+// before running anything until release.
+func startInit(exe string, spec Spec) (*initProc, error) {
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("shim: stdout pipe: %w", err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("shim: stderr pipe: %w", err)
+	}
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("shim: sync socket: %w", err)
+	}
+	mine, theirs := os.NewFile(uintptr(pair[0]), "sync"), os.NewFile(uintptr(pair[1]), "sync-init")
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return nil, fmt.Errorf("shim: open %s: %w", os.DevNull, err)
+	}
+	defer devnull.Close()
+	groups := make([]uint32, len(spec.Groups))
+	for i, g := range spec.Groups {
+		groups[i] = uint32(g)
+	}
+	cmd := &exec.Cmd{
+		Path:       exe,
+		Args:       append([]string{"ssi-shim", "init", "--node", spec.Node, "--gpid", strconv.FormatUint(spec.GPID, 10), "--"}, spec.Argv...),
+		Env:        spec.Env,
+		Dir:        spec.Workdir,
+		Stdin:      devnull,
+		Stdout:     outW,
+		Stderr:     errW,
+		ExtraFiles: []*os.File{theirs},
+		SysProcAttr: &syscall.SysProcAttr{
+			Cloneflags: isolate.JobNamespaces,
+			Setsid:     true,
+			Credential: &syscall.Credential{Uid: uint32(spec.UID), Gid: uint32(spec.GID), Groups: groups},
+		},
+	}
+	err = cmd.Start()
+	outW.Close()
+	errW.Close()
+	theirs.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		mine.Close()
+		return nil, fmt.Errorf("shim: start job as uid %d in %s: %w", spec.UID, spec.Workdir, err)
+	}
+	return &initProc{cmd: cmd, stdout: outR, stderr: errR, sync: mine}, nil
+}
+
+// release lets init run the command and returns the command's host PID (0 when
+// it could not be started).
+func (p *initProc) release() int {
+	defer p.sync.Close()
+	if _, err := p.sync.Write([]byte{'g'}); err != nil {
+		return 0
+	}
+	var b [1]byte
+	if n, _ := p.sync.Read(b[:]); n != 1 {
+		return 0 // init exited: the command was not found or could not start
+	}
+	// A child is listed under the thread that forked it: look at every thread.
+	pid := p.cmd.Process.Pid
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, t := range tasks {
+		kids, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(kids)); len(f) > 0 {
+			child, _ := strconv.Atoi(f[0])
+			return child
+		}
+	}
+	return 0
+}
