@@ -39,7 +39,9 @@ type job struct {
 	done    chan struct{}
 }
 
-func (a *Agent) jobDir(gpid uint64) string { return filepath.Join(a.jobsDir, strconv.FormatUint(gpid, 10)) }
+func (a *Agent) jobDir(gpid uint64) string {
+	return filepath.Join(a.jobsDir, strconv.FormatUint(gpid, 10))
+}
 
 // caller is who sent a request.
 type caller struct {
