@@ -20,6 +20,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
+	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
 	"github.com/ssi-cluster/ssi/pidtable"
@@ -146,7 +147,8 @@ func (a *Agent) connectEtcd(ctx context.Context) error {
 		endpoints = []string{a.cfg.EtcdClientURL}
 		a.log.Info("embedded etcd started", "client_url", a.cfg.EtcdClientURL)
 	}
-	c, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: a.cfg.EtcdDialTimeout, Logger: nil})
+	// The client's own zap logs would duplicate, as JSON, the errors returned here.
+	c, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: a.cfg.EtcdDialTimeout, Logger: zap.NewNop()})
 	if err != nil {
 		return fmt.Errorf("%w at %s: %w", ErrEtcdUnreachable, strings.Join(endpoints, ","), err)
 	}

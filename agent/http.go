@@ -227,6 +227,11 @@ func (a *Agent) owned(w http.ResponseWriter, r *http.Request) (p pidtable.Proc, 
 }
 
 func (a *Agent) handleSignal(w http.ResponseWriter, r *http.Request) {
+	// Resolve the owner first: a forwarded request must keep its body unread.
+	p, ok := a.owned(w, r)
+	if !ok {
+		return
+	}
 	var req api.SignalRequest
 	if err := decode(r, &req); err != nil {
 		a.writeError(w, r, err)
@@ -235,10 +240,6 @@ func (a *Agent) handleSignal(w http.ResponseWriter, r *http.Request) {
 	sig, err := api.ParseSignal(req.Signal)
 	if err != nil {
 		a.writeError(w, r, api.Errorf(api.CodeBadRequest, "%v", err))
-		return
-	}
-	p, ok := a.owned(w, r)
-	if !ok {
 		return
 	}
 	if p.State.Ended() {

@@ -1,0 +1,38 @@
+# Every target is a one-liner over a script in hack/. `make help` lists them.
+NODES ?= 3
+SHELL := /bin/bash
+
+.PHONY: help deps build up down status test unit e2e bench fuzz lint
+
+help: ## list targets
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+
+deps: ## install what ssi needs on this machine (Debian: iproute2, CRIU >= 4.2 built from source, Go modules)
+	hack/install-deps.sh
+
+build: ## build bin/ssi and bin/ssi-shim
+	hack/build.sh
+
+up: deps build ## start a local cluster of NODES (default 3) network-namespace nodes; harmless if up
+	bin/ssi local up --nodes $(NODES)
+
+down: ## stop the local cluster and remove everything it made
+	hack/down.sh
+
+status: ## say whether the local cluster is up
+	bin/ssi local status
+
+test: deps build ## run all tests, unit and e2e (as root)
+	hack/test.sh
+
+unit: build ## run the tests that need neither root nor a cluster
+	go test -count=1 ./api/... ./joblog/... ./placement/... ./cmd/...
+
+e2e: build ## run the multi-node end-to-end tests only (as root)
+	go test -count=1 -v -timeout 20m ./e2e/
+
+bench: deps build ## run the benchmark harness (see docs/BENCHMARKS.md)
+	go run ./hack/bench
+
+lint: ## gofmt and go vet
+	hack/lint.sh

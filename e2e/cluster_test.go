@@ -1,0 +1,241 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ssi-cluster/ssi/api"
+	"github.com/ssi-cluster/ssi/localcluster"
+)
+
+// cluster is the shared cluster of this test run.
+var cluster *testCluster
+
+type testCluster struct {
+	*localcluster.State
+	bin string // directory holding ssi and ssi-shim
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	if os.Geteuid() != 0 {
+		fmt.Println("e2e: skipping: needs root (network namespaces, cgroups)")
+		return m.Run() // every test skips via need()
+	}
+	tmp, err := os.MkdirTemp("", "ssi-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(tmp)
+	// World-readable so jobs and CLIs running as other users can execute them.
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	bin := filepath.Join(tmp, "bin")
+	for _, b := range []struct{ out, pkg string }{{"ssi", "./cmd/ssi"}, {"ssi-shim", "./cmd/ssi-shim"}} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(bin, b.out), b.pkg)
+		cmd.Dir, cmd.Stdout, cmd.Stderr = "..", os.Stderr, os.Stderr
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if err := cmd.Run(); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: build %s: %v\n", b.pkg, err)
+			return 1
+		}
+	}
+	_ = os.Chmod(bin, 0o755)
+	ctx := context.Background()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cfg := localcluster.Config{
+		Name: "ssie2e", Nodes: 3, Subnet: "10.213.0.0/24", Binary: filepath.Join(bin, "ssi"),
+		DataDir: filepath.Join(tmp, "data"), StateDir: filepath.Join(tmp, "state"), Log: log,
+	}
+	st, _, err := localcluster.Up(ctx, cfg)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: cluster up: %v\n", err)
+		return 1
+	}
+	cluster = &testCluster{State: st, bin: bin}
+	code := m.Run()
+	if err := localcluster.Down(ctx, cfg.StateDir, cfg.Name, log); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: cluster down: %v\n", err)
+		code = 1
+	}
+	return code
+}
+
+func need(t *testing.T) *testCluster {
+	t.Helper()
+	if cluster == nil {
+		t.Skip("needs root: e2e tests build a cluster of network namespaces")
+	}
+	return cluster
+}
+
+// result is what one CLI invocation did.
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+}
+
+// cmd prepares `ssi args...` against the cluster, as root.
+func (c *testCluster) cmd(ctx context.Context, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, filepath.Join(c.bin, "ssi"), args...)
+	cmd.Env = []string{"SSI_ENDPOINT=" + c.Endpoint(), "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"}
+	cmd.Dir = "/"
+	return cmd
+}
+
+func runCmd(t *testing.T, cmd *exec.Cmd) result {
+	t.Helper()
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	r := result{stdout: out.String(), stderr: errb.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run %v: %v", cmd.Args, err)
+	}
+	return r
+}
+
+// ssi runs the CLI and returns what it did; it fails the test after 60 s.
+func (c *testCluster) ssi(t *testing.T, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	return runCmd(t, c.cmd(ctx, args...))
+}
+
+// ok runs the CLI and fails the test unless it exits 0.
+func (c *testCluster) ok(t *testing.T, args ...string) string {
+	t.Helper()
+	r := c.ssi(t, args...)
+	if r.code != 0 {
+		t.Fatalf("ssi %s: %v", strings.Join(args, " "), r)
+	}
+	return r.stdout
+}
+
+// detach starts a detached job and returns its gpid.
+func (c *testCluster) detach(t *testing.T, args ...string) uint64 {
+	t.Helper()
+	out := c.ok(t, append([]string{"run", "-d"}, args...)...)
+	var gpid uint64
+	if _, err := fmt.Sscan(out, &gpid); err != nil || gpid == 0 {
+		t.Fatalf("run -d printed %q, want a gpid", out)
+	}
+	return gpid
+}
+
+// ps returns `ssi ps -A --exited -o json`.
+func (c *testCluster) ps(t *testing.T) []api.ProcInfo {
+	t.Helper()
+	var procs []api.ProcInfo
+	if err := json.Unmarshal([]byte(c.ok(t, "ps", "-A", "--exited", "-o", "json")), &procs); err != nil {
+		t.Fatalf("ps -o json: %v", err)
+	}
+	return procs
+}
+
+func (c *testCluster) proc(t *testing.T, gpid uint64) api.ProcInfo {
+	t.Helper()
+	for _, p := range c.ps(t) {
+		if p.GPID == gpid {
+			return p
+		}
+	}
+	t.Fatalf("gpid %d not in ps -A --exited", gpid)
+	return api.ProcInfo{}
+}
+
+func (c *testCluster) nodes(t *testing.T) map[string]api.NodeInfo {
+	t.Helper()
+	var nodes []api.NodeInfo
+	if err := json.Unmarshal([]byte(c.ok(t, "nodes", "-o", "json")), &nodes); err != nil {
+		t.Fatalf("nodes -o json: %v", err)
+	}
+	m := map[string]api.NodeInfo{}
+	for _, n := range nodes {
+		m[n.Name] = n
+	}
+	return m
+}
+
+// kill ends a job for good (cleanup helper).
+func (c *testCluster) kill(t *testing.T, gpids ...uint64) {
+	t.Helper()
+	for _, g := range gpids {
+		_ = c.ssi(t, "kill", "-s", "KILL", fmt.Sprint(g))
+	}
+}
+
+// eventually retries f every 100 ms until it returns nil or timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not true after %s: %v", what, timeout, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// restartAgent kills node's agent with sig and starts it again after pause.
+func (c *testCluster) stopAgent(t *testing.T, node string, sig syscall.Signal) {
+	t.Helper()
+	if err := c.StopAgent(node, sig); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (c *testCluster) startAgent(t *testing.T, node string) {
+	t.Helper()
+	if err := c.StartAgent(context.Background(), node); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// pidAlive reports whether a host PID exists and is not a zombie.
+func pidAlive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i > 0 && i+2 < len(b) && b[i+2] != 'Z'
+}
+
+// lineReader collects a stream's lines for assertions.
+func readAll(t *testing.T, r io.Reader) string {
+	t.Helper()
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# lint.sh: formatting and vet; fails listing unformatted files.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+unformatted=$(gofmt -l $(git ls-files '*.go'))
+if [ -n "$unformatted" ]; then
+	echo "gofmt needed on:" >&2
+	echo "$unformatted" >&2
+	exit 1
+fi
+go vet ./...
