@@ -96,6 +96,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.reconcile(ctx); err != nil {
 		return err
 	}
+	// Publish again now that adopted jobs are known, instead of a second later.
+	if err := a.publishStatus(ctx, a.measure()); err != nil {
+		return err
+	}
 	srv := &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
 	var wg sync.WaitGroup
 	loops, stop := context.WithCancel(ctx)

@@ -2,9 +2,12 @@ package localcluster
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -49,10 +52,13 @@ type Config struct {
 
 // State is a running cluster, as saved in its state file.
 type State struct {
-	Name       string      `json:"name"`
-	Bridge     string      `json:"bridge"`
-	Subnet     string      `json:"subnet"`
-	Binary     string      `json:"binary"`
+	Name   string `json:"name"`
+	Bridge string `json:"bridge"`
+	Subnet string `json:"subnet"`
+	Binary string `json:"binary"`
+	// BinaryID fingerprints the binary the agents run (sha256), so Up notices a
+	// rebuild.
+	BinaryID   string      `json:"binary_id"`
 	DataDir    string      `json:"data_dir"`
 	StateDir   string      `json:"state_dir"`
 	ConfigFile string      `json:"config_file,omitempty"`
@@ -118,36 +124,76 @@ func (s *State) Healthy(ctx context.Context) bool {
 	return true
 }
 
-// Up starts the cluster. If a cluster of that name is up and healthy it is left
-// alone (ok=false); leftovers of a broken one are removed first.
-func Up(ctx context.Context, c Config) (st *State, started bool, err error) {
+// Outcome says what Up did.
+type Outcome string
+
+// Outcomes of Up.
+const (
+	Started   Outcome = "started"
+	AlreadyUp Outcome = "is already up"
+	Restarted Outcome = "restarted its agents on the new binary"
+)
+
+// binaryID fingerprints a file by content (a rebuild rewrites the file even when
+// nothing changed, so its mtime says nothing).
+func binaryID(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return ""
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Up starts the cluster. A healthy cluster of that name is left alone, or, if
+// the binary was rebuilt since its agents started, its agents are restarted one
+// by one on the new binary (jobs keep running). Leftovers of a broken cluster
+// are removed first.
+func Up(ctx context.Context, c Config) (st *State, outcome Outcome, err error) {
 	if !nameRE.MatchString(c.Name) {
-		return nil, false, fmt.Errorf("localcluster: name %q: want 1-10 lower-case letters and digits, starting with a letter", c.Name)
+		return nil, "", fmt.Errorf("localcluster: name %q: want 1-10 lower-case letters and digits, starting with a letter", c.Name)
 	}
 	if c.Nodes < 1 || c.Nodes > 200 {
-		return nil, false, fmt.Errorf("localcluster: %d nodes: want 1 to 200", c.Nodes)
+		return nil, "", fmt.Errorf("localcluster: %d nodes: want 1 to 200", c.Nodes)
 	}
 	prefix, err := netip.ParsePrefix(c.Subnet)
 	if err != nil || !prefix.Addr().Is4() || prefix.Bits() > 24 {
-		return nil, false, fmt.Errorf("localcluster: subnet %q: want an IPv4 prefix of /24 or larger, like 10.210.0.0/24", c.Subnet)
+		return nil, "", fmt.Errorf("localcluster: subnet %q: want an IPv4 prefix of /24 or larger, like 10.210.0.0/24", c.Subnet)
 	}
 	if c.Log == nil {
 		c.Log = slog.Default()
 	}
 	if old, err := Load(c.StateDir, c.Name); err == nil {
 		if old.Healthy(ctx) && len(old.Nodes) == c.Nodes {
-			return old, false, nil
+			id := binaryID(c.Binary)
+			if old.BinaryID == id && old.Binary == c.Binary {
+				return old, AlreadyUp, nil
+			}
+			old.Binary, old.BinaryID = c.Binary, id
+			for _, n := range old.Nodes {
+				if err := old.StopAgent(n.Name, syscall.SIGTERM); err != nil {
+					return old, "", err
+				}
+				if err := old.StartAgent(ctx, n.Name); err != nil {
+					return old, "", err
+				}
+			}
+			return old, Restarted, nil
 		}
 		c.Log.Info("removing the previous, broken cluster", "cluster", c.Name)
 	}
 	if err := Down(ctx, c.StateDir, c.Name, c.Log); err != nil {
-		return nil, false, err
+		return nil, "", err
 	}
 	base := prefix.Masked().Addr().As4()
 	ip := func(last int) net.IP { return net.IPv4(base[0], base[1], base[2], byte(last)) }
 	mask := net.CIDRMask(prefix.Bits(), 32)
 	st = &State{
-		Name: c.Name, Bridge: c.Name + "-br", Subnet: c.Subnet, Binary: c.Binary,
+		Name: c.Name, Bridge: c.Name + "-br", Subnet: c.Subnet, Binary: c.Binary, BinaryID: binaryID(c.Binary),
 		DataDir: c.DataDir, StateDir: c.StateDir, ConfigFile: c.ConfigFile, AgentArgs: c.AgentArgs,
 	}
 	defer func() {
@@ -157,7 +203,7 @@ func Up(ctx context.Context, c Config) (st *State, started bool, err error) {
 		}
 	}()
 	if err := netns.EnsureBridge(st.Bridge, &net.IPNet{IP: ip(1), Mask: mask}); err != nil {
-		return st, false, err
+		return st, "", err
 	}
 	for i := 1; i <= c.Nodes; i++ {
 		n := NodeState{
@@ -169,24 +215,24 @@ func Up(ctx context.Context, c Config) (st *State, started bool, err error) {
 		}
 		st.Nodes = append(st.Nodes, n)
 		if err := netns.CreateNode(netns.Node{Namespace: n.Namespace, HostIf: n.HostIf, Bridge: st.Bridge, Addr: &net.IPNet{IP: ip(10 + i), Mask: mask}}); err != nil {
-			return st, false, err
+			return st, "", err
 		}
 	}
 	for i := range st.Nodes {
 		if err := st.StartAgent(ctx, st.Nodes[i].Name); err != nil {
-			return st, false, err
+			return st, "", err
 		}
 	}
 	if c.ConfigFile != "" {
 		if err := os.MkdirAll(filepath.Dir(c.ConfigFile), 0o755); err != nil {
-			return st, false, fmt.Errorf("localcluster: %w", err)
+			return st, "", fmt.Errorf("localcluster: %w", err)
 		}
 		b, _ := json.Marshal(map[string]string{"endpoint": st.Endpoint()})
 		if err := os.WriteFile(c.ConfigFile, append(b, '\n'), 0o644); err != nil {
-			return st, false, fmt.Errorf("localcluster: write CLI config: %w", err)
+			return st, "", fmt.Errorf("localcluster: write CLI config: %w", err)
 		}
 	}
-	return st, true, st.save()
+	return st, Started, st.save()
 }
 
 func (s *State) node(name string) (*NodeState, error) {
@@ -344,6 +390,7 @@ func Down(ctx context.Context, stateDir, name string, log *slog.Logger) error {
 	if st.ConfigFile != "" && st.Nodes != nil {
 		if b, err := os.ReadFile(st.ConfigFile); err == nil && strings.Contains(string(b), st.Endpoint()) {
 			_ = os.Remove(st.ConfigFile)
+			_ = os.Remove(filepath.Dir(st.ConfigFile)) // only if empty
 		}
 	}
 	if st.DataDir != "" {
@@ -354,6 +401,7 @@ func Down(ctx context.Context, stateDir, name string, log *slog.Logger) error {
 	if err := os.Remove(statePath(stateDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, err)
 	}
+	_ = os.Remove(stateDir) // only if empty
 	if len(errs) > 0 {
 		return fmt.Errorf("localcluster: down %s: %w", name, errors.Join(errs...))
 	}

@@ -41,15 +41,11 @@ down' call these. Needs root.`,
 				cfg.DataDir = filepath.Join("/var/lib/ssi-local", cfg.Name)
 			}
 			cfg.Log = slog.New(slog.NewTextHandler(e.stderr, nil))
-			st, started, err := localcluster.Up(cmd.Context(), cfg)
+			st, outcome, err := localcluster.Up(cmd.Context(), cfg)
 			if err != nil {
 				return err
 			}
-			verb := "started"
-			if !started {
-				verb = "is already up"
-			}
-			fmt.Fprintf(e.stdout, "cluster %s %s: %d nodes, endpoint %s", st.Name, verb, len(st.Nodes), st.Endpoint())
+			fmt.Fprintf(e.stdout, "cluster %s %s: %d nodes, endpoint %s", st.Name, outcome, len(st.Nodes), st.Endpoint())
 			if st.ConfigFile != "" {
 				fmt.Fprintf(e.stdout, " (written to %s)", st.ConfigFile)
 			}

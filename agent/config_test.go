@@ -1,0 +1,45 @@
+package agent
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestConfigValidate(t *testing.T) {
+	shimExe := filepath.Join(t.TempDir(), "ssi-shim")
+	if err := os.WriteFile(shimExe, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	good := func() Config {
+		return Config{Name: "node1", Listen: "10.0.0.1:7070", DataDir: "/tmp/x", ShimExe: shimExe}
+	}
+	c := good()
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.EtcdClientURL != "http://10.0.0.1:2379" || c.Advertise != "10.0.0.1:7070" || c.CgroupParent != "/ssi" || c.LeaseTTL != 5 {
+		t.Fatalf("defaults not filled: %+v", c)
+	}
+	cases := []struct {
+		mod  func(*Config)
+		want string
+	}{
+		{func(c *Config) { c.Name = "Node_1" }, `--name "Node_1"`},
+		{func(c *Config) { c.Listen = "nope" }, `--listen "nope"`},
+		{func(c *Config) { c.Listen = "0.0.0.0:7070" }, `--advertise "0.0.0.0:7070"`},
+		{func(c *Config) { c.DataDir = "" }, "--data-dir is required"},
+		{func(c *Config) { c.CPUs = -2 }, "--cpus -2"},
+		{func(c *Config) { c.Placement = "best" }, "--placement"},
+		{func(c *Config) { c.CgroupParent = "ssi" }, `--cgroup-parent "ssi"`},
+		{func(c *Config) { c.ShimExe = "/nonexistent/ssi-shim" }, `--shim-binary "/nonexistent/ssi-shim"`},
+	}
+	for _, tc := range cases {
+		c := good()
+		tc.mod(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Validate() = %v, want an error mentioning %q", err, tc.want)
+		}
+	}
+}
