@@ -65,10 +65,13 @@ func (a *Agent) measure() pidtable.NodeStatus {
 				}
 				j.lastCPU, j.lastAt = cpu, now
 			}
+			// Figures are the job's own: ssi's init (PID 1 of the job) is left out.
 			if pids, err := j.cgroup.Pids(); err == nil {
-				ps.Procs = len(pids)
 				for _, pid := range pids {
-					ps.RSS += rss(pid)
+					if pid != j.state.Init.PID {
+						ps.Procs++
+						ps.RSS += rss(pid)
+					}
 				}
 			}
 		}

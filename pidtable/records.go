@@ -97,11 +97,12 @@ type NodeStatus struct {
 type ProcStats struct {
 	// CPU is the job's CPU use over the last interval, in percent of one core.
 	CPU float64 `json:"cpu"`
-	// RSS is the resident memory of the job's processes in bytes.
+	// RSS is the resident memory of the job's processes in bytes (ssi's own
+	// init, PID 1 of the job, is not counted; its CPU time is, but it idles).
 	RSS int64 `json:"rss"`
 	// Stat is the main process's state letter from /proc (R, S, D, T, Z).
 	Stat string `json:"stat"`
-	// Procs is the number of processes in the job.
+	// Procs is the number of the job's processes, init not counted.
 	Procs int `json:"procs"`
 }
 
