@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -34,6 +33,7 @@ the first node that way and point the others at it, or point every agent at an
 external etcd cluster. Jobs survive a restart of their agent.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			var err error
 			var lvl slog.Level
 			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
 				return usageErr("agent: --log-level %q: want debug, info, warn or error", logLevel)
@@ -54,15 +54,8 @@ external etcd cluster. Jobs survive a restart of their agent.`,
 				}
 				cfg.Memory = m
 			}
-			for _, kv := range labels {
-				k, v, ok := strings.Cut(kv, "=")
-				if !ok || k == "" {
-					return usageErr("agent: --label %q: want KEY=VALUE", kv)
-				}
-				if cfg.Labels == nil {
-					cfg.Labels = map[string]string{}
-				}
-				cfg.Labels[k] = v
+			if cfg.Labels, err = parseLabels("agent: --label", labels); err != nil {
+				return err
 			}
 			cfg.Placement = placement.Policy(policy)
 			exe, err := os.Executable()

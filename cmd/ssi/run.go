@@ -68,15 +68,9 @@ CMD does not exist on the node). With -d it prints the job's gpid and returns.`,
 					req.Env[i] = k + "=" + e.getenv(k)
 				}
 			}
-			for _, kv := range constraints {
-				k, v, ok := strings.Cut(kv, "=")
-				if !ok || k == "" {
-					return usageErr("run: --constraint %q: want LABEL=VALUE", kv)
-				}
-				if req.Constraints == nil {
-					req.Constraints = map[string]string{}
-				}
-				req.Constraints[k] = v
+			var err error
+			if req.Constraints, err = parseLabels("run: --constraint", constraints); err != nil {
+				return err
 			}
 			if req.Workdir != "" {
 				req.WorkdirExplicit = true

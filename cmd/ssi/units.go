@@ -58,3 +58,20 @@ func humanBytes(n int64) string {
 	}
 	return fmt.Sprintf("%.0f%s", f, suffix)
 }
+
+// parseLabels turns repeated KEY=VALUE flag values into a map (nil when empty);
+// what names the flag in errors.
+func parseLabels(what string, items []string) (map[string]string, error) {
+	var m map[string]string
+	for _, kv := range items {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, usageErr("%s %q: want KEY=VALUE", what, kv)
+		}
+		if m == nil {
+			m = map[string]string{}
+		}
+		m[k] = v
+	}
+	return m, nil
+}
