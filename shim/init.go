@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -34,6 +35,8 @@ func RunInit(args []string) int {
 	argv := fl.Args()
 	// The sync socket must not leak into the job.
 	unix.CloseOnExec(syncFD)
+	// Belt and braces with the shim: nothing above the sync fd reaches the job.
+	_ = unix.CloseRange(syncFD+1, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC)
 	var b [1]byte
 	if n, _ := unix.Read(syncFD, b[:]); n != 1 {
 		fmt.Fprintln(os.Stderr, "ssi init: the shim went away before the job started")

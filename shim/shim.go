@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -41,6 +42,9 @@ func RunShim(dir, exe string, log *slog.Logger) int {
 	// The shim must survive its agent and any terminal: a closed report pipe or a
 	// hangup must not kill it.
 	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGPIPE)
+	// Whatever started the agent may have leaked fds into it and so into us: none
+	// of them may reach the job, whose every fd CRIU would have to dump.
+	_ = unix.CloseRange(readyFD+1, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC)
 	ready := os.NewFile(readyFD, "ready")
 	report := func(m readyMsg) {
 		if ready == nil {

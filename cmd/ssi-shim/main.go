@@ -6,6 +6,13 @@
 //	ssi-shim init --node N --gpid G -- CMD...  the job's PID 1
 //
 // The agent starts it; it is not meant to be run by hand.
+//
+// The go:debug lines stop the runtime from reading (and keeping open) the cgroup
+// CPU limit files to size GOMAXPROCS: init runs inside the job, so those fds would
+// be checkpointed with it and name a cgroup that does not exist on the target.
+//
+//go:debug containermaxprocs=0
+//go:debug updatemaxprocs=0
 package main
 
 import (
