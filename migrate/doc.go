@@ -1,0 +1,27 @@
+// Package migrate is the live-migration protocol: the state machine a source
+// agent drives to move a running job to a target node, its rollback rules, and
+// the checksummed stream that carries a job's images between agents.
+//
+// Phases, recorded in the job's etcd record as they happen:
+//
+//	claim ─► prepare ─► dump ─► transfer ─► restore ─► commit ─► cleanup
+//	  │         │         │          │           │          │
+//	  └─────────┴─────────┴──────────┴───────────┴──────────┴─► rollback (before commit)
+//
+//	claim     record running -> migrating (CAS): a second migrate is refused
+//	prepare   target: CRIU usable, executable and workdir present, cgroup made
+//	dump      source: CRIU dump --leave-stopped; the source copy is stopped, not dead
+//	transfer  images and the job's output log, streamed and checksummed
+//	restore   target: a new shim restores the tree, stdout/stderr re-plumbed
+//	commit    record owner := target, epoch+1 (CAS on the claimed revision)
+//	cleanup   source kills its stopped copy; both sides drop the images
+//
+// Invariant: at most one copy runs at any instant (the source copy is stopped
+// before the target copy starts, and killed only after commit), and a job that
+// was running is running after any failure: before commit, rollback kills the
+// target copy and resumes the source copy.
+//
+// The package holds no I/O of its own beyond the stream codec: Run drives the
+// phases through a Steps implementation (the agent's), so the state machine and
+// its rollback are tested with fakes.
+package migrate

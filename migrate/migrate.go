@@ -1,0 +1,152 @@
+package migrate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Phase names a step of a migration.
+type Phase string
+
+// Phases, in order.
+const (
+	Claim    Phase = "claim"
+	Prepare  Phase = "prepare"
+	Dump     Phase = "dump"
+	Transfer Phase = "transfer"
+	Restore  Phase = "restore"
+	Commit   Phase = "commit"
+	Cleanup  Phase = "cleanup"
+)
+
+// Steps are the side effects of a migration, implemented by the source agent.
+// Each returns an error to stop the migration; Run then rolls back.
+type Steps interface {
+	// Claim marks the job as migrating (refusing if it is not running).
+	Claim(ctx context.Context) error
+	// Prepare asks the target to check it can run the job and get ready.
+	Prepare(ctx context.Context) error
+	// Dump checkpoints the job, leaving the source copy stopped.
+	Dump(ctx context.Context) (imageBytes int64, err error)
+	// Transfer streams the images to the target.
+	Transfer(ctx context.Context) error
+	// Restore has the target restore the job; the target copy then runs.
+	Restore(ctx context.Context) error
+	// Commit makes the target the owner in one compare-and-swap transaction.
+	Commit(ctx context.Context) error
+	// Cleanup kills the stopped source copy and removes images; errors are
+	// reported but the migration has happened.
+	Cleanup(ctx context.Context) error
+
+	// Rollback undoes a migration that failed before commit: the target discards
+	// its copy, the source copy resumes (if dumped), and the record is released.
+	Rollback(ctx context.Context, dumped, restored bool) error
+	// Progress reports the phase being entered.
+	Progress(p Phase)
+}
+
+// Stats are the figures of a finished migration.
+type Stats struct {
+	// Frozen is how long the job did not run: from the start of the dump to the
+	// end of the restore.
+	Frozen time.Duration `json:"frozen_ns"`
+	// ImageBytes is the size of the images shipped.
+	ImageBytes int64         `json:"image_bytes"`
+	Dump       time.Duration `json:"dump_ns"`
+	Transfer   time.Duration `json:"transfer_ns"`
+	Restore    time.Duration `json:"restore_ns"`
+	Total      time.Duration `json:"total_ns"`
+}
+
+// Error is a failed migration: the phase it failed in, the cause, and whether
+// the rollback succeeded (when it did not, RollbackErr says what is left).
+type Error struct {
+	Phase       Phase
+	Err         error
+	RollbackErr error
+}
+
+func (e *Error) Error() string {
+	msg := fmt.Sprintf("migration failed during %s: %v", e.Phase, e.Err)
+	if e.RollbackErr != nil {
+		return msg + fmt.Sprintf("; rollback incomplete: %v", e.RollbackErr)
+	}
+	if e.Phase == Claim {
+		return msg
+	}
+	return msg + "; the job is running on its source node again"
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// ErrCommitUncertain wraps a commit whose outcome is unknown (e.g. etcd timed
+// out): neither copy may be resumed or killed until the record is read again.
+var ErrCommitUncertain = errors.New("migrate: commit outcome unknown")
+
+// Run drives a migration through its phases, rolling back on failure before
+// commit. After a successful commit the migration stands even if cleanup fails.
+func Run(ctx context.Context, s Steps) (Stats, error) {
+	var st Stats
+	start := time.Now()
+	dumped, restored := false, false
+	fail := func(p Phase, err error) (Stats, error) {
+		e := &Error{Phase: p, Err: err}
+		if p != Claim {
+			// Roll back even if ctx is cancelled or timed out: that is often why we fail.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+			e.RollbackErr = s.Rollback(rctx, dumped, restored)
+		}
+		return st, e
+	}
+	s.Progress(Claim)
+	if err := s.Claim(ctx); err != nil {
+		return fail(Claim, err)
+	}
+	s.Progress(Prepare)
+	if err := s.Prepare(ctx); err != nil {
+		return fail(Prepare, err)
+	}
+	s.Progress(Dump)
+	frozenAt := time.Now()
+	n, err := s.Dump(ctx)
+	st.Dump = time.Since(frozenAt)
+	if err != nil {
+		// CRIU leaves the tree running when a dump fails, but resuming is harmless.
+		dumped = true
+		return fail(Dump, err)
+	}
+	dumped, st.ImageBytes = true, n
+	s.Progress(Transfer)
+	t := time.Now()
+	if err := s.Transfer(ctx); err != nil {
+		return fail(Transfer, err)
+	}
+	st.Transfer = time.Since(t)
+	s.Progress(Restore)
+	t = time.Now()
+	err = s.Restore(ctx)
+	st.Restore = time.Since(t)
+	if err != nil {
+		restored = true // a partial restore must be discarded too
+		return fail(Restore, err)
+	}
+	restored = true
+	st.Frozen = time.Since(frozenAt)
+	s.Progress(Commit)
+	if err := s.Commit(ctx); err != nil {
+		if errors.Is(err, ErrCommitUncertain) {
+			return st, &Error{Phase: Commit, Err: err, RollbackErr: errors.New("not attempted: the commit may have happened")}
+		}
+		return fail(Commit, err)
+	}
+	s.Progress(Cleanup)
+	if err := s.Cleanup(context.WithoutCancel(ctx)); err != nil {
+		st.Total = time.Since(start)
+		return st, fmt.Errorf("migrate: migrated, but cleanup failed: %w", err)
+	}
+	st.Total = time.Since(start)
+	return st, nil
+}
