@@ -118,7 +118,7 @@ func (a *Agent) spawn(ctx context.Context, req api.RunRequest, who caller) (api.
 	if err != nil {
 		return api.RunResponse{}, undo(err)
 	}
-	cmd, st, err := shim.Launch(ctx, a.cfg.ShimExe, dir)
+	cmd, st, err := shim.Launch(ctx, a.cfg.ShimExe, dir, shim.ModeStart)
 	if err != nil {
 		if cmd != nil {
 			_ = cmd.Process.Kill()

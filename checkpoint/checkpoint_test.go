@@ -3,6 +3,7 @@ package checkpoint
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -10,7 +11,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ssi-cluster/ssi/shim"
 )
 
 func TestParseVersion(t *testing.T) {
@@ -159,7 +159,20 @@ func TestDumpFailureQuotesLog(t *testing.T) {
 	}
 	t.Log(err)
 	// A failed dump leaves the task as it was.
-	if s, err := shim.ProcStat(cmd.Process.Pid); err != nil || s == "T" || s == "Z" {
+	if s, err := procState(cmd.Process.Pid); err != nil || s == "T" || s == "Z" {
 		t.Errorf("dumped task after the failed dump: state %q, err %v", s, err)
 	}
+}
+
+// procState returns the state letter of pid from /proc/PID/stat.
+func procState(pid int) (string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return "", err
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 || i+3 > len(b) {
+		return "", fmt.Errorf("malformed stat of %d", pid)
+	}
+	return string(b[i+2 : i+3]), nil
 }

@@ -1,4 +1,4 @@
-package checkpoint
+package checkpoint_test
 
 import (
 	"bufio"
@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ssi-cluster/ssi/checkpoint"
 	"github.com/ssi-cluster/ssi/isolate"
 	"github.com/ssi-cluster/ssi/joblog"
 	"github.com/ssi-cluster/ssi/shim"
@@ -35,11 +36,11 @@ func TestShimJobCheckpointRestore(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	info, err := Probe(ctx, "")
+	info, err := checkpoint.Probe(ctx, "")
 	if err != nil {
 		t.Skipf("CRIU not usable: %v", err)
 	}
-	t.Logf("CRIU %s at %s", FormatVersion(info.Version), info.Path)
+	t.Logf("CRIU %s at %s", checkpoint.FormatVersion(info.Version), info.Path)
 
 	tmp := t.TempDir() // removed last: the binary must outlive every process using it
 	bin := filepath.Join(tmp, "ssi-shim")
@@ -61,9 +62,9 @@ func TestShimJobCheckpointRestore(t *testing.T) {
 	imgDir := filepath.Join(tmp, "images")
 	t.Cleanup(func() {
 		if t.Failed() {
-			for _, l := range []string{DefaultDumpLog, DefaultRestoreLog} {
+			for _, l := range []string{checkpoint.DefaultDumpLog, checkpoint.DefaultRestoreLog} {
 				if b, err := os.ReadFile(filepath.Join(imgDir, l)); err == nil {
-					t.Logf("tail of %s:\n%s", l, strings.Join(lastLines(b, 40), "\n"))
+					t.Logf("tail of %s:\n%s", l, strings.Join(checkpoint.LastLines(b, 40), "\n"))
 				}
 			}
 		}
@@ -84,7 +85,7 @@ func TestShimJobCheckpointRestore(t *testing.T) {
 	if err := shim.WriteJSON(jobDir, shim.SpecFile, spec); err != nil {
 		t.Fatal(err)
 	}
-	shimCmd, st, err := shim.Launch(ctx, bin, jobDir)
+	shimCmd, st, err := shim.Launch(ctx, bin, jobDir, shim.ModeStart)
 	if shimCmd == nil {
 		t.Fatalf("launch: %v", err)
 	}
@@ -130,11 +131,11 @@ func runJob(ctx context.Context, t *testing.T, st shim.State, jobDir, imgDir, cg
 		}
 		t.Logf("fds of pid %d: %s", pid, strings.Join(fds, ", "))
 	}
-	outKey, err := FileKey(initPID, 1)
+	outKey, err := checkpoint.FileKey(initPID, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	errKey, err := FileKey(initPID, 2)
+	errKey, err := checkpoint.FileKey(initPID, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +145,7 @@ func runJob(ctx context.Context, t *testing.T, st shim.State, jobDir, imgDir, cg
 
 	// Dump, leaving the source frozen (as a migration does), then kill it.
 	t0 := time.Now()
-	if err := Dump(ctx, DumpOpts{PID: initPID, ImagesDir: imgDir, LeaveStopped: true}); err != nil {
+	if err := checkpoint.Dump(ctx, checkpoint.DumpOpts{PID: initPID, ImagesDir: imgDir, LeaveStopped: true}); err != nil {
 		t.Fatalf("dump: %v", err)
 	}
 	dumpTime := time.Since(t0)
@@ -192,9 +193,9 @@ func runJob(ctx context.Context, t *testing.T, st shim.State, jobDir, imgDir, cg
 	}
 	defer errR.Close()
 	t0 = time.Now()
-	pid, err := Restore(ctx, RestoreOpts{
+	pid, err := checkpoint.Restore(ctx, checkpoint.RestoreOpts{
 		ImagesDir:  imgDir,
-		Inherit:    []InheritFile{{Key: outKey, File: outW}, {Key: errKey, File: errW}},
+		Inherit:    []checkpoint.InheritFile{{Key: outKey, File: outW}, {Key: errKey, File: errW}},
 		CgroupRoot: cgRestore,
 	})
 	restoreTime := time.Since(t0)

@@ -18,7 +18,22 @@ const (
 	ExitFile  = "exit.json"
 	LogFile   = "log"
 	ShimLog   = "shim.log"
+	// RestoreFile (RestoreSpec) tells `ssi-shim restore` what to restore.
+	RestoreFile = "restore.json"
+	// MovedFile marks a job directory whose job migrated to another node: the
+	// stopped source copy's end is not the job's end.
+	MovedFile = "moved.json"
 )
+
+// RestoreSpec says where a migrated job's images are and which of its pipes
+// are its stdout and stderr (CRIU's keys, e.g. "pipe:[1234]", read at dump).
+type RestoreSpec struct {
+	ImagesDir string `json:"images_dir"`
+	StdoutKey string `json:"stdout_key"`
+	StderrKey string `json:"stderr_key"`
+	// CRIUPath is the criu binary to run.
+	CRIUPath string `json:"criu_path"`
+}
 
 // Spec is what the agent asks the shim to run. It is written to the job directory
 // before the shim starts and never changed.

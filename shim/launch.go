@@ -16,10 +16,19 @@ import (
 // ErrStart wraps the reason a shim could not start its job.
 var ErrStart = errors.New("shim: job did not start")
 
-// Launch starts `exe shim dir` (exe is ssi-shim) in its own session and waits for its start report.
+// Mode is how a shim gets its job.
+type Mode string
+
+// Shim modes: start the job fresh, or restore it from images (migration).
+const (
+	ModeStart   Mode = "shim"
+	ModeRestore Mode = "restore"
+)
+
+// Launch starts `exe MODE dir` (exe is ssi-shim) in its own session and waits for its start report.
 // The returned Cmd is the shim (the caller must Wait for it); the shim outlives the
 // caller if the caller dies. On ErrStart the shim has exited or is exiting.
-func Launch(ctx context.Context, exe, dir string) (*exec.Cmd, State, error) {
+func Launch(ctx context.Context, exe, dir string, mode Mode) (*exec.Cmd, State, error) {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return nil, State{}, fmt.Errorf("shim: report pipe: %w", err)
@@ -30,7 +39,7 @@ func Launch(ctx context.Context, exe, dir string) (*exec.Cmd, State, error) {
 		w.Close()
 		return nil, State{}, fmt.Errorf("shim: open shim log: %w", err)
 	}
-	cmd := exec.Command(exe, "shim", dir)
+	cmd := exec.Command(exe, string(mode), dir)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.ExtraFiles = []*os.File{w}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

@@ -1,6 +1,7 @@
 package shim
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,10 +36,81 @@ type readyMsg struct {
 	Error string `json:"error,omitempty"`
 }
 
-// RunShim is `ssi shim <jobdir>`: it starts the job described by jobdir/spec.json
-// and supervises it until it ends. exe is the ssi binary (re-executed as init).
-// It returns the shim's own exit code; the job's goes to exit.json.
+// RunShim is `ssi-shim shim <jobdir>`: it starts the job described by
+// jobdir/spec.json and supervises it until it ends. exe is the ssi-shim binary
+// (re-executed as init). It returns the shim's own exit code; the job's goes to
+// exit.json.
 func RunShim(dir, exe string, log *slog.Logger) int {
+	return supervise(dir, log, func(spec Spec, cg *isolate.Cgroup, copyOut func(stdout, stderr *os.File)) (*running, error) {
+		init, err := startInit(exe, spec)
+		if err != nil {
+			return nil, err
+		}
+		if err := cg.Add(init.cmd.Process.Pid); err != nil {
+			_ = init.cmd.Process.Kill()
+			_ = init.cmd.Wait()
+			return nil, err
+		}
+		copyOut(init.stdout, init.stderr)
+		mainPID := init.release()
+		return &running{pid: init.cmd.Process.Pid, mainPID: mainPID, wait: func() int { return waitStatusCode(init.cmd.Wait()) }}, nil
+	})
+}
+
+// RunRestore is `ssi-shim restore <jobdir>`: it restores the job checkpointed in
+// the images named by jobdir/restore.json, with the job's stdout and stderr
+// re-plumbed to new pipes of its own, and then supervises it like RunShim. The
+// restored init is this process's child (CRIU's restore-sibling).
+func RunRestore(dir string, log *slog.Logger) int {
+	return supervise(dir, log, func(spec Spec, cg *isolate.Cgroup, copyOut func(stdout, stderr *os.File)) (*running, error) {
+		var rs RestoreSpec
+		if err := ReadJSON(dir, RestoreFile, &rs); err != nil {
+			return nil, err
+		}
+		outR, outW, err := os.Pipe()
+		if err != nil {
+			return nil, fmt.Errorf("shim: stdout pipe: %w", err)
+		}
+		errR, errW, err := os.Pipe()
+		if err != nil {
+			return nil, fmt.Errorf("shim: stderr pipe: %w", err)
+		}
+		// Readers first: the restored job runs (and may write) as soon as CRIU is done.
+		copyOut(outR, errR)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		pid, err := criuRestore(ctx, rs, spec.Cgroup, outW, errW)
+		outW.Close()
+		errW.Close()
+		if err != nil {
+			return nil, err
+		}
+		return &running{pid: pid, mainPID: childOf(pid), wait: func() int {
+			for {
+				var ws unix.WaitStatus
+				if _, err := unix.Wait4(pid, &ws, 0, nil); errors.Is(err, unix.EINTR) {
+					continue
+				} else if err != nil {
+					return 255
+				}
+				if ws.Signaled() {
+					return 128 + int(ws.Signal())
+				}
+				return ws.ExitStatus()
+			}
+		}}, nil
+	})
+}
+
+// running is a job's init, started or restored.
+type running struct {
+	pid, mainPID int
+	wait         func() int // blocks until init is gone; returns the exit code
+}
+
+// supervise runs the part of a shim common to both modes: set up, let launch
+// start the job, keep its output, wait for it, clean up, record the exit.
+func supervise(dir string, log *slog.Logger, launch func(Spec, *isolate.Cgroup, func(stdout, stderr *os.File)) (*running, error)) int {
 	// The shim must survive its agent and any terminal: a closed report pipe or a
 	// hangup must not kill it.
 	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGPIPE)
@@ -55,8 +127,12 @@ func RunShim(dir, exe string, log *slog.Logger) int {
 		_ = ready.Close()
 		ready = nil
 	}
+	var cg *isolate.Cgroup
 	fail := func(err error) int {
 		log.Error("shim failed", "dir", dir, "err", err)
+		if cg != nil {
+			_ = cg.Destroy()
+		}
 		report(readyMsg{Error: err.Error()})
 		return 1
 	}
@@ -72,50 +148,46 @@ func RunShim(dir, exe string, log *slog.Logger) int {
 	}
 	defer logf.Close()
 	out := joblog.NewWriter(logf)
-
-	cg, err := isolate.OpenCgroup(spec.Cgroup)
-	if err != nil {
-		return fail(err)
-	}
-	init, err := startInit(exe, spec)
-	if err != nil {
-		_ = cg.Destroy()
-		return fail(err)
-	}
-	if err := cg.Add(init.cmd.Process.Pid); err != nil {
-		_ = init.cmd.Process.Kill()
-		_ = init.cmd.Wait()
-		_ = cg.Destroy()
+	if cg, err = isolate.OpenCgroup(spec.Cgroup); err != nil {
 		return fail(err)
 	}
 	var copiers sync.WaitGroup
-	for _, s := range []struct {
-		r *os.File
-		k joblog.Kind
-	}{{init.stdout, joblog.Stdout}, {init.stderr, joblog.Stderr}} {
-		copiers.Add(1)
-		go func() {
-			defer copiers.Done()
-			if _, err := io.Copy(out.StreamWriter(s.k), s.r); err != nil {
-				log.Error("copy job output", "stream", s.k, "err", err)
-			}
-			s.r.Close()
-		}()
+	var pipes []*os.File
+	copyOut := func(stdout, stderr *os.File) {
+		for _, s := range []struct {
+			r *os.File
+			k joblog.Kind
+		}{{stdout, joblog.Stdout}, {stderr, joblog.Stderr}} {
+			pipes = append(pipes, s.r)
+			copiers.Add(1)
+			go func() {
+				defer copiers.Done()
+				if _, err := io.Copy(out.StreamWriter(s.k), s.r); err != nil {
+					log.Error("copy job output", "stream", s.k, "err", err)
+				}
+				s.r.Close()
+			}()
+		}
 	}
-	mainPID := init.release()
-	st := State{MainPID: mainPID}
-	st.Shim, _ = Identify(os.Getpid())
-	st.Init, err = Identify(init.cmd.Process.Pid)
+	job, err := launch(spec, cg, copyOut)
 	if err != nil {
-		st.Init = ProcID{PID: init.cmd.Process.Pid} // exited already; Start unknown
+		for _, p := range pipes {
+			p.Close()
+		}
+		return fail(err)
+	}
+	st := State{MainPID: job.mainPID}
+	st.Shim, _ = Identify(os.Getpid())
+	if st.Init, err = Identify(job.pid); err != nil {
+		st.Init = ProcID{PID: job.pid} // exited already; Start unknown
 	}
 	if err := WriteJSON(dir, StateFile, st); err != nil {
 		log.Error("write state", "err", err)
 	}
 	report(readyMsg{State: &st})
-	log.Info("job started", "init_pid", st.Init.PID, "pid", mainPID)
+	log.Info("job running", "init_pid", st.Init.PID, "pid", st.MainPID)
 
-	exit := Exit{Code: waitStatusCode(init.cmd.Wait())}
+	exit := Exit{Code: job.wait()}
 	// Init's exit killed everything else in the PID namespace, so the pipes close
 	// promptly; the bound only guards against a writer outside the namespace.
 	drained := make(chan struct{})
@@ -124,8 +196,15 @@ func RunShim(dir, exe string, log *slog.Logger) int {
 	case <-drained:
 	case <-time.After(10 * time.Second):
 		exit.Error = "job output still open 10s after the job exited; output may be cut"
-		init.stdout.Close()
-		init.stderr.Close()
+		for _, p := range pipes {
+			p.Close()
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, MovedFile)); err == nil {
+		// The job migrated away and this was its stopped source copy: the job did
+		// not end, so there is no exit to report. The cgroup is the agent's to remove.
+		log.Info("source copy of a migrated job is gone")
+		return 0
 	}
 	if err := cg.Destroy(); err != nil {
 		log.Error("remove cgroup", "err", err)
@@ -230,8 +309,12 @@ func (p *initProc) release() int {
 	if n, _ := p.sync.Read(b[:]); n != 1 {
 		return 0 // init exited: the command was not found or could not start
 	}
-	// A child is listed under the thread that forked it: look at every thread.
-	pid := p.cmd.Process.Pid
+	return childOf(p.cmd.Process.Pid)
+}
+
+// childOf returns the first child of pid (0 if none). A child is listed under
+// the thread that forked it, so every thread is looked at.
+func childOf(pid int) int {
 	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
 	for _, t := range tasks {
 		kids, err := os.ReadFile(t)

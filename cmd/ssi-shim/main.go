@@ -3,6 +3,7 @@
 // CLI code, whose package initialisers alone would cost ~20 MiB of RSS per process.
 //
 //	ssi-shim shim JOBDIR                       the job's supervisor (see package shim)
+//	ssi-shim restore JOBDIR                    supervisor of a job restored from images
 //	ssi-shim init --node N --gpid G -- CMD...  the job's PID 1
 //
 // The agent starts it; it is not meant to be run by hand.
@@ -42,6 +43,12 @@ func main() {
 			os.Exit(1)
 		}
 		os.Exit(shim.RunShim(os.Args[2], exe, slog.New(slog.NewTextHandler(os.Stderr, nil))))
+	case "restore":
+		if len(os.Args) != 3 {
+			fmt.Fprintln(os.Stderr, "ssi-shim restore: want exactly one argument, the job directory")
+			os.Exit(2)
+		}
+		os.Exit(shim.RunRestore(os.Args[2], slog.New(slog.NewTextHandler(os.Stderr, nil))))
 	}
 	fmt.Fprintf(os.Stderr, "ssi-shim: unknown command %q\n", os.Args[1])
 	os.Exit(2)

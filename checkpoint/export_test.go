@@ -1,0 +1,4 @@
+package checkpoint
+
+// LastLines exposes lastLines to the external test package.
+var LastLines = lastLines

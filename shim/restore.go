@@ -1,0 +1,89 @@
+package shim
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrRestore wraps a failed CRIU restore; the message quotes CRIU's error lines.
+var ErrRestore = errors.New("shim: criu restore failed")
+
+// criuRestore runs `criu restore` so that the restored tree's root becomes this
+// process's child (--restore-detached --restore-sibling), with the job's stdout
+// and stderr pipes (CRIU keys in rs) replaced by stdout and stderr, into cgroup.
+//
+// The shim execs the criu binary rather than linking go-criu: go-criu's package
+// initialisation makes the Go runtime open an epoll fd at start-up, and init runs
+// from this same binary, where every fd is one more thing for CRIU to dump.
+func criuRestore(ctx context.Context, rs RestoreSpec, cgroup string, stdout, stderr *os.File) (int, error) {
+	if rs.CRIUPath == "" || rs.ImagesDir == "" || rs.StdoutKey == "" || rs.StderrKey == "" {
+		return 0, fmt.Errorf("%w: incomplete %s: %+v", ErrRestore, RestoreFile, rs)
+	}
+	const log, pidfile = "restore.log", "restore.pid"
+	_ = os.Remove(filepath.Join(rs.ImagesDir, pidfile)) // a stale pidfile fails the restore
+	cmd := exec.CommandContext(ctx, rs.CRIUPath, "restore",
+		"--images-dir", rs.ImagesDir, "--work-dir", rs.ImagesDir, "--log-file", log, "-v4",
+		"--restore-detached", "--restore-sibling", "--pidfile", pidfile,
+		"--inherit-fd", "fd[3]:"+rs.StdoutKey, "--inherit-fd", "fd[4]:"+rs.StderrKey,
+		"--cgroup-root", cgroup, "--file-locks")
+	cmd.ExtraFiles = []*os.File{stdout, stderr}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		reapAny() // a root CRIU forked and killed on failure is our child
+		lines := errorLines(filepath.Join(rs.ImagesDir, log))
+		if len(lines) == 0 {
+			lines = []string{strings.TrimSpace(string(out))}
+		}
+		return 0, fmt.Errorf("%w: %s (%w; log: %s)", ErrRestore, strings.Join(lines, " | "), err, filepath.Join(rs.ImagesDir, log))
+	}
+	b, err := os.ReadFile(filepath.Join(rs.ImagesDir, pidfile))
+	if err != nil {
+		return 0, fmt.Errorf("%w: read pidfile: %w", ErrRestore, err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0, fmt.Errorf("%w: pidfile holds %q", ErrRestore, b)
+	}
+	return pid, nil
+}
+
+// errorLines returns the "Error" lines of a CRIU log, without the rlimit line
+// every log on machines without CAP_SYS_RESOURCE carries.
+func errorLines(path string) []string {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		l := strings.TrimSpace(sc.Text())
+		if strings.Contains(l, "Error") && !strings.Contains(l, "RLIMIT_NOFILE") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) > 8 {
+		lines = lines[len(lines)-8:]
+	}
+	return lines
+}
+
+// reapAny reaps children that have exited, without blocking.
+func reapAny() {
+	for {
+		var ws unix.WaitStatus
+		if pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil); pid <= 0 || err != nil {
+			return
+		}
+	}
+}
