@@ -44,8 +44,13 @@ type Agent struct {
 	embedded *pidtable.Embedded
 	session  atomic.Pointer[concurrency.Session]
 
-	mu   sync.Mutex
-	jobs map[uint64]*job
+	mu       sync.Mutex
+	jobs     map[uint64]*job
+	incoming map[uint64]*incoming // migrations this node is the target of
+
+	// criuPath and criuErr: the CRIU this node migrates with, and why it cannot.
+	criuPath string
+	criuErr  error
 
 	rndMu sync.Mutex
 	rnd   *mrand.Rand
@@ -66,6 +71,7 @@ func New(cfg Config) (*Agent, error) {
 		instance: hex.EncodeToString(seed[:8]),
 		jobsDir:  filepath.Join(cfg.DataDir, "jobs"),
 		jobs:     map[uint64]*job{},
+		incoming: map[uint64]*incoming{},
 		rnd:      mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid()))),
 		fwd:      &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 32, IdleConnTimeout: 30 * time.Second, DialContext: (&net.Dialer{Timeout: 3 * time.Second}).DialContext},
 	}, nil
@@ -86,6 +92,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("agent: --listen %s: %w", a.cfg.Listen, err)
 	}
 	defer ln.Close()
+	a.probeCRIU(ctx)
 	if err := a.connectEtcd(ctx); err != nil {
 		return err
 	}

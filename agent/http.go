@@ -30,6 +30,12 @@ func (a *Agent) routes() http.Handler {
 	mux.HandleFunc("GET /v1/procs/{gpid}/logs", a.handleLogs)
 	mux.HandleFunc("GET /v1/procs/{gpid}/wait", a.handleWait)
 	mux.HandleFunc("GET /v1/nodes", a.handleNodes)
+	mux.HandleFunc("POST /v1/procs/{gpid}/migrate", a.handleMigrate)
+	// Agent to agent: the target side of a migration.
+	mux.HandleFunc("POST /v1/migrations/{gpid}/prepare", a.handlePrepare)
+	mux.HandleFunc("PUT /v1/migrations/{gpid}/images", a.handleImages)
+	mux.HandleFunc("POST /v1/migrations/{gpid}/restore", a.handleRestore)
+	mux.HandleFunc("POST /v1/migrations/{gpid}/abort", a.handleAbort)
 	return mux
 }
 

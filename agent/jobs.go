@@ -194,13 +194,17 @@ func (a *Agent) watch(j *job, cmd *exec.Cmd) {
 	a.finish(context.Background(), j)
 }
 
-// finish records the end of j in etcd, retrying while etcd is unreachable.
+// errNotOwner stops finish from recording an end for a job another node owns.
+var errNotOwner = errors.New("agent: job owned by another node")
+
+// finish records the end of j in etcd, retrying while etcd is unreachable. A
+// job that migrated away, or an uncommitted migration copy, ends only locally.
 func (a *Agent) finish(ctx context.Context, j *job) {
 	var ex shim.Exit
 	err := shim.ReadJSON(j.dir, shim.ExitFile, &ex)
 	update := func(p *pidtable.Proc) error {
 		if p.Node != a.cfg.Name {
-			return fmt.Errorf("gpid %d is now owned by %s", p.GPID, p.Node)
+			return fmt.Errorf("%w: gpid %d is owned by %s", errNotOwner, p.GPID, p.Node)
 		}
 		if err != nil {
 			p.State, p.Error = pidtable.Lost, "the job's shim exited without an exit status (see "+filepath.Join(j.dir, shim.ShimLog)+")"
@@ -212,8 +216,11 @@ func (a *Agent) finish(ctx context.Context, j *job) {
 		return nil
 	}
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+		if _, merr := os.Stat(filepath.Join(j.dir, shim.MovedFile)); merr == nil {
+			break
+		}
 		_, uerr := a.store.Update(ctx, j.gpid, update)
-		if uerr == nil || errors.Is(uerr, pidtable.ErrNotFound) {
+		if uerr == nil || errors.Is(uerr, pidtable.ErrNotFound) || errors.Is(uerr, errNotOwner) {
 			break
 		}
 		a.log.Warn("record job end", "gpid", j.gpid, "err", uerr)
@@ -314,6 +321,9 @@ func (a *Agent) reconcile(ctx context.Context) error {
 			a.mu.Lock()
 			a.jobs[p.GPID] = j
 			a.mu.Unlock()
+			if p.State == pidtable.Migrating {
+				a.rollbackOrphanMigration(ctx, p, j)
+			}
 			if p.State == pidtable.Starting {
 				_, _ = a.store.Update(ctx, p.GPID, func(p *pidtable.Proc) error {
 					p.State, p.PID, p.InitPID, p.Started = pidtable.Running, j.state.MainPID, j.state.Init.PID, time.Now().UTC()

@@ -66,6 +66,8 @@ func (a *Agent) handleLogs(w http.ResponseWriter, r *http.Request) {
 	}()
 	for {
 		ended, status := a.ended(r.Context(), p.GPID, dir)
+		_, mErr := os.Stat(filepath.Join(dir, shim.MovedFile))
+		moved := mErr == nil
 		if logf == nil {
 			logf, err = os.Open(filepath.Join(dir, shim.LogFile))
 			if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -83,7 +85,9 @@ func (a *Agent) handleLogs(w http.ResponseWriter, r *http.Request) {
 			b, _ := json.Marshal(status)
 			_ = emit(joblog.Record{Kind: joblog.Exit, Data: b})
 		}
-		if err := flush(w, flusher, &buf); err != nil || ended || !follow {
+		// A moved job's stream ends without an Exit record: the follower
+		// reconnects at its offset and is sent to the new owner.
+		if err := flush(w, flusher, &buf); err != nil || ended || moved || !follow {
 			return
 		}
 		select {

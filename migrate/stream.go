@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -24,10 +25,12 @@ var (
 const sumsName = "SHA256SUMS"
 
 // Source is a set of files to stream: each file of Dir (flat, regular files
-// only) under the entry name Prefix+"/"+name.
+// only; only those named in Files when it is set) under the entry name
+// Prefix+"/"+name.
 type Source struct {
 	Prefix string
 	Dir    string
+	Files  []string
 }
 
 // WriteStream writes the files of srcs to w as a tar stream ending with a
@@ -42,7 +45,7 @@ func WriteStream(w io.Writer, srcs ...Source) (int64, error) {
 			return total, fmt.Errorf("migrate: list %s: %w", src.Dir, err)
 		}
 		for _, e := range entries {
-			if !e.Type().IsRegular() {
+			if !e.Type().IsRegular() || (src.Files != nil && !slices.Contains(src.Files, e.Name())) {
 				continue
 			}
 			name := src.Prefix + "/" + e.Name()

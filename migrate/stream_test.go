@@ -23,7 +23,7 @@ func TestStreamRoundTrip(t *testing.T) {
 	writeFiles(t, src, map[string]string{"pages-1.img": "PAGES", "core-1.img": "CORE"})
 	writeFiles(t, logDir, map[string]string{"log": "framed output"})
 	var buf bytes.Buffer
-	n, err := WriteStream(&buf, Source{"images", src}, Source{"job", logDir})
+	n, err := WriteStream(&buf, Source{Prefix: "images", Dir: src}, Source{Prefix: "job", Dir: logDir})
 	if err != nil || n != int64(len("PAGES")+len("CORE")+len("framed output")) {
 		t.Fatalf("write: %d, %v", n, err)
 	}
@@ -43,7 +43,7 @@ func TestStreamCorruptionIsCaught(t *testing.T) {
 	src := t.TempDir()
 	writeFiles(t, src, map[string]string{"pages-1.img": "PAGESPAGESPAGES"})
 	var buf bytes.Buffer
-	if _, err := WriteStream(&buf, Source{"images", src}); err != nil {
+	if _, err := WriteStream(&buf, Source{Prefix: "images", Dir: src}); err != nil {
 		t.Fatal(err)
 	}
 	b := buf.Bytes()
@@ -112,7 +112,7 @@ func FuzzReadStream(f *testing.F) {
 	src := f.TempDir()
 	_ = os.WriteFile(filepath.Join(src, "core-1.img"), []byte("CORE"), 0o600)
 	var buf bytes.Buffer
-	_, _ = WriteStream(&buf, Source{"images", src})
+	_, _ = WriteStream(&buf, Source{Prefix: "images", Dir: src})
 	f.Add(buf.Bytes())
 	f.Add([]byte("not a tar"))
 	f.Fuzz(func(t *testing.T, b []byte) {

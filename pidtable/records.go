@@ -14,6 +14,9 @@ const (
 	Starting State = "starting"
 	// Running: the job's processes exist on Node.
 	Running State = "running"
+	// Migrating: the job is being moved to Migration.Target; it still belongs
+	// to Node until the migration commits.
+	Migrating State = "migrating"
 	// Exited: the job ended; ExitCode is set.
 	Exited State = "exited"
 	// Lost: the owner could not tell what became of the job (its supervisor
@@ -59,6 +62,16 @@ type Proc struct {
 	ExitCode *int `json:"exit_code,omitempty"`
 	// Error says why a job is Lost or failed to start.
 	Error string `json:"error,omitempty"`
+	// Migration is set while the job is Migrating.
+	Migration *Migration `json:"migration,omitempty"`
+}
+
+// Migration is an in-flight move of a job, recorded in its Proc.
+type Migration struct {
+	ID      string    `json:"id"`
+	Target  string    `json:"target"`
+	Phase   string    `json:"phase"`
+	Started time.Time `json:"started"`
 }
 
 // Node is a node's durable registration, written by its agent at start.

@@ -124,32 +124,63 @@ func (s *Store) Get(ctx context.Context, gpid uint64) (Proc, int64, error) {
 // not change in between, retrying on conflict. fn may return an error to abort.
 // fn must not change GPID; changing Node must also increment Epoch.
 func (s *Store) Update(ctx context.Context, gpid uint64, fn func(*Proc) error) (Proc, error) {
+	p, _, err := s.UpdateRev(ctx, gpid, fn)
+	return p, err
+}
+
+// UpdateRev is Update, also returning the record's new mod revision.
+func (s *Store) UpdateRev(ctx context.Context, gpid uint64, fn func(*Proc) error) (Proc, int64, error) {
 	for range maxCASRetries {
 		p, rev, err := s.Get(ctx, gpid)
 		if err != nil {
-			return Proc{}, err
+			return Proc{}, 0, err
 		}
 		if err := fn(&p); err != nil {
-			return Proc{}, err
+			return Proc{}, 0, err
 		}
 		if p.GPID != gpid {
-			return Proc{}, fmt.Errorf("pidtable: update of gpid %d tried to change it to %d", gpid, p.GPID)
+			return Proc{}, 0, fmt.Errorf("pidtable: update of gpid %d tried to change it to %d", gpid, p.GPID)
 		}
-		val, err := json.Marshal(p)
+		newRev, ok, err := s.swap(ctx, p, rev)
 		if err != nil {
-			return Proc{}, fmt.Errorf("pidtable: encode gpid %d: %w", gpid, err)
+			return Proc{}, 0, err
 		}
-		key := ProcKey(gpid)
-		tr, err := s.c.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
-			Then(clientv3.OpPut(key, string(val))).Commit()
-		if err != nil {
-			return Proc{}, fmt.Errorf("pidtable: update gpid %d: %w", gpid, err)
-		}
-		if tr.Succeeded {
-			return p, nil
+		if ok {
+			return p, newRev, nil
 		}
 	}
-	return Proc{}, fmt.Errorf("%w: updating gpid %d", ErrConflict, gpid)
+	return Proc{}, 0, fmt.Errorf("%w: updating gpid %d", ErrConflict, gpid)
+}
+
+// ErrChanged is returned by Swap when the record is not at the expected revision.
+var ErrChanged = errors.New("pidtable: record changed")
+
+// Swap writes p if its record is still at revision rev (one compare-and-swap, no
+// retry) and returns the new revision. It fails with ErrChanged when another
+// write came first. Any other error leaves the outcome unknown.
+func (s *Store) Swap(ctx context.Context, p Proc, rev int64) (int64, error) {
+	newRev, ok, err := s.swap(ctx, p, rev)
+	if err != nil {
+		return 0, err
+	}
+	if !ok {
+		return 0, fmt.Errorf("%w: gpid %d is no longer at revision %d", ErrChanged, p.GPID, rev)
+	}
+	return newRev, nil
+}
+
+func (s *Store) swap(ctx context.Context, p Proc, rev int64) (int64, bool, error) {
+	val, err := json.Marshal(p)
+	if err != nil {
+		return 0, false, fmt.Errorf("pidtable: encode gpid %d: %w", p.GPID, err)
+	}
+	key := ProcKey(p.GPID)
+	tr, err := s.c.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
+		Then(clientv3.OpPut(key, string(val))).Commit()
+	if err != nil {
+		return 0, false, fmt.Errorf("pidtable: update gpid %d: %w", p.GPID, err)
+	}
+	return tr.Header.Revision, tr.Succeeded, nil
 }
 
 // Delete removes gpid's record if it is still owned by node (so an agent never

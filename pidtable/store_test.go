@@ -226,3 +226,28 @@ func TestStatusDisappearsWithLease(t *testing.T) {
 		t.Fatalf("create on node with revoked lease: %v", err)
 	}
 }
+
+func TestSwapIsGuardedByRevision(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	makeReady(t, s, "n1")
+	p, _ := s.Create(ctx, Proc{Node: "n1", State: Running})
+	_, rev, err := s.Get(ctx, p.GPID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Node, p.Epoch = "n2", p.Epoch+1
+	newRev, err := s.Swap(ctx, p, rev)
+	if err != nil || newRev <= rev {
+		t.Fatalf("swap at the right revision: rev %d -> %d, %v", rev, newRev, err)
+	}
+	// A stale owner's swap (the old revision) must fail and change nothing.
+	p.Node = "n1"
+	if _, err := s.Swap(ctx, p, rev); !errors.Is(err, ErrChanged) {
+		t.Fatalf("stale swap: %v, want ErrChanged", err)
+	}
+	got, gotRev, _ := s.Get(ctx, p.GPID)
+	if got.Node != "n2" || got.Epoch != 2 || gotRev != newRev {
+		t.Fatalf("record after stale swap: %+v at %d", got, gotRev)
+	}
+}

@@ -1,0 +1,742 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ssi-cluster/ssi/api"
+	"github.com/ssi-cluster/ssi/checkpoint"
+	"github.com/ssi-cluster/ssi/isolate"
+	"github.com/ssi-cluster/ssi/migrate"
+	"github.com/ssi-cluster/ssi/pidtable"
+	"github.com/ssi-cluster/ssi/shim"
+)
+
+// migrationTimeout bounds a whole migration; rollback has its own bound.
+const migrationTimeout = 5 * time.Minute
+
+// maxImageBytes bounds what a target accepts in one image stream.
+const maxImageBytes = 64 << 30
+
+// imagesDir is where a node keeps a job's images in flight: memory-backed.
+func (a *Agent) imagesDir(kind string, gpid uint64) string {
+	return filepath.Join("/dev/shm", fmt.Sprintf("ssi-%s-%s-%d-%s", a.cfg.Name, kind, gpid, a.instance))
+}
+
+// handleMigrate is POST /v1/procs/{gpid}/migrate at the owner: it runs the
+// migration and streams its progress as NDJSON events.
+func (a *Agent) handleMigrate(w http.ResponseWriter, r *http.Request) {
+	p, ok := a.owned(w, r)
+	if !ok {
+		return
+	}
+	var req api.MigrateRequest
+	if err := decode(r, &req); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	target, err := a.checkTarget(r.Context(), p, req.Node)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	flusher, _ := w.(http.Flusher)
+	var mu sync.Mutex
+	send := func(ev api.MigrateEvent) {
+		mu.Lock()
+		defer mu.Unlock()
+		b, _ := json.Marshal(ev)
+		_, _ = w.Write(append(b, '\n'))
+		if flusher != nil {
+			flusher.Flush()
+		}
+	}
+	// The migration must not stop half-way because the client went away.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), migrationTimeout)
+	defer cancel()
+	m := &migration{a: a, gpid: p.GPID, target: target, send: send, id: newID()}
+	st, err := migrate.Run(ctx, m)
+	if err != nil {
+		ev := api.MigrateEvent{Error: err.Error(), Code: api.CodeInternal}
+		var ae *api.Error
+		if errors.As(err, &ae) {
+			ev.Code = ae.Code
+		}
+		a.log.Warn("migration failed", "gpid", p.GPID, "target", target.Name, "err", err)
+		send(ev)
+		return
+	}
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	stats := &api.MigrateStats{
+		GPID: p.GPID, From: a.cfg.Name, To: target.Name, FrozenMS: ms(st.Frozen), ImageBytes: st.ImageBytes,
+		DumpMS: ms(st.Dump), TransferMS: ms(st.Transfer), RestoreMS: ms(st.Restore), TotalMS: ms(st.Total),
+	}
+	a.log.Info("migrated", "gpid", p.GPID, "target", target.Name, "frozen_ms", stats.FrozenMS, "image_bytes", st.ImageBytes, "total_ms", stats.TotalMS)
+	send(api.MigrateEvent{Done: true, Stats: stats})
+}
+
+func newID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// checkTarget validates a migration request before anything is touched.
+func (a *Agent) checkTarget(ctx context.Context, p pidtable.Proc, node string) (pidtable.Node, error) {
+	if node == "" {
+		return pidtable.Node{}, api.Errorf(api.CodeBadRequest, "no target node given")
+	}
+	if node == p.Node {
+		return pidtable.Node{}, api.Errorf(api.CodeBadRequest, "gpid %d already runs on %s", p.GPID, node)
+	}
+	switch {
+	case p.State == pidtable.Migrating && p.Migration != nil:
+		return pidtable.Node{}, api.Errorf(api.CodeConflict, "gpid %d is already being migrated to %s (since %s); wait for it to finish", p.GPID, p.Migration.Target, p.Migration.Started.Format(time.TimeOnly))
+	case p.State.Ended():
+		return pidtable.Node{}, api.Errorf(api.CodeConflict, "gpid %d has already %s", p.GPID, describeEnd(p))
+	case p.State != pidtable.Running:
+		return pidtable.Node{}, api.Errorf(api.CodeConflict, "gpid %d is %s, not running", p.GPID, p.State)
+	}
+	if a.criuErr != nil {
+		return pidtable.Node{}, api.Errorf(api.CodeConflict, "node %s cannot checkpoint jobs: %v", a.cfg.Name, a.criuErr)
+	}
+	snap, err := a.store.Snapshot(ctx)
+	if err != nil {
+		return pidtable.Node{}, err
+	}
+	n, ok := snap.Node(node)
+	if !ok {
+		names := make([]string, 0, len(snap.Nodes))
+		for _, n := range snap.Nodes {
+			names = append(names, n.Name)
+		}
+		return pidtable.Node{}, api.Errorf(api.CodeNotFound, "unknown node %q (known nodes: %s)", node, strings.Join(names, ", "))
+	}
+	if !snap.Ready(node) {
+		return pidtable.Node{}, api.Errorf(api.CodeNotReady, "node %s is NotReady (its agent is not running)", node)
+	}
+	return n, nil
+}
+
+// migration is the source side of one migration: migrate.Steps over this agent.
+type migration struct {
+	a      *Agent
+	gpid   uint64
+	id     string
+	target pidtable.Node
+	send   func(api.MigrateEvent)
+
+	j        *job
+	rev      int64 // the record's revision after our last write
+	images   string
+	keys     [2]string
+	restored shim.State
+	prepared bool
+}
+
+func (m *migration) Progress(p migrate.Phase) {
+	m.send(api.MigrateEvent{Phase: string(p)})
+}
+
+// setPhase records the phase in the job's record, guarded by our revision.
+func (m *migration) setPhase(ctx context.Context, phase migrate.Phase) error {
+	p, _, err := m.a.store.Get(ctx, m.gpid)
+	if err != nil {
+		return err
+	}
+	if p.Migration == nil || p.Migration.ID != m.id {
+		return fmt.Errorf("the job's record no longer names this migration")
+	}
+	p.Migration.Phase = string(phase)
+	rev, err := m.a.store.Swap(ctx, p, m.rev)
+	if err != nil {
+		return err
+	}
+	m.rev = rev
+	return nil
+}
+
+func (m *migration) Claim(ctx context.Context) error {
+	m.j = m.a.localJob(m.gpid)
+	if m.j == nil || !m.j.state.Init.Alive() {
+		return api.Errorf(api.CodeConflict, "gpid %d is not running on %s", m.gpid, m.a.cfg.Name)
+	}
+	_, rev, err := m.a.store.UpdateRev(ctx, m.gpid, func(p *pidtable.Proc) error {
+		if p.Node != m.a.cfg.Name || p.State != pidtable.Running {
+			return api.Errorf(api.CodeConflict, "gpid %d is %s on %s, not running here", p.GPID, p.State, p.Node)
+		}
+		p.State = pidtable.Migrating
+		p.Migration = &pidtable.Migration{ID: m.id, Target: m.target.Name, Phase: string(migrate.Claim), Started: time.Now().UTC()}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	m.rev = rev
+	return nil
+}
+
+func (m *migration) Prepare(ctx context.Context) error {
+	if err := m.setPhase(ctx, migrate.Prepare); err != nil {
+		return err
+	}
+	var spec shim.Spec
+	if err := shim.ReadJSON(m.j.dir, shim.SpecFile, &spec); err != nil {
+		return err
+	}
+	p, _, err := m.a.store.Get(ctx, m.gpid)
+	if err != nil {
+		return err
+	}
+	files, err := jobFiles(m.j)
+	if err != nil {
+		return err
+	}
+	m.prepared = true // from here on the target may hold state: roll it back
+	return m.call(ctx, "prepare", api.PrepareRequest{ID: m.id, Proc: p, Spec: spec, Files: files}, nil)
+}
+
+func (m *migration) Dump(ctx context.Context) (int64, error) {
+	if err := m.setPhase(ctx, migrate.Dump); err != nil {
+		return 0, err
+	}
+	init := m.j.state.Init.PID
+	var err error
+	for i, fd := range []int{1, 2} {
+		if m.keys[i], err = checkpoint.FileKey(init, fd); err != nil {
+			return 0, err
+		}
+	}
+	m.images = m.a.imagesDir("out", m.gpid)
+	if err := os.MkdirAll(m.images, 0o700); err != nil {
+		return 0, fmt.Errorf("images dir: %w", err)
+	}
+	if err := checkpoint.Dump(ctx, checkpoint.DumpOpts{
+		PID: init, ImagesDir: m.images, LeaveStopped: true,
+		Flags: checkpoint.Flags{FileLocks: true},
+	}); err != nil {
+		return 0, err
+	}
+	// The tree is stopped; let the shim drain what it had written to its pipes,
+	// so the shipped log is complete (CRIU does not carry pipe contents over).
+	waitDrained(init, filepath.Join(m.j.dir, shim.LogFile))
+	return dirSize(m.images), nil
+}
+
+func (m *migration) Transfer(ctx context.Context) error {
+	if err := m.setPhase(ctx, migrate.Transfer); err != nil {
+		return err
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		_, err := migrate.WriteStream(pw,
+			migrate.Source{Prefix: "images", Dir: m.images},
+			migrate.Source{Prefix: "job", Dir: m.j.dir, Files: []string{shim.LogFile}})
+		pw.CloseWithError(err)
+	}()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, m.url("images"), pr)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("X-Ssi-Migration", m.id)
+	return m.do(req, nil)
+}
+
+func (m *migration) Restore(ctx context.Context) error {
+	if err := m.setPhase(ctx, migrate.Restore); err != nil {
+		return err
+	}
+	var resp api.RestoreResponse
+	if err := m.call(ctx, "restore", api.RestoreRequest{ID: m.id, StdoutKey: m.keys[0], StderrKey: m.keys[1]}, &resp); err != nil {
+		return err
+	}
+	m.restored = resp.State
+	return nil
+}
+
+func (m *migration) Commit(ctx context.Context) error {
+	p, _, err := m.a.store.Get(ctx, m.gpid)
+	if err != nil {
+		return err
+	}
+	if p.Migration == nil || p.Migration.ID != m.id {
+		return fmt.Errorf("the job's record no longer names this migration")
+	}
+	p.Node, p.Epoch, p.State = m.target.Name, p.Epoch+1, pidtable.Running
+	p.PID, p.InitPID, p.Migration = m.restored.MainPID, m.restored.Init.PID, nil
+	if _, err := m.a.store.Swap(ctx, p, m.rev); err != nil {
+		if errors.Is(err, pidtable.ErrChanged) {
+			return err
+		}
+		return fmt.Errorf("%w: %w", migrate.ErrCommitUncertain, err)
+	}
+	return nil
+}
+
+func (m *migration) Cleanup(ctx context.Context) error {
+	m.a.forgetMigrated(m.j)
+	return os.RemoveAll(m.images)
+}
+
+func (m *migration) Rollback(ctx context.Context, dumped, restored bool) error {
+	var errs []error
+	if m.prepared {
+		if err := m.call(ctx, "abort", api.RestoreRequest{ID: m.id}, nil); err != nil {
+			errs = append(errs, fmt.Errorf("target %s did not discard its copy: %w", m.target.Name, err))
+		}
+	}
+	if dumped {
+		resume(m.j)
+	}
+	if m.images != "" {
+		_ = os.RemoveAll(m.images)
+	}
+	if _, err := m.a.store.Update(ctx, m.gpid, func(p *pidtable.Proc) error {
+		if p.Node != m.a.cfg.Name || p.Migration == nil || p.Migration.ID != m.id {
+			return fmt.Errorf("record of gpid %d changed under the migration: %+v", p.GPID, p)
+		}
+		p.State, p.Migration = pidtable.Running, nil
+		return nil
+	}); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (m *migration) url(step string) string {
+	return fmt.Sprintf("http://%s/v1/migrations/%d/%s", m.target.Addr, m.gpid, step)
+}
+
+// call POSTs a JSON request to a target migration step.
+func (m *migration) call(ctx context.Context, step string, in, out any) error {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, m.url(step), bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	return m.do(req, out)
+}
+
+func (m *migration) do(req *http.Request, out any) error {
+	req.Header.Set(api.HeaderForwarded, m.a.cfg.Name)
+	resp, err := (&http.Client{Transport: m.a.fwd}).Do(req)
+	if err != nil {
+		return fmt.Errorf("target %s: %w", m.target.Name, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		var e api.Error
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if json.Unmarshal(b, &e) != nil || e.Message == "" {
+			return fmt.Errorf("target %s: HTTP %d: %s", m.target.Name, resp.StatusCode, bytes.TrimSpace(b))
+		}
+		return &e
+	}
+	if out != nil {
+		return json.NewDecoder(resp.Body).Decode(out)
+	}
+	return nil
+}
+
+// jobFiles lists the files the job's processes map or hold open (and their
+// sizes): the target must have each of them, with the same size.
+func jobFiles(j *job) ([]api.FileCheck, error) {
+	pids, err := j.cgroup.Pids()
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var out []api.FileCheck
+	add := func(path string) {
+		if !strings.HasPrefix(path, "/") || seen[path] || strings.HasSuffix(path, " (deleted)") {
+			return
+		}
+		seen[path] = true
+		if fi, err := os.Stat(path); err == nil && fi.Mode().IsRegular() {
+			out = append(out, api.FileCheck{Path: path, Size: fi.Size()})
+		}
+	}
+	for _, pid := range pids {
+		maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+		if err != nil {
+			continue // exited meanwhile
+		}
+		for _, line := range strings.Split(string(maps), "\n") {
+			if f := strings.Fields(line); len(f) >= 6 {
+				add(strings.Join(f[5:], " "))
+			}
+		}
+		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		for _, fd := range fds {
+			if t, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); err == nil {
+				add(t)
+			}
+		}
+	}
+	return out, nil
+}
+
+// waitDrained waits (up to 5 s) until the pipes of a stopped job hold no unread
+// output and the job's log stopped growing.
+func waitDrained(init int, logPath string) {
+	deadline := time.Now().Add(5 * time.Second)
+	pending := func() int {
+		n := 0
+		for _, fd := range []int{1, 2} {
+			// Opening a pipe through /proc gives a new read end of the same pipe.
+			f, err := os.OpenFile(fmt.Sprintf("/proc/%d/fd/%d", init, fd), os.O_RDONLY|unix.O_NONBLOCK, 0)
+			if err != nil {
+				continue
+			}
+			if v, err := unix.IoctlGetInt(int(f.Fd()), unix.TIOCINQ); err == nil { // FIONREAD
+				n += v
+			}
+			f.Close()
+		}
+		return n
+	}
+	size := func() int64 {
+		fi, err := os.Stat(logPath)
+		if err != nil {
+			return -1
+		}
+		return fi.Size()
+	}
+	last := size()
+	for time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+		s := size()
+		if pending() == 0 && s == last {
+			return
+		}
+		last = s
+	}
+}
+
+func dirSize(dir string) int64 {
+	var n int64
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if fi, err := e.Info(); err == nil {
+			n += fi.Size()
+		}
+	}
+	return n
+}
+
+// resume continues a job left stopped by a dump.
+func resume(j *job) {
+	pids, _ := j.cgroup.Pids()
+	for _, pid := range pids {
+		_ = unix.Kill(pid, unix.SIGCONT)
+	}
+}
+
+// forgetMigrated ends this node's part in a job that now runs elsewhere: mark
+// its directory moved (so the shim reports no exit and followers reconnect to
+// the new owner), kill the stopped copy, remove its cgroup, and drop the
+// directory once followers had time to notice.
+func (a *Agent) forgetMigrated(j *job) {
+	_ = shim.WriteJSON(j.dir, shim.MovedFile, map[string]any{"time": time.Now().UTC()})
+	_ = unix.Kill(j.state.Init.PID, unix.SIGKILL)
+	select {
+	case <-j.done:
+	case <-time.After(10 * time.Second):
+		a.log.Warn("source shim of a migrated job did not exit", "gpid", j.gpid)
+	}
+	if j.cgroup != nil {
+		if err := j.cgroup.Destroy(); err != nil {
+			a.log.Warn("remove cgroup of migrated job", "gpid", j.gpid, "err", err)
+		}
+	}
+	time.AfterFunc(30*time.Second, func() { _ = os.RemoveAll(j.dir) })
+}
+
+// incoming is a migration this node is the target of.
+type incoming struct {
+	id     string
+	proc   pidtable.Proc
+	dir    string
+	images string
+	cgroup *isolate.Cgroup
+	job    *job // set once restored
+}
+
+func (a *Agent) handlePrepare(w http.ResponseWriter, r *http.Request) {
+	gpid, err := pathGPID(r)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	var req api.PrepareRequest
+	if err := decode(r, &req); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if err := a.prepare(gpid, req); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *Agent) prepare(gpid uint64, req api.PrepareRequest) error {
+	if req.Proc.GPID != gpid || req.Spec.GPID != gpid || req.ID == "" {
+		return api.Errorf(api.CodeBadRequest, "prepare: gpid/spec mismatch")
+	}
+	if a.criuErr != nil {
+		return api.Errorf(api.CodeConflict, "node %s cannot restore jobs: %v", a.cfg.Name, a.criuErr)
+	}
+	for _, f := range req.Files {
+		fi, err := os.Stat(f.Path)
+		if err != nil {
+			return api.Errorf(api.CodeConflict, "node %s lacks %s, which the job uses: %v", a.cfg.Name, f.Path, err)
+		}
+		if fi.Size() != f.Size {
+			return api.Errorf(api.CodeConflict, "%s has %d bytes on node %s but %d on the source: the job would not restore", f.Path, fi.Size(), a.cfg.Name, f.Size)
+		}
+	}
+	if fi, err := os.Stat(req.Spec.Workdir); err != nil || !fi.IsDir() {
+		return api.Errorf(api.CodeConflict, "node %s lacks the job's working directory %s", a.cfg.Name, req.Spec.Workdir)
+	}
+	if a.localJob(gpid) != nil {
+		return api.Errorf(api.CodeConflict, "gpid %d already runs on %s", gpid, a.cfg.Name)
+	}
+	a.abortIncoming(gpid) // a stale attempt
+	a.removeJobDir(gpid)
+	in := &incoming{id: req.ID, proc: req.Proc, dir: a.jobDir(gpid), images: a.imagesDir("in", gpid)}
+	spec := req.Spec
+	spec.Node, spec.Cgroup = a.cfg.Name, isolate.CgroupPath(a.cfg.CgroupParent, a.cfg.Name, gpid)
+	for _, d := range []string{in.dir, in.images, stageDir(in)} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			a.discard(in)
+			return err
+		}
+	}
+	if err := shim.WriteJSON(in.dir, shim.SpecFile, spec); err != nil {
+		a.discard(in)
+		return err
+	}
+	cg, err := isolate.CreateCgroup(spec.Cgroup, isolate.Limits{CPUs: req.Proc.CPUs, Memory: req.Proc.Memory})
+	if err != nil {
+		a.discard(in)
+		return err
+	}
+	in.cgroup = cg
+	a.mu.Lock()
+	a.incoming[gpid] = in
+	a.mu.Unlock()
+	return nil
+}
+
+// incomingFor returns the prepared migration of gpid with the given id.
+func (a *Agent) incomingFor(gpid uint64, id string) (*incoming, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	in := a.incoming[gpid]
+	if in == nil || in.id != id {
+		return nil, api.Errorf(api.CodeConflict, "no prepared migration %s of gpid %d on %s", id, gpid, a.cfg.Name)
+	}
+	return in, nil
+}
+
+func (a *Agent) handleImages(w http.ResponseWriter, r *http.Request) {
+	gpid, err := pathGPID(r)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	in, err := a.incomingFor(gpid, r.Header.Get("X-Ssi-Migration"))
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	stage := stageDir(in)
+	if _, err := migrate.ReadStream(r.Body, map[string]string{"images": in.images, "job": stage}, maxImageBytes); err != nil {
+		a.writeError(w, r, api.Errorf(api.CodeBadRequest, "image stream for gpid %d: %v", gpid, err))
+		return
+	}
+	// Only the log is taken from the job part of the stream.
+	if err := os.Rename(filepath.Join(stage, shim.LogFile), filepath.Join(in.dir, shim.LogFile)); err != nil {
+		a.writeError(w, r, api.Errorf(api.CodeBadRequest, "image stream for gpid %d carries no job log: %v", gpid, err))
+		return
+	}
+	_ = os.RemoveAll(stage)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *Agent) handleRestore(w http.ResponseWriter, r *http.Request) {
+	gpid, err := pathGPID(r)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	var req api.RestoreRequest
+	if err := decode(r, &req); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	in, err := a.incomingFor(gpid, req.ID)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	rs := shim.RestoreSpec{ImagesDir: in.images, StdoutKey: req.StdoutKey, StderrKey: req.StderrKey, CRIUPath: a.criuPath}
+	if err := shim.WriteJSON(in.dir, shim.RestoreFile, rs); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	cmd, st, err := shim.Launch(r.Context(), a.cfg.ShimExe, in.dir, shim.ModeRestore)
+	if err != nil {
+		if cmd != nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+		a.writeError(w, r, api.Errorf(api.CodeConflict, "node %s could not restore gpid %d: %v", a.cfg.Name, gpid, err))
+		return
+	}
+	j := &job{gpid: gpid, dir: in.dir, state: st, cgroup: in.cgroup, cpus: in.proc.CPUs, memory: in.proc.Memory, done: make(chan struct{})}
+	a.mu.Lock()
+	in.job = j
+	a.jobs[gpid] = j
+	a.mu.Unlock()
+	go a.watch(j, cmd)
+	_ = os.RemoveAll(in.images) // restored: the images are no longer needed
+	a.log.Info("restored migrated job", "gpid", gpid, "pid", st.MainPID)
+	// Until the source commits, the record names the source: the job is ours
+	// once it does. A later abort kills this copy.
+	go a.awaitCommit(gpid, in)
+	writeJSON(w, http.StatusOK, api.RestoreResponse{State: st})
+}
+
+// awaitCommit forgets the incoming migration once the record names this node.
+func (a *Agent) awaitCommit(gpid uint64, in *incoming) {
+	ctx, cancel := context.WithTimeout(context.Background(), migrationTimeout)
+	defer cancel()
+	for ctx.Err() == nil {
+		p, _, err := a.store.Get(ctx, gpid)
+		if err == nil && p.Node == a.cfg.Name {
+			a.mu.Lock()
+			if a.incoming[gpid] == in {
+				delete(a.incoming, gpid)
+			}
+			a.mu.Unlock()
+			return
+		}
+		a.mu.Lock()
+		gone := a.incoming[gpid] != in
+		a.mu.Unlock()
+		if gone {
+			return // aborted
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (a *Agent) handleAbort(w http.ResponseWriter, r *http.Request) {
+	gpid, err := pathGPID(r)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	var req api.RestoreRequest
+	if err := decode(r, &req); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if _, err := a.incomingFor(gpid, req.ID); err != nil {
+		w.WriteHeader(http.StatusNoContent) // nothing to discard
+		return
+	}
+	a.abortIncoming(gpid)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// abortIncoming discards a prepared or restored migration that was not committed.
+func (a *Agent) abortIncoming(gpid uint64) {
+	a.mu.Lock()
+	in := a.incoming[gpid]
+	delete(a.incoming, gpid)
+	a.mu.Unlock()
+	if in == nil {
+		return
+	}
+	if p, _, err := a.store.Get(context.Background(), gpid); err == nil && p.Node == a.cfg.Name {
+		a.log.Error("refusing to abort a committed migration", "gpid", gpid)
+		return
+	}
+	a.discard(in)
+	a.log.Info("discarded incoming migration", "gpid", gpid)
+}
+
+// discard kills a restored copy (if any) and removes what prepare made.
+func (a *Agent) discard(in *incoming) {
+	if in.job != nil {
+		_ = unix.Kill(in.job.state.Init.PID, unix.SIGKILL)
+		select {
+		case <-in.job.done:
+		case <-time.After(10 * time.Second):
+		}
+	}
+	if in.cgroup != nil {
+		_ = in.cgroup.Destroy()
+	}
+	_ = os.RemoveAll(in.images)
+	_ = os.RemoveAll(in.dir)
+}
+
+// criuState is set at agent start from checkpoint.Probe.
+func (a *Agent) probeCRIU(ctx context.Context) {
+	a.criuPath = checkpoint.DefaultCRIUPath
+	info, err := checkpoint.Probe(ctx, a.criuPath)
+	a.criuErr = err
+	if err != nil {
+		a.log.Warn("CRIU unusable: this node can run jobs but not migrate them", "err", err)
+		return
+	}
+	a.log.Info("CRIU ready", "version", strconv.Itoa(info.Version))
+}
+
+// rollbackOrphanMigration resolves a migration this node was the source of when
+// its agent died: the record still names this node (no commit), so the target's
+// copy, if any, is discarded and the stopped source copy resumed.
+func (a *Agent) rollbackOrphanMigration(ctx context.Context, p pidtable.Proc, j *job) {
+	m := &migration{a: a, gpid: p.GPID, j: j, prepared: p.Migration != nil, send: func(api.MigrateEvent) {}}
+	if p.Migration != nil {
+		m.id = p.Migration.ID
+		snap, err := a.store.Snapshot(ctx)
+		if err == nil {
+			m.target, _ = snap.Node(p.Migration.Target)
+		}
+	}
+	if m.target.Addr == "" {
+		m.prepared = false
+	}
+	err := m.Rollback(ctx, true, false)
+	a.log.Warn("rolled back a migration interrupted by an agent restart", "gpid", p.GPID, "err", err)
+}
+
+// stageDir receives the job files of an image stream, on the job dir's
+// filesystem so they can be renamed into place.
+func stageDir(in *incoming) string { return filepath.Join(in.dir, ".incoming") }

@@ -1,0 +1,99 @@
+package api
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+
+	"github.com/ssi-cluster/ssi/pidtable"
+	"github.com/ssi-cluster/ssi/shim"
+)
+
+// MigrateRequest asks for a job to be moved to Node.
+type MigrateRequest struct {
+	Node string `json:"node"`
+}
+
+// MigrateEvent is one line of the NDJSON stream answering a MigrateRequest:
+// progress events (Phase, Bytes), then one final event with Done and Stats, or
+// with Error.
+type MigrateEvent struct {
+	Phase string        `json:"phase,omitempty"`
+	Bytes int64         `json:"bytes,omitempty"`
+	Done  bool          `json:"done,omitempty"`
+	Stats *MigrateStats `json:"stats,omitempty"`
+	Error string        `json:"error,omitempty"`
+	Code  Code          `json:"code,omitempty"`
+}
+
+// MigrateStats are the figures of a finished migration, in milliseconds.
+type MigrateStats struct {
+	GPID       uint64  `json:"gpid"`
+	From       string  `json:"from"`
+	To         string  `json:"to"`
+	FrozenMS   float64 `json:"frozen_ms"`
+	ImageBytes int64   `json:"image_bytes"`
+	DumpMS     float64 `json:"dump_ms"`
+	TransferMS float64 `json:"transfer_ms"`
+	RestoreMS  float64 `json:"restore_ms"`
+	TotalMS    float64 `json:"total_ms"`
+}
+
+// Migrate moves gpid to node, calling progress for each event, and returns the
+// final stats.
+func (c *Client) Migrate(ctx context.Context, gpid uint64, node string, progress func(MigrateEvent)) (MigrateStats, error) {
+	resp, err := c.send(ctx, http.MethodPost, fmt.Sprintf("/v1/procs/%d/migrate", gpid), MigrateRequest{Node: node})
+	if err != nil {
+		return MigrateStats{}, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		var ev MigrateEvent
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			return MigrateStats{}, fmt.Errorf("bad migration event %q: %w", sc.Bytes(), err)
+		}
+		switch {
+		case ev.Error != "":
+			return MigrateStats{}, &Error{Code: ev.Code, Message: ev.Error}
+		case ev.Done && ev.Stats != nil:
+			return *ev.Stats, nil
+		}
+		if progress != nil {
+			progress(ev)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return MigrateStats{}, fmt.Errorf("migration stream of gpid %d broke: %w (check ssi ps -A)", gpid, err)
+	}
+	return MigrateStats{}, fmt.Errorf("migration stream of gpid %d ended without a result (check ssi ps -A)", gpid)
+}
+
+// FileCheck is a file the job needs on the target, with the size it has on the
+// source.
+type FileCheck struct {
+	Path string `json:"path"`
+	Size int64  `json:"size"`
+}
+
+// PrepareRequest (agent to agent) asks a target to get ready for a job.
+type PrepareRequest struct {
+	ID    string        `json:"id"`
+	Proc  pidtable.Proc `json:"proc"`
+	Spec  shim.Spec     `json:"spec"`
+	Files []FileCheck   `json:"files"`
+}
+
+// RestoreRequest (agent to agent) asks a target to restore the shipped images.
+type RestoreRequest struct {
+	ID        string `json:"id"`
+	StdoutKey string `json:"stdout_key"`
+	StderrKey string `json:"stderr_key"`
+}
+
+// RestoreResponse says what the target started.
+type RestoreResponse struct {
+	State shim.State `json:"state"`
+}

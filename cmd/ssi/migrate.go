@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"github.com/ssi-cluster/ssi/api"
+)
+
+func migrateCmd(e *env) *cobra.Command {
+	var output string
+	var detach bool
+	c := &cobra.Command{
+		Use:   "migrate GPID NODE",
+		Short: "Move a running job to another node (live migration with CRIU)",
+		Long: `Move a running job to NODE: it is checkpointed (and stopped) on its node, its
+images are streamed to NODE and checksummed, restored there with its output
+re-plumbed, and the process table switched to NODE in one transaction; only
+then is the stopped original killed. Any failure before that resumes the
+original. The job keeps its gpid; attached 'ssi run' and 'ssi logs -f' keep
+streaming. On a terminal the phases are shown as they happen; at the end one
+line of figures (-o json: the same as JSON). With -d, returns once the
+migration has started.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 2 {
+				return usageErr("migrate: want GPID NODE (see ssi ps -A, ssi nodes)")
+			}
+			gpids, err := parseGPIDs("migrate", args[:1])
+			if err != nil {
+				return err
+			}
+			if output != "" && output != "json" {
+				return usageErr("migrate: -o %q: want json", output)
+			}
+			cl, src, err := e.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			tty := isTerminal(os.Stderr)
+			started := false
+			st, err := cl.Migrate(ctx, gpids[0], args[1], func(ev api.MigrateEvent) {
+				if ev.Phase == "prepare" {
+					started = true
+					if detach {
+						cancel() // the agent carries on without us
+					}
+				}
+				if tty && ev.Phase != "" {
+					fmt.Fprintf(e.stderr, "\rmigrating gpid %d to %s: %-10s", gpids[0], args[1], ev.Phase)
+				}
+			})
+			if tty {
+				fmt.Fprint(e.stderr, "\r\033[K")
+			}
+			if detach && started && ctx.Err() != nil {
+				fmt.Fprintf(e.stdout, "migration of gpid %d to %s started\n", gpids[0], args[1])
+				return nil
+			}
+			if err != nil {
+				return explain(err, src)
+			}
+			if output == "json" {
+				return writeJSONOut(e.stdout, st)
+			}
+			fmt.Fprintf(e.stdout, "migrated gpid %d %s -> %s: frozen %s, images %s, dump %s, transfer %s (%s/s), restore %s, total %s\n",
+				st.GPID, st.From, st.To, msec(st.FrozenMS), humanBytes(st.ImageBytes), msec(st.DumpMS), msec(st.TransferMS),
+				humanBytes(int64(float64(st.ImageBytes)/max(st.TransferMS/1000, 1e-3))), msec(st.RestoreMS), msec(st.TotalMS))
+			return nil
+		},
+	}
+	c.Flags().StringVarP(&output, "output", "o", "", "output format: json")
+	c.Flags().BoolVarP(&detach, "detach", "d", false, "return once the migration has started")
+	return c
+}
+
+func msec(ms float64) string {
+	if ms >= 1000 {
+		return strconv.FormatFloat(ms/1000, 'f', 2, 64) + "s"
+	}
+	return strconv.FormatFloat(ms, 'f', 0, 64) + "ms"
+}
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
