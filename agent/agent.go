@@ -92,7 +92,6 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("agent: --listen %s: %w", a.cfg.Listen, err)
 	}
 	defer ln.Close()
-	a.probeCRIU(ctx)
 	if err := a.connectEtcd(ctx); err != nil {
 		return err
 	}
@@ -100,6 +99,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.join(ctx); err != nil {
 		return err
 	}
+	a.probeCRIU(ctx)
 	if err := a.reconcile(ctx); err != nil {
 		return err
 	}

@@ -25,6 +25,11 @@ import (
 // basePath is the PATH jobs get unless the request sets one.
 const basePath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
+// goDebug keeps Go (>= 1.25) jobs migratable: by default their runtime keeps
+// their cgroup's CPU limit files open, which ties a restore to the source
+// cgroup's path. A job's own --env GODEBUG=... replaces it.
+const goDebug = "GODEBUG=containermaxprocs=0,updatemaxprocs=0"
+
 // job is a job this agent supervises.
 type job struct {
 	gpid   uint64
@@ -79,7 +84,7 @@ func (a *Agent) spawn(ctx context.Context, req api.RunRequest, who caller) (api.
 	if err != nil {
 		return api.RunResponse{}, err
 	}
-	env := append([]string{basePath, "HOME=" + u.HomeDir, "USER=" + u.Username, "LOGNAME=" + u.Username}, req.Env...)
+	env := append([]string{basePath, "HOME=" + u.HomeDir, "USER=" + u.Username, "LOGNAME=" + u.Username, goDebug}, req.Env...)
 
 	p, err := a.store.Create(ctx, pidtable.Proc{
 		Node: a.cfg.Name, User: u.Username, UID: uid, GID: gid, Argv: req.Argv,

@@ -1,0 +1,317 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ssi-cluster/ssi/api"
+	"github.com/ssi-cluster/ssi/pidtable"
+)
+
+func counterPath(t *testing.T) string {
+	t.Helper()
+	p, err := filepath.Abs("testdata/counter.py")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// checkTicks verifies output of testdata/counter.py: ticks 1..n in order, each
+// once, all with the same memory digest. It returns n.
+func checkTicks(t *testing.T, out string) int {
+	t.Helper()
+	n, digest := 0, ""
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 || f[0] != "tick" {
+			t.Fatalf("unexpected line %q in:\n%s", line, out)
+		}
+		k, _ := strconv.Atoi(f[1])
+		if k != n+1 {
+			t.Fatalf("tick %d follows tick %d: output lost or repeated", k, n)
+		}
+		if digest != "" && f[2] != digest {
+			t.Fatalf("memory digest changed at tick %d: %s -> %s", k, digest, f[2])
+		}
+		n, digest = k, f[2]
+	}
+	return n
+}
+
+func (c *testCluster) migrate(t *testing.T, gpid uint64, node string) api.MigrateStats {
+	t.Helper()
+	out := c.ok(t, "migrate", "-o", "json", strconv.FormatUint(gpid, 10), node)
+	var st api.MigrateStats
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("migrate -o json: %q: %v", out, err)
+	}
+	if st.To != node || st.GPID != gpid || st.FrozenMS <= 0 || st.ImageBytes <= 0 {
+		t.Fatalf("migrate stats: %+v", st)
+	}
+	return st
+}
+
+// TestMigrateAroundTheCluster: a stateful job with 32 MiB of checked memory moves
+// 20 times around 3 nodes, keeping its gpid, its memory and its output: every
+// line once, in order, streamed to an attached `ssi run` and to `ssi logs -f`.
+// It then exits on its last node and `ssi run` returns its code.
+func TestMigrateAroundTheCluster(t *testing.T) {
+	c := need(t)
+	const moves = 20
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	attached := c.cmd(ctx, "run", "--node", "node1", "--", "python3", counterPath(t), "32", "0.02", "100000")
+	var out, errb bytes.Buffer
+	attached.Stdout, attached.Stderr = &out, &errb
+	if err := attached.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var gpid uint64
+	eventually(t, 20*time.Second, "job appears", func() error {
+		for _, p := range c.ps(t) {
+			if p.State == pidtable.Running && len(p.Argv) > 1 && strings.HasSuffix(p.Argv[1], "counter.py") {
+				gpid = p.GPID
+				return nil
+			}
+		}
+		return fmt.Errorf("no running counter.py in ps")
+	})
+	follower := c.cmd(ctx, "logs", "-f", strconv.FormatUint(gpid, 10))
+	var fout, ferr bytes.Buffer
+	follower.Stdout, follower.Stderr = &fout, &ferr
+	if err := follower.Start(); err != nil {
+		t.Fatal(err)
+	}
+	nodes := []string{"node2", "node3", "node1"}
+	var frozen []float64
+	for i := range moves {
+		time.Sleep(200 * time.Millisecond)
+		st := c.migrate(t, gpid, nodes[i%3])
+		frozen = append(frozen, st.FrozenMS)
+		p := c.proc(t, gpid)
+		if p.Node != nodes[i%3] || p.State != pidtable.Running || p.Epoch != uint64(i+2) {
+			t.Fatalf("after move %d: %+v", i+1, p.Proc)
+		}
+		if !pidAlive(p.PID) {
+			t.Fatalf("after move %d: pid %d from ps is not alive", i+1, p.PID)
+		}
+	}
+	t.Logf("%d moves, frozen ms: %v", moves, frozen)
+	time.Sleep(300 * time.Millisecond)
+	c.ok(t, "kill", "-s", "INT", strconv.FormatUint(gpid, 10))
+	if err := attached.Wait(); attached.ProcessState.ExitCode() != 130 {
+		t.Fatalf("attached run after %d moves: %v, exit %d, stderr %q", moves, err, attached.ProcessState.ExitCode(), errb.String())
+	}
+	if !strings.Contains(errb.String(), "KeyboardInterrupt") {
+		t.Fatalf("python did not see the SIGINT: stderr %q", errb.String())
+	}
+	n := checkTicks(t, out.String())
+	if err := follower.Wait(); err != nil {
+		t.Fatalf("logs -f: %v: %s", err, ferr.String())
+	}
+	if fn := checkTicks(t, fout.String()); fn != n {
+		t.Fatalf("logs -f saw %d ticks, attached run %d", fn, n)
+	}
+	if n < moves*5 {
+		t.Fatalf("only %d ticks over %d moves", n, moves)
+	}
+	if r := c.ssi(t, "wait", strconv.FormatUint(gpid, 10)); r.code != 130 {
+		t.Fatalf("wait: %v", r)
+	}
+	assertNoMigrationLeftovers(t, c, gpid)
+}
+
+// TestMigratePipeline: a job of several processes (a pipeline and a child that
+// forks grandchildren) moves as one unit.
+func TestMigratePipeline(t *testing.T) {
+	c := need(t)
+	gpid := c.detach(t, "--node", "node2", "--", "sh", "-c",
+		`(sleep 600 & sleep 600 & wait) & i=0; while :; do i=$((i+1)); echo $i; sleep 0.05; done | cat | cat`)
+	defer c.kill(t, gpid)
+	var before int
+	eventually(t, 5*time.Second, "stats", func() error {
+		p := c.proc(t, gpid)
+		if p.Stats == nil || p.Stats.Procs < 6 {
+			return fmt.Errorf("stats %+v", p.Stats)
+		}
+		before = p.Stats.Procs
+		return nil
+	})
+	c.migrate(t, gpid, "node3")
+	eventually(t, 5*time.Second, "all processes moved", func() error {
+		p := c.proc(t, gpid)
+		if p.Node != "node3" || p.Stats == nil || p.Stats.Procs != before {
+			return fmt.Errorf("%s, stats %+v, want %d processes", p.Node, p.Stats, before)
+		}
+		return nil
+	})
+	time.Sleep(300 * time.Millisecond)
+	c.migrate(t, gpid, "node1")
+	time.Sleep(300 * time.Millisecond)
+	logs := c.ok(t, "logs", strconv.FormatUint(gpid, 10))
+	lines := strings.Fields(logs)
+	for i, l := range lines {
+		if l != strconv.Itoa(i+1) {
+			t.Fatalf("pipeline output broken at line %d: %q", i+1, l)
+		}
+	}
+	if len(lines) < 10 {
+		t.Fatalf("pipeline printed only %d lines", len(lines))
+	}
+}
+
+// TestMigrateBadInput: refusals leave the job running where it was.
+func TestMigrateBadInput(t *testing.T) {
+	c := need(t)
+	gpid := c.detach(t, "--node", "node1", "--", "sleep", "600")
+	defer c.kill(t, gpid)
+	g := strconv.FormatUint(gpid, 10)
+	done := c.detach(t, "--node", "node1", "--", "true")
+	if r := c.ssi(t, "wait", strconv.FormatUint(done, 10)); r.code != 0 {
+		t.Fatal(r)
+	}
+	cases := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"unknown gpid", []string{"migrate", "999999", "node2"}, 1, "no such process: gpid 999999"},
+		{"unknown node", []string{"migrate", g, "node9"}, 1, `unknown node "node9"`},
+		{"same node", []string{"migrate", g, "node1"}, 1, "already runs on node1"},
+		{"exited job", []string{"migrate", strconv.FormatUint(done, 10), "node2"}, 1, "has already exited with status 0"},
+		{"missing node arg", []string{"migrate", g}, 2, "want GPID NODE"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := c.ssi(t, tc.args...)
+			if r.code != tc.code || !strings.Contains(r.stderr, tc.want) {
+				t.Fatalf("%v; want exit %d and %q", r, tc.code, tc.want)
+			}
+		})
+	}
+	// A job CRIU cannot dump (a unix socket whose peer is outside the job): the
+	// migration fails in the dump, quotes CRIU, and the job runs on, not stopped.
+	sock := filepath.Join(t.TempDir(), "peer.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+		}
+	}()
+	holder := c.detach(t, "--node", "node2", "--", "python3", "-c",
+		"import socket,time; s=socket.socket(socket.AF_UNIX); s.connect('"+sock+"'); print('connected', flush=True); time.sleep(600)")
+	defer c.kill(t, holder)
+	eventually(t, 5*time.Second, "job connected", func() error {
+		if !strings.Contains(c.ok(t, "logs", strconv.FormatUint(holder, 10)), "connected") {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	r := c.ssi(t, "migrate", strconv.FormatUint(holder, 10), "node3")
+	if r.code != 1 || !strings.Contains(r.stderr, "during dump") || !strings.Contains(r.stderr, "Error (criu/") || !strings.Contains(r.stderr, "running on its source node again") {
+		t.Fatalf("migrate of an undumpable job: %v", r)
+	}
+	eventually(t, 5*time.Second, "job running again on its node", func() error {
+		p := c.proc(t, holder)
+		if p.Node != "node2" || p.State != pidtable.Running || p.Stats == nil || p.Stats.Stat == "T" {
+			return fmt.Errorf("%+v %+v", p.Proc, p.Stats)
+		}
+		return nil
+	})
+	// NotReady target.
+	c.stopAgent(t, "node3", syscall.SIGKILL)
+	eventually(t, 8*time.Second, "node3 NotReady", func() error {
+		if c.nodes(t)["node3"].Ready {
+			return fmt.Errorf("still Ready")
+		}
+		return nil
+	})
+	r = c.ssi(t, "migrate", g, "node3")
+	c.startAgent(t, "node3")
+	if r.code != 1 || !strings.Contains(r.stderr, "NotReady") {
+		t.Fatalf("migrate to NotReady node: %v", r)
+	}
+}
+
+// TestConcurrentMigrateRefused: a second migrate of a job in flight is refused,
+// not queued; exactly one wins and the job ends up running once.
+func TestConcurrentMigrateRefused(t *testing.T) {
+	c := need(t)
+	gpid := c.detach(t, "--node", "node1", "--", "python3", counterPath(t), "64", "0.05")
+	defer c.kill(t, gpid)
+	time.Sleep(500 * time.Millisecond)
+	g := strconv.FormatUint(gpid, 10)
+	results := make(chan result, 2)
+	for _, n := range []string{"node2", "node3"} {
+		go func() { results <- c.ssi(t, "migrate", g, n) }()
+	}
+	r1, r2 := <-results, <-results
+	ok, refused := 0, 0
+	for _, r := range []result{r1, r2} {
+		switch {
+		case r.code == 0:
+			ok++
+		case strings.Contains(r.stderr, "already being migrated") || strings.Contains(r.stderr, "not running here"):
+			refused++
+		default:
+			t.Fatalf("unexpected outcome: %v", r)
+		}
+	}
+	if ok+refused != 2 || ok < 1 {
+		t.Fatalf("outcomes: %v / %v", r1, r2)
+	}
+	p := c.proc(t, gpid)
+	if p.State != pidtable.Running || !pidAlive(p.PID) {
+		t.Fatalf("job after concurrent migrations: %+v", p.Proc)
+	}
+	running := 0
+	for _, n := range c.Nodes {
+		for _, g2 := range liveJobCgroups(t, c.CgroupParent(), n.Name) {
+			if g2 == gpid {
+				running++
+			}
+		}
+	}
+	if running != 1 {
+		t.Fatalf("gpid %d has a cgroup on %d nodes, want exactly 1", gpid, running)
+	}
+}
+
+// assertNoMigrationLeftovers: no images in /dev/shm and no cgroup of the job
+// on nodes other than its owner.
+func assertNoMigrationLeftovers(t *testing.T, c *testCluster, gpid uint64) {
+	t.Helper()
+	eventually(t, 10*time.Second, "no leftovers", func() error {
+		shm, _ := filepath.Glob(fmt.Sprintf("/dev/shm/ssi-node*-*-%d-*", gpid))
+		if len(shm) > 0 {
+			return fmt.Errorf("images left in /dev/shm: %v", shm)
+		}
+		for _, n := range c.Nodes {
+			for _, g := range liveJobCgroups(t, c.CgroupParent(), n.Name) {
+				if g == gpid {
+					return fmt.Errorf("cgroup of ended gpid %d left on %s", gpid, n.Name)
+				}
+			}
+		}
+		return nil
+	})
+}
