@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -314,4 +315,110 @@ func assertNoMigrationLeftovers(t *testing.T, c *testCluster, gpid uint64) {
 		}
 		return nil
 	})
+}
+
+// TestMigrateJobKinds: jobs with threads, a TCP listener on 0.0.0.0, a file they
+// append to, and SysV shared memory with a semaphore keep working after a move.
+func TestMigrateJobKinds(t *testing.T) {
+	c := need(t)
+	appendFile := filepath.Join(t.TempDir(), "appended.txt")
+	threads := c.detach(t, "--node", "node1", "--", "python3", "-c", `
+import threading, time
+c = [0] * 4
+def work(i):
+    while True:
+        c[i] += 1
+        time.sleep(0.01)
+for i in range(4):
+    threading.Thread(target=work, args=(i,), daemon=True).start()
+while True:
+    print(min(c), flush=True)
+    time.sleep(0.1)`)
+	listener := c.detach(t, "--node", "node1", "--", "python3", "-c", `
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 8080))
+s.listen()
+print("listening", flush=True)
+n = 0
+while True:
+    conn, _ = s.accept()
+    n += 1
+    conn.sendall(b"hello %d\n" % n)
+    conn.close()`)
+	appender := c.detach(t, "--node", "node1", "--", "sh", "-c", "i=0; while :; do i=$((i+1)); echo $i >> "+appendFile+"; sleep 0.05; done")
+	sysv := c.detach(t, "--node", "node1", "--", "python3", filepath.Join(filepath.Dir(counterPath(t)), "sysv.py"))
+	defer c.kill(t, threads, listener, appender, sysv)
+	ask := func(node string) string {
+		ip := ""
+		for _, n := range c.Nodes {
+			if n.Name == node {
+				ip = n.IP
+			}
+		}
+		conn, err := net.DialTimeout("tcp", net.JoinHostPort(ip, "8080"), 3*time.Second)
+		if err != nil {
+			t.Fatalf("connect to the listener on %s: %v", node, err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
+		b := make([]byte, 64)
+		n, _ := conn.Read(b)
+		return strings.TrimSpace(string(b[:n]))
+	}
+	eventually(t, 5*time.Second, "listener up", func() error {
+		if !strings.Contains(c.ok(t, "logs", strconv.FormatUint(listener, 10)), "listening") {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	if got := ask("node1"); got != "hello 1" {
+		t.Fatalf("listener on node1 said %q", got)
+	}
+	lastNum := func(gpid uint64) int {
+		lines := strings.Fields(c.ok(t, "logs", strconv.FormatUint(gpid, 10)))
+		n, _ := strconv.Atoi(lines[len(lines)-1])
+		return n
+	}
+	time.Sleep(500 * time.Millisecond)
+	threadsBefore, sysvBefore := lastNum(threads), 0
+	for _, g := range []uint64{threads, listener, appender, sysv} {
+		c.migrate(t, g, "node2")
+	}
+	time.Sleep(500 * time.Millisecond)
+	// Threads: all four still count, and the process still has them.
+	if n := lastNum(threads); n <= threadsBefore {
+		t.Fatalf("threads stopped counting after the move: %d then %d", threadsBefore, n)
+	}
+	if st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.proc(t, threads).PID)); !strings.Contains(string(st), "Threads:\t5") {
+		t.Fatalf("threaded job after the move:\n%s", st)
+	}
+	// TCP: the listener answers on node2's address, remembering its count.
+	if got := ask("node2"); got != "hello 2" {
+		t.Fatalf("listener on node2 said %q, want hello 2", got)
+	}
+	// The appended file goes on from where it was, without a gap.
+	b, err := os.ReadFile(appendFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, l := range strings.Fields(string(b)) {
+		if l != strconv.Itoa(i+1) {
+			t.Fatalf("appended file broken at line %d: %q", i+1, l)
+		}
+	}
+	// SysV: the counter in shared memory continued.
+	var prev int
+	for _, line := range strings.Split(strings.TrimSpace(c.ok(t, "logs", strconv.FormatUint(sysv, 10))), "\n") {
+		var v int
+		if _, err := fmt.Sscanf(line, "shm %d", &v); err != nil || v != prev+1 {
+			t.Fatalf("SysV counter line %q after %d", line, prev)
+		}
+		prev = v
+		sysvBefore++
+	}
+	if sysvBefore < 10 {
+		t.Fatalf("SysV job printed only %d lines", sysvBefore)
+	}
 }

@@ -86,7 +86,13 @@ func printProcs(w io.Writer, procs []api.ProcInfo, wide bool, now time.Time) {
 			pid = strconv.Itoa(p.PID)
 		}
 		line := fmt.Sprintf("%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t", p.GPID, p.Node, pid, p.User, stat, cpu, rss, elapsed(p.Proc, now))
-		command := strings.Join(p.Argv, " ")
+		// One line per job whatever the argv holds: control characters become spaces.
+		command := strings.Map(func(r rune) rune {
+			if r < ' ' || r == 0x7f {
+				return ' '
+			}
+			return r
+		}, strings.Join(p.Argv, " "))
 		if wide {
 			cpus, mem := "-", "-"
 			if p.CPUs > 0 {
