@@ -55,7 +55,11 @@ type Agent struct {
 	rndMu sync.Mutex
 	rnd   *mrand.Rand
 
-	fwd *http.Transport
+	// fwd carries forwarded client requests, peer the agent-to-agent migration
+	// traffic: separate pools, so a long image upload never shares a connection
+	// with a proxied stream.
+	fwd  *http.Transport
+	peer *http.Transport
 }
 
 // New checks cfg and returns an agent ready to Run.
@@ -73,7 +77,8 @@ func New(cfg Config) (*Agent, error) {
 		jobs:     map[uint64]*job{},
 		incoming: map[uint64]*incoming{},
 		rnd:      mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid()))),
-		fwd:      &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 32, IdleConnTimeout: 30 * time.Second, DialContext: (&net.Dialer{Timeout: 3 * time.Second}).DialContext},
+		fwd:      newTransport(),
+		peer:     newTransport(),
 	}, nil
 }
 
@@ -268,4 +273,8 @@ func (a *Agent) intn(n int) int {
 	a.rndMu.Lock()
 	defer a.rndMu.Unlock()
 	return a.rnd.IntN(n)
+}
+
+func newTransport() *http.Transport {
+	return &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 32, IdleConnTimeout: 30 * time.Second, DialContext: (&net.Dialer{Timeout: 3 * time.Second}).DialContext}
 }

@@ -36,6 +36,7 @@ func (a *Agent) routes() http.Handler {
 	mux.HandleFunc("PUT /v1/migrations/{gpid}/images", a.handleImages)
 	mux.HandleFunc("POST /v1/migrations/{gpid}/restore", a.handleRestore)
 	mux.HandleFunc("POST /v1/migrations/{gpid}/abort", a.handleAbort)
+	mux.HandleFunc("POST /v1/migrations/{gpid}/resume", a.handleResume)
 	return mux
 }
 

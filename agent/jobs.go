@@ -329,6 +329,12 @@ func (a *Agent) reconcile(ctx context.Context) error {
 			if p.State == pidtable.Migrating {
 				a.rollbackOrphanMigration(ctx, p, j)
 			}
+			if _, err := os.Stat(filepath.Join(dir, shim.RestoreFile)); err == nil {
+				// Restored here by a migration that committed (the record is ours)
+				// while this agent was down: the copy is still stopped.
+				resume(j)
+				_ = os.Remove(filepath.Join(dir, shim.RestoreFile))
+			}
 			if p.State == pidtable.Starting {
 				_, _ = a.store.Update(ctx, p.GPID, func(p *pidtable.Proc) error {
 					p.State, p.PID, p.InitPID, p.Started = pidtable.Running, j.state.MainPID, j.state.Init.PID, time.Now().UTC()
@@ -345,6 +351,7 @@ func (a *Agent) reconcile(ctx context.Context) error {
 			a.finish(ctx, j)
 		}
 	}
+	a.removeStaleImages()
 	entries, err := os.ReadDir(a.jobsDir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("agent: list jobs: %w", err)

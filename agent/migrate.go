@@ -281,13 +281,28 @@ func (m *migration) Commit(ctx context.Context) error {
 	}
 	p.Node, p.Epoch, p.State = m.target.Name, p.Epoch+1, pidtable.Running
 	p.PID, p.InitPID, p.Migration = m.restored.MainPID, m.restored.Init.PID, nil
-	if _, err := m.a.store.Swap(ctx, p, m.rev); err != nil {
-		if errors.Is(err, pidtable.ErrChanged) {
-			return err
-		}
-		return fmt.Errorf("%w: %w", migrate.ErrCommitUncertain, err)
+	_, err = m.a.store.Swap(ctx, p, m.rev)
+	if err == nil || errors.Is(err, pidtable.ErrChanged) {
+		return err
 	}
-	return nil
+	// The outcome is unknown (etcd timed out, say): read the record until etcd
+	// answers; it says whether the commit happened.
+	for ctx.Err() == nil {
+		time.Sleep(200 * time.Millisecond)
+		got, _, gerr := m.a.store.Get(ctx, m.gpid)
+		if gerr != nil {
+			continue
+		}
+		if got.Node == m.target.Name && got.Epoch == p.Epoch {
+			return nil
+		}
+		return fmt.Errorf("commit did not happen: %w", err)
+	}
+	return fmt.Errorf("%w: %w", migrate.ErrCommitUncertain, err)
+}
+
+func (m *migration) Resume(ctx context.Context) error {
+	return m.call(ctx, "resume", api.RestoreRequest{ID: m.id}, nil)
 }
 
 func (m *migration) Cleanup(ctx context.Context) error {
@@ -340,7 +355,7 @@ func (m *migration) call(ctx context.Context, step string, in, out any) error {
 
 func (m *migration) do(req *http.Request, out any) error {
 	req.Header.Set(api.HeaderForwarded, m.a.cfg.Name)
-	resp, err := (&http.Client{Transport: m.a.fwd}).Do(req)
+	resp, err := (&http.Client{Transport: m.a.peer}).Do(req)
 	if err != nil {
 		return fmt.Errorf("target %s: %w", m.target.Name, err)
 	}
@@ -573,7 +588,11 @@ func (a *Agent) handleImages(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	stage := stageDir(in)
-	if _, err := migrate.ReadStream(r.Body, map[string]string{"images": in.images, "job": stage}, maxImageBytes); err != nil {
+	_, err = migrate.ReadStream(r.Body, map[string]string{"images": in.images, "job": stage}, maxImageBytes)
+	// Read the stream to its end (tar padding) so the connection is reusable
+	// rather than closed under a request that picks it up next.
+	_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 1<<20))
+	if err != nil {
 		a.writeError(w, r, api.Errorf(api.CodeBadRequest, "image stream for gpid %d: %v", gpid, err))
 		return
 	}
@@ -637,11 +656,7 @@ func (a *Agent) awaitCommit(gpid uint64, in *incoming) {
 	for ctx.Err() == nil {
 		p, _, err := a.store.Get(ctx, gpid)
 		if err == nil && p.Node == a.cfg.Name {
-			a.mu.Lock()
-			if a.incoming[gpid] == in {
-				delete(a.incoming, gpid)
-			}
-			a.mu.Unlock()
+			a.resumeCommitted(gpid, in)
 			return
 		}
 		a.mu.Lock()
@@ -740,3 +755,65 @@ func (a *Agent) rollbackOrphanMigration(ctx context.Context, p pidtable.Proc, j 
 // stageDir receives the job files of an image stream, on the job dir's
 // filesystem so they can be renamed into place.
 func stageDir(in *incoming) string { return filepath.Join(in.dir, ".incoming") }
+
+func (a *Agent) handleResume(w http.ResponseWriter, r *http.Request) {
+	gpid, err := pathGPID(r)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	var req api.RestoreRequest
+	if err := decode(r, &req); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	in, err := a.incomingFor(gpid, req.ID)
+	if err != nil {
+		if j := a.localJob(gpid); j != nil {
+			w.WriteHeader(http.StatusNoContent) // resumed already (awaitCommit)
+			return
+		}
+		a.writeError(w, r, err)
+		return
+	}
+	// Only the record may tell a copy to run: resume strictly after the commit.
+	p, _, err := a.store.Get(r.Context(), gpid)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if p.Node != a.cfg.Name {
+		a.writeError(w, r, api.Errorf(api.CodeConflict, "gpid %d is owned by %s: its copy here stays stopped", gpid, p.Node))
+		return
+	}
+	a.resumeCommitted(gpid, in)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// resumeCommitted continues a restored copy whose migration committed to this
+// node, and forgets the migration. Only the caller that removes the migration
+// sends SIGCONT: a second, late SIGCONT could land in the middle of the job's
+// next dump and make CRIU fail ("stopped by 5 unexpectedly").
+func (a *Agent) resumeCommitted(gpid uint64, in *incoming) {
+	a.mu.Lock()
+	mine := a.incoming[gpid] == in
+	if mine {
+		delete(a.incoming, gpid)
+	}
+	a.mu.Unlock()
+	if mine && in.job != nil {
+		resume(in.job)
+		_ = os.Remove(filepath.Join(in.dir, shim.RestoreFile))
+	}
+}
+
+// removeStaleImages deletes images in /dev/shm left by earlier instances of this
+// node's agent (a crash mid-migration).
+func (a *Agent) removeStaleImages() {
+	dirs, _ := filepath.Glob(filepath.Join("/dev/shm", "ssi-"+a.cfg.Name+"-*"))
+	for _, d := range dirs {
+		if !strings.HasSuffix(d, "-"+a.instance) {
+			_ = os.RemoveAll(d)
+		}
+	}
+}

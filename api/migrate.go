@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 
@@ -41,6 +42,10 @@ type MigrateStats struct {
 	TotalMS    float64 `json:"total_ms"`
 }
 
+// ErrStreamLost: the progress stream of a migration broke; the migration itself
+// goes on in the agent, and the process table tells how it ended.
+var ErrStreamLost = errors.New("migration progress stream lost")
+
 // Migrate moves gpid to node, calling progress for each event, and returns the
 // final stats.
 func (c *Client) Migrate(ctx context.Context, gpid uint64, node string, progress func(MigrateEvent)) (MigrateStats, error) {
@@ -66,9 +71,9 @@ func (c *Client) Migrate(ctx context.Context, gpid uint64, node string, progress
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return MigrateStats{}, fmt.Errorf("migration stream of gpid %d broke: %w (check ssi ps -A)", gpid, err)
+		return MigrateStats{}, fmt.Errorf("%w: %w", ErrStreamLost, err)
 	}
-	return MigrateStats{}, fmt.Errorf("migration stream of gpid %d ended without a result (check ssi ps -A)", gpid)
+	return MigrateStats{}, fmt.Errorf("%w: ended without a result", ErrStreamLost)
 }
 
 // FileCheck is a file the job needs on the target, with the size it has on the

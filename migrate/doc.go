@@ -4,7 +4,7 @@
 //
 // Phases, recorded in the job's etcd record as they happen:
 //
-//	claim ─► prepare ─► dump ─► transfer ─► restore ─► commit ─► cleanup
+//	claim ─► prepare ─► dump ─► transfer ─► restore ─► commit ─► resume ─► cleanup
 //	  │         │         │          │           │          │
 //	  └─────────┴─────────┴──────────┴───────────┴──────────┴─► rollback (before commit)
 //
@@ -12,14 +12,20 @@
 //	prepare   target: CRIU usable, executable and workdir present, cgroup made
 //	dump      source: CRIU dump --leave-stopped; the source copy is stopped, not dead
 //	transfer  images and the job's output log, streamed and checksummed
-//	restore   target: a new shim restores the tree, stdout/stderr re-plumbed
-//	commit    record owner := target, epoch+1 (CAS on the claimed revision)
+//	restore   target: a new shim restores the tree, stopped, stdout/stderr re-plumbed
+//	commit    record owner := target, epoch+1 (CAS on the revision the migration
+//	          last wrote)
+//	resume    target copy continued (SIGCONT); the target also does this by itself
+//	          when it sees the commit, should the source die first
 //	cleanup   source kills its stopped copy; both sides drop the images
 //
-// Invariant: at most one copy runs at any instant (the source copy is stopped
-// before the target copy starts, and killed only after commit), and a job that
-// was running is running after any failure: before commit, rollback kills the
-// target copy and resumes the source copy.
+// Invariant: at most one copy runs at any instant. The source copy is stopped
+// before the target copy exists; the target copy is restored stopped and only
+// resumed once the record names the target; the source copy is killed only
+// after that commit. A job that was running is running after any failure: before
+// commit, rollback discards the target copy (or, if the target is unreachable,
+// leaves it stopped, to be removed when its agent reconciles) and resumes the
+// source copy.
 //
 // The package holds no I/O of its own beyond the stream codec: Run drives the
 // phases through a Steps implementation (the agent's), so the state machine and

@@ -18,6 +18,7 @@ const (
 	Transfer Phase = "transfer"
 	Restore  Phase = "restore"
 	Commit   Phase = "commit"
+	Resume   Phase = "resume"
 	Cleanup  Phase = "cleanup"
 )
 
@@ -36,6 +37,10 @@ type Steps interface {
 	Restore(ctx context.Context) error
 	// Commit makes the target the owner in one compare-and-swap transaction.
 	Commit(ctx context.Context) error
+	// Resume starts the target copy, which the restore left stopped. A failure
+	// is reported, not rolled back: the target resumes on its own once it sees
+	// the commit.
+	Resume(ctx context.Context) error
 	// Cleanup kills the stopped source copy and removes images; errors are
 	// reported but the migration has happened.
 	Cleanup(ctx context.Context) error
@@ -134,7 +139,6 @@ func Run(ctx context.Context, s Steps) (Stats, error) {
 		return fail(Restore, err)
 	}
 	restored = true
-	st.Frozen = time.Since(frozenAt)
 	s.Progress(Commit)
 	if err := s.Commit(ctx); err != nil {
 		if errors.Is(err, ErrCommitUncertain) {
@@ -142,10 +146,13 @@ func Run(ctx context.Context, s Steps) (Stats, error) {
 		}
 		return fail(Commit, err)
 	}
+	s.Progress(Resume)
+	resumeErr := s.Resume(context.WithoutCancel(ctx))
+	st.Frozen = time.Since(frozenAt)
 	s.Progress(Cleanup)
-	if err := s.Cleanup(context.WithoutCancel(ctx)); err != nil {
+	if err := errors.Join(resumeErr, s.Cleanup(context.WithoutCancel(ctx))); err != nil {
 		st.Total = time.Since(start)
-		return st, fmt.Errorf("migrate: migrated, but cleanup failed: %w", err)
+		return st, fmt.Errorf("migrate: migrated, but: %w", err)
 	}
 	st.Total = time.Since(start)
 	return st, nil

@@ -33,6 +33,7 @@ func (f *fake) Transfer(context.Context) error { return f.step(Transfer) }
 func (f *fake) Restore(context.Context) error  { return f.step(Restore) }
 func (f *fake) Commit(context.Context) error   { return f.step(Commit) }
 func (f *fake) Cleanup(context.Context) error  { return f.step(Cleanup) }
+func (f *fake) Resume(context.Context) error   { return f.step(Resume) }
 func (f *fake) Rollback(_ context.Context, dumped, restored bool) error {
 	f.calls = append(f.calls, "rollback")
 	f.dumped, f.restore = dumped, restored
@@ -78,7 +79,7 @@ func TestRunRollsBackAtEveryPhase(t *testing.T) {
 func TestRunSuccessAndCleanupFailure(t *testing.T) {
 	f := &fake{}
 	st, err := Run(context.Background(), f)
-	if err != nil || st.ImageBytes != 42 || strings.Join(f.calls, ",") != "claim,prepare,dump,transfer,restore,commit,cleanup" {
+	if err != nil || st.ImageBytes != 42 || strings.Join(f.calls, ",") != "claim,prepare,dump,transfer,restore,commit,resume,cleanup" {
 		t.Fatalf("err %v stats %+v calls %v", err, st, f.calls)
 	}
 	f = &fake{failAt: Cleanup}

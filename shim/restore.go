@@ -20,6 +20,7 @@ var ErrRestore = errors.New("shim: criu restore failed")
 // criuRestore runs `criu restore` so that the restored tree's root becomes this
 // process's child (--restore-detached --restore-sibling), with the job's stdout
 // and stderr pipes (CRIU keys in rs) replaced by stdout and stderr, into cgroup.
+// The tree is left stopped (SIGSTOP); the agent resumes it once it owns the job.
 //
 // The shim execs the criu binary rather than linking go-criu: go-criu's package
 // initialisation makes the Go runtime open an epoll fd at start-up, and init runs
@@ -34,7 +35,10 @@ func criuRestore(ctx context.Context, rs RestoreSpec, cgroup string, stdout, std
 		"--images-dir", rs.ImagesDir, "--work-dir", rs.ImagesDir, "--log-file", log, "-v4",
 		"--restore-detached", "--restore-sibling", "--pidfile", pidfile,
 		"--inherit-fd", "fd[3]:"+rs.StdoutKey, "--inherit-fd", "fd[4]:"+rs.StderrKey,
-		"--cgroup-root", cgroup, "--file-locks")
+		"--cgroup-root", cgroup, "--file-locks",
+		// The restored copy stays stopped until the migration commits, so that a
+		// target cut off from its source never runs a second copy.
+		"--leave-stopped")
 	cmd.ExtraFiles = []*os.File{stdout, stderr}
 	out, err := cmd.CombinedOutput()
 	if err != nil {

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
@@ -63,6 +65,10 @@ migration has started.`,
 				fmt.Fprintf(e.stdout, "migration of gpid %d to %s started\n", gpids[0], args[1])
 				return nil
 			}
+			if err != nil && errors.Is(err, api.ErrStreamLost) {
+				// The migration goes on in the agent regardless: ask the table.
+				return migrationOutcome(cmd.Context(), e, cl, gpids[0], args[1], err)
+			}
 			if err != nil {
 				return explain(err, src)
 			}
@@ -90,4 +96,22 @@ func msec(ms float64) string {
 func isTerminal(f *os.File) bool {
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
+}
+
+// migrationOutcome waits for a migration whose progress stream was lost to
+// finish, and reports how it ended according to the process table.
+func migrationOutcome(ctx context.Context, e *env, cl *api.Client, gpid uint64, node string, lost error) error {
+	deadline := time.Now().Add(6 * time.Minute)
+	for time.Now().Before(deadline) {
+		p, err := cl.Proc(ctx, gpid)
+		if err == nil && p.State != "migrating" {
+			if p.Node == node {
+				fmt.Fprintf(e.stdout, "migrated gpid %d -> %s (progress stream lost: %v; no figures)\n", gpid, node, lost)
+				return nil
+			}
+			return fmt.Errorf("migration of gpid %d to %s did not happen (progress stream lost: %v); it runs on %s", gpid, node, lost, p.Node)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return fmt.Errorf("migration of gpid %d: progress stream lost (%v) and still migrating after 6 minutes; see ssi ps -A", gpid, lost)
 }
