@@ -21,6 +21,7 @@ import (
 
 	"github.com/ssi-cluster/ssi/api"
 	"github.com/ssi-cluster/ssi/checkpoint"
+	"github.com/ssi-cluster/ssi/failpoint"
 	"github.com/ssi-cluster/ssi/isolate"
 	"github.com/ssi-cluster/ssi/migrate"
 	"github.com/ssi-cluster/ssi/pidtable"
@@ -190,7 +191,7 @@ func (m *migration) Claim(ctx context.Context) error {
 		return err
 	}
 	m.rev = rev
-	return nil
+	return failpoint.Hit("migrate/source/after-claim")
 }
 
 func (m *migration) Prepare(ctx context.Context) error {
@@ -210,7 +211,10 @@ func (m *migration) Prepare(ctx context.Context) error {
 		return err
 	}
 	m.prepared = true // from here on the target may hold state: roll it back
-	return m.call(ctx, "prepare", api.PrepareRequest{ID: m.id, Proc: p, Spec: spec, Files: files}, nil)
+	if err := m.call(ctx, "prepare", api.PrepareRequest{ID: m.id, Proc: p, Spec: spec, Files: files}, nil); err != nil {
+		return err
+	}
+	return failpoint.Hit("migrate/source/after-prepare")
 }
 
 func (m *migration) Dump(ctx context.Context) (int64, error) {
@@ -237,7 +241,7 @@ func (m *migration) Dump(ctx context.Context) (int64, error) {
 	// The tree is stopped; let the shim drain what it had written to its pipes,
 	// so the shipped log is complete (CRIU does not carry pipe contents over).
 	waitDrained(init, filepath.Join(m.j.dir, shim.LogFile))
-	return dirSize(m.images), nil
+	return dirSize(m.images), failpoint.Hit("migrate/source/after-dump")
 }
 
 func (m *migration) Transfer(ctx context.Context) error {
@@ -256,7 +260,10 @@ func (m *migration) Transfer(ctx context.Context) error {
 		return err
 	}
 	req.Header.Set("X-Ssi-Migration", m.id)
-	return m.do(req, nil)
+	if err := m.do(req, nil); err != nil {
+		return err
+	}
+	return failpoint.Hit("migrate/source/after-transfer")
 }
 
 func (m *migration) Restore(ctx context.Context) error {
@@ -268,7 +275,7 @@ func (m *migration) Restore(ctx context.Context) error {
 		return err
 	}
 	m.restored = resp.State
-	return nil
+	return failpoint.Hit("migrate/source/after-restore")
 }
 
 func (m *migration) Commit(ctx context.Context) error {
@@ -282,7 +289,10 @@ func (m *migration) Commit(ctx context.Context) error {
 	p.Node, p.Epoch, p.State = m.target.Name, p.Epoch+1, pidtable.Running
 	p.PID, p.InitPID, p.Migration = m.restored.MainPID, m.restored.Init.PID, nil
 	_, err = m.a.store.Swap(ctx, p, m.rev)
-	if err == nil || errors.Is(err, pidtable.ErrChanged) {
+	if err == nil {
+		return failpoint.Hit("migrate/source/after-commit")
+	}
+	if errors.Is(err, pidtable.ErrChanged) {
 		return err
 	}
 	// The outcome is unknown (etcd timed out, say): read the record until etcd
@@ -302,7 +312,10 @@ func (m *migration) Commit(ctx context.Context) error {
 }
 
 func (m *migration) Resume(ctx context.Context) error {
-	return m.call(ctx, "resume", api.RestoreRequest{ID: m.id}, nil)
+	if err := m.call(ctx, "resume", api.RestoreRequest{ID: m.id}, nil); err != nil {
+		return err
+	}
+	return failpoint.Hit("migrate/source/after-resume")
 }
 
 func (m *migration) Cleanup(ctx context.Context) error {
@@ -314,7 +327,7 @@ func (m *migration) Rollback(ctx context.Context, dumped, restored bool) error {
 	var errs []error
 	if m.prepared {
 		if err := m.call(ctx, "abort", api.RestoreRequest{ID: m.id}, nil); err != nil {
-			errs = append(errs, fmt.Errorf("target %s did not discard its copy: %w", m.target.Name, err))
+			errs = append(errs, fmt.Errorf("target %s unreachable (%w): its copy, if it made one, stays stopped until its agent restarts and discards it", m.target.Name, err))
 		}
 	}
 	if dumped {
@@ -513,6 +526,10 @@ func (a *Agent) handlePrepare(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
+	if err := failpoint.Hit("migrate/target/after-prepare"); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -602,6 +619,10 @@ func (a *Agent) handleImages(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_ = os.RemoveAll(stage)
+	if err := failpoint.Hit("migrate/target/after-images"); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -646,6 +667,10 @@ func (a *Agent) handleRestore(w http.ResponseWriter, r *http.Request) {
 	// Until the source commits, the record names the source: the job is ours
 	// once it does. A later abort kills this copy.
 	go a.awaitCommit(gpid, in)
+	if err := failpoint.Hit("migrate/target/after-restore"); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
 	writeJSON(w, http.StatusOK, api.RestoreResponse{State: st})
 }
 

@@ -49,7 +49,8 @@ func runMain(m *testing.M) int {
 	}
 	bin := filepath.Join(tmp, "bin")
 	for _, b := range []struct{ out, pkg string }{{"ssi", "./cmd/ssi"}, {"ssi-shim", "./cmd/ssi-shim"}} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(bin, b.out), b.pkg)
+		// Failpoints are compiled in for the fault-injection tests.
+		cmd := exec.Command("go", "build", "-tags", "failpoints", "-o", filepath.Join(bin, b.out), b.pkg)
 		cmd.Dir, cmd.Stdout, cmd.Stderr = "..", os.Stderr, os.Stderr
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if err := cmd.Run(); err != nil {

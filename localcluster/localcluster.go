@@ -246,6 +246,12 @@ func (s *State) node(name string) (*NodeState, error) {
 
 // StartAgent starts the agent of node and waits until it serves.
 func (s *State) StartAgent(ctx context.Context, node string) error {
+	return s.StartAgentEnv(ctx, node, nil)
+}
+
+// StartAgentEnv is StartAgent with extra environment variables for the agent
+// (e.g. SSI_FAILPOINTS in tests).
+func (s *State) StartAgentEnv(ctx context.Context, node string, env []string) error {
 	n, err := s.node(node)
 	if err != nil {
 		return err
@@ -267,6 +273,7 @@ func (s *State) StartAgent(ctx context.Context, node string) error {
 	}
 	cmd := exec.Command(s.Binary, append(args, s.AgentArgs...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := netns.StartIn(n.Namespace, cmd); err != nil {
 		return err

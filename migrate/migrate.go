@@ -76,7 +76,7 @@ type Error struct {
 func (e *Error) Error() string {
 	msg := fmt.Sprintf("migration failed during %s: %v", e.Phase, e.Err)
 	if e.RollbackErr != nil {
-		return msg + fmt.Sprintf("; rollback incomplete: %v", e.RollbackErr)
+		return msg + fmt.Sprintf("; rollback: %v", e.RollbackErr)
 	}
 	if e.Phase == Claim {
 		return msg

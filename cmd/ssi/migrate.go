@@ -102,8 +102,18 @@ func isTerminal(f *os.File) bool {
 // finish, and reports how it ended according to the process table.
 func migrationOutcome(ctx context.Context, e *env, cl *api.Client, gpid uint64, node string, lost error) error {
 	deadline := time.Now().Add(6 * time.Minute)
+	var notReadySince time.Time
 	for time.Now().Before(deadline) {
 		p, err := cl.Proc(ctx, gpid)
+		if err == nil && p.State == "migrating" && !p.NodeReady {
+			// The source's agent is gone: nothing moves until it restarts, and
+			// then it rolls the migration back.
+			if notReadySince.IsZero() {
+				notReadySince = time.Now()
+			} else if time.Since(notReadySince) > 2*time.Second {
+				return fmt.Errorf("migration of gpid %d interrupted: the agent of %s went away (%v); the job stays stopped there until that agent restarts and rolls the migration back", gpid, p.Node, lost)
+			}
+		}
 		if err == nil && p.State != "migrating" {
 			if p.Node == node {
 				fmt.Fprintf(e.stdout, "migrated gpid %d -> %s (progress stream lost: %v; no figures)\n", gpid, node, lost)

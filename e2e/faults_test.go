@@ -1,0 +1,144 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ssi-cluster/ssi/localcluster"
+	"github.com/ssi-cluster/ssi/pidtable"
+)
+
+// TestMigrationFaults crashes the source or the target agent at every step of a
+// migration (and makes target steps fail), restarts it, and checks the
+// invariant: the job runs exactly once, on the node its record names, not
+// stopped, its output without gap or repetition; nothing is left behind.
+func TestMigrationFaults(t *testing.T) {
+	c := need(t)
+	type fault struct {
+		node, point, action string
+	}
+	var faults []fault
+	for _, p := range []string{"after-claim", "after-prepare", "after-dump", "after-transfer", "after-restore", "after-commit", "after-resume"} {
+		faults = append(faults, fault{"node3", "migrate/source/" + p, "exit"})
+	}
+	for _, p := range []string{"after-prepare", "after-images", "after-restore"} {
+		faults = append(faults, fault{"node2", "migrate/target/" + p, "exit"})
+		faults = append(faults, fault{"node2", "migrate/target/" + p, "error"})
+	}
+	passed := 0
+	for _, f := range faults {
+		t.Run(strings.ReplaceAll(f.point, "/", "_")+"="+f.action, func(t *testing.T) {
+			runFault(t, c, f.node, f.point+"="+f.action)
+			passed++
+		})
+	}
+	t.Logf("fault cases run: %d, passed: %d", len(faults), passed)
+}
+
+func runFault(t *testing.T, c *testCluster, faulty, spec string) {
+	ctx := context.Background()
+	c.stopAgent(t, faulty, syscall.SIGTERM)
+	if err := c.StartAgentEnv(ctx, faulty, []string{"SSI_FAILPOINTS=" + spec}); err != nil {
+		t.Fatal(err)
+	}
+	agentOf := func() *localcluster.NodeState {
+		for i := range c.Nodes {
+			if c.Nodes[i].Name == faulty {
+				return &c.Nodes[i]
+			}
+		}
+		t.Fatalf("no node %s", faulty)
+		return nil
+	}
+	// Back to a normal agent at the end, whatever happened.
+	defer func() {
+		if agentOf().Agent.Alive() {
+			c.stopAgent(t, faulty, syscall.SIGTERM)
+		}
+		c.startAgent(t, faulty)
+	}()
+
+	// Source node3, target node2; node1 (which runs etcd) is never crashed.
+	gpid := c.detach(t, "--node", "node3", "--", "python3", counterPath(t), "8", "0.02")
+	defer c.kill(t, gpid)
+	eventually(t, 10*time.Second, "job ticking", func() error {
+		if !strings.Contains(c.ok(t, "logs", strconv.FormatUint(gpid, 10)), "tick 5 ") {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	// Ask node1, which no fault touches; restart the faulty agent as soon as its
+	// failpoint has killed it, as an operator (or systemd) would.
+	mctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	mig := c.cmd(mctx, "migrate", strconv.FormatUint(gpid, 10), "node2")
+	mig.Env = append(mig.Env, "SSI_ENDPOINT=http://"+c.Nodes[0].API())
+	var out, errb strings.Builder
+	mig.Stdout, mig.Stderr = &out, &errb
+	if err := mig.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- mig.Wait() }()
+	crashed := false
+	for !crashed {
+		select {
+		case err := <-done:
+			done <- err
+			crashed = true // or finished: either way, go on
+		case <-time.After(20 * time.Millisecond):
+			crashed = !agentOf().Agent.Alive()
+		}
+	}
+	if !agentOf().Agent.Alive() {
+		c.startAgent(t, faulty)
+	}
+	err := <-done
+	t.Logf("migrate with %s on %s: %v, stdout %q, stderr %q", spec, faulty, err, out.String(), errb.String())
+
+	// The record settles (a source crashed mid-migration rolls back when it
+	// restarts), and the job runs on exactly the node the record names.
+	var p pidtable.Proc
+	eventually(t, 20*time.Second, "one running copy on the recorded node", func() error {
+		pi := c.proc(t, gpid)
+		p = pi.Proc
+		if p.State != pidtable.Running {
+			return fmt.Errorf("state %s", p.State)
+		}
+		holders := []string{}
+		for _, n := range c.Nodes {
+			for _, g := range liveJobCgroups(t, c.CgroupParent(), n.Name) {
+				if g == gpid {
+					holders = append(holders, n.Name)
+				}
+			}
+		}
+		if len(holders) != 1 || holders[0] != p.Node {
+			return fmt.Errorf("job's cgroup on %v, record says %s", holders, p.Node)
+		}
+		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.PID)); err != nil || strings.Contains(string(st), ") T ") {
+			return fmt.Errorf("pid %d of the record is gone or stopped: %q %v", p.PID, st, err)
+		}
+		shm, _ := filepath.Glob(fmt.Sprintf("/dev/shm/ssi-node*-*-%d-*", gpid))
+		if len(shm) > 0 {
+			return fmt.Errorf("images left in /dev/shm: %v", shm)
+		}
+		return nil
+	})
+	// Still running: the output keeps growing, every tick once, in order.
+	before := checkTicks(t, c.ok(t, "logs", strconv.FormatUint(gpid, 10)))
+	eventually(t, 10*time.Second, "job keeps ticking", func() error {
+		if n := checkTicks(t, c.ok(t, "logs", strconv.FormatUint(gpid, 10))); n <= before+5 {
+			return fmt.Errorf("%d ticks, had %d", n, before)
+		}
+		return nil
+	})
+	t.Logf("%s: job on %s (epoch %d), output continuous", spec, p.Node, p.Epoch)
+}

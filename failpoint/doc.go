@@ -1,0 +1,17 @@
+// Package failpoint injects faults at named points of the code, in test builds
+// only (build tag "failpoints"); in normal builds Hit is an empty function the
+// compiler removes.
+//
+// In a test build, the environment variable SSI_FAILPOINTS lists points and what
+// happens when the code reaches them:
+//
+//	SSI_FAILPOINTS='migrate/source/after-dump=exit;migrate/target/after-restore=error'
+//
+//	exit        the process exits at once with status 86, as if killed (no
+//	            deferred functions run, nothing is cleaned up)
+//	error       Hit returns an error, as if the step had failed
+//	sleep(DUR)  Hit sleeps DUR (a time.ParseDuration string), then returns nil
+//
+// The e2e tests restart agents with SSI_FAILPOINTS set to crash them between
+// every two steps of a migration, and check the migration invariant afterwards.
+package failpoint

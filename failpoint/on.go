@@ -1,0 +1,46 @@
+//go:build failpoints
+
+package failpoint
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+)
+
+// Enabled reports whether this is a failpoint build.
+const Enabled = true
+
+// ErrInjected is returned by Hit for the "error" action.
+var ErrInjected = errors.New("failpoint: injected error")
+
+// ExitCode is the status a process exits with at an "exit" failpoint.
+const ExitCode = 86
+
+// Hit runs the action SSI_FAILPOINTS gives for name, if any.
+func Hit(name string) error {
+	for _, spec := range strings.Split(os.Getenv("SSI_FAILPOINTS"), ";") {
+		point, action, ok := strings.Cut(strings.TrimSpace(spec), "=")
+		if !ok || point != name {
+			continue
+		}
+		switch {
+		case action == "exit":
+			fmt.Fprintf(os.Stderr, "failpoint %s: exiting\n", name)
+			os.Exit(ExitCode)
+		case action == "error":
+			return fmt.Errorf("%w at %s", ErrInjected, name)
+		case strings.HasPrefix(action, "sleep(") && strings.HasSuffix(action, ")"):
+			d, err := time.ParseDuration(strings.TrimSuffix(strings.TrimPrefix(action, "sleep("), ")"))
+			if err != nil {
+				return fmt.Errorf("failpoint %s: %w", name, err)
+			}
+			time.Sleep(d)
+		default:
+			return fmt.Errorf("failpoint %s: unknown action %q", name, action)
+		}
+	}
+	return nil
+}
