@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -34,9 +35,21 @@ const migrationTimeout = 5 * time.Minute
 // maxImageBytes bounds what a target accepts in one image stream.
 const maxImageBytes = 64 << 30
 
-// imagesDir is where a node keeps a job's images in flight: memory-backed.
+// imagesRoot is this agent's memory-backed directory for images in flight. It is
+// keyed by the data dir, which is unique per agent on a machine: node names are
+// not (several local clusters may share one kernel, and /dev/shm).
+func (a *Agent) imagesRoot() string { return ImagesRoot(a.cfg.DataDir) }
+
+// ImagesRoot returns the memory-backed directory where the agent with data dir
+// dataDir keeps migration images in flight.
+func ImagesRoot(dataDir string) string {
+	sum := sha256.Sum256([]byte(dataDir))
+	return filepath.Join("/dev/shm", "ssi-"+hex.EncodeToString(sum[:6]))
+}
+
+// imagesDir is where a job's images in flight are kept.
 func (a *Agent) imagesDir(kind string, gpid uint64) string {
-	return filepath.Join("/dev/shm", fmt.Sprintf("ssi-%s-%s-%d-%s", a.cfg.Name, kind, gpid, a.instance))
+	return filepath.Join(a.imagesRoot(), fmt.Sprintf("%s-%d", kind, gpid))
 }
 
 // handleMigrate is POST /v1/procs/{gpid}/migrate at the owner: it runs the
@@ -832,13 +845,10 @@ func (a *Agent) resumeCommitted(gpid uint64, in *incoming) {
 	}
 }
 
-// removeStaleImages deletes images in /dev/shm left by earlier instances of this
-// node's agent (a crash mid-migration).
+// removeStaleImages deletes images left by an earlier run of this agent (a crash
+// mid-migration); a starting agent has no migration in flight.
 func (a *Agent) removeStaleImages() {
-	dirs, _ := filepath.Glob(filepath.Join("/dev/shm", "ssi-"+a.cfg.Name+"-*"))
-	for _, d := range dirs {
-		if !strings.HasSuffix(d, "-"+a.instance) {
-			_ = os.RemoveAll(d)
-		}
+	if err := os.RemoveAll(a.imagesRoot()); err != nil {
+		a.log.Warn("remove stale images", "dir", a.imagesRoot(), "err", err)
 	}
 }

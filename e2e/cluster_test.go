@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ssi-cluster/ssi/agent"
 	"github.com/ssi-cluster/ssi/api"
 	"github.com/ssi-cluster/ssi/localcluster"
 )
@@ -239,4 +240,14 @@ func readAll(t *testing.T, r io.Reader) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// imagesLeft lists migration images of gpid still held by the cluster's agents.
+func (c *testCluster) imagesLeft(gpid uint64) []string {
+	var out []string
+	for _, n := range c.Nodes {
+		m, _ := filepath.Glob(filepath.Join(agent.ImagesRoot(n.DataDir), fmt.Sprintf("*-%d", gpid)))
+		out = append(out, m...)
+	}
+	return out
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -126,7 +125,7 @@ func runFault(t *testing.T, c *testCluster, faulty, spec string) {
 		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.PID)); err != nil || strings.Contains(string(st), ") T ") {
 			return fmt.Errorf("pid %d of the record is gone or stopped: %q %v", p.PID, st, err)
 		}
-		shm, _ := filepath.Glob(fmt.Sprintf("/dev/shm/ssi-node*-*-%d-*", gpid))
+		shm := c.imagesLeft(gpid)
 		if len(shm) > 0 {
 			return fmt.Errorf("images left in /dev/shm: %v", shm)
 		}

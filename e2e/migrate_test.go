@@ -302,7 +302,7 @@ func TestConcurrentMigrateRefused(t *testing.T) {
 func assertNoMigrationLeftovers(t *testing.T, c *testCluster, gpid uint64) {
 	t.Helper()
 	eventually(t, 10*time.Second, "no leftovers", func() error {
-		shm, _ := filepath.Glob(fmt.Sprintf("/dev/shm/ssi-node*-*-%d-*", gpid))
+		shm := c.imagesLeft(gpid)
 		if len(shm) > 0 {
 			return fmt.Errorf("images left in /dev/shm: %v", shm)
 		}

@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ssi-cluster/ssi/agent"
 	"github.com/ssi-cluster/ssi/isolate"
 	"github.com/ssi-cluster/ssi/netns"
 	"github.com/ssi-cluster/ssi/shim"
@@ -370,6 +371,7 @@ func Down(ctx context.Context, stateDir, name string, log *slog.Logger) error {
 	}
 	for _, n := range st.Nodes {
 		stopJobs(filepath.Join(n.DataDir, "jobs"))
+		_ = os.RemoveAll(agent.ImagesRoot(n.DataDir))
 	}
 	// Job cgroups: the whole per-cluster parent, nested node/gpid groups included.
 	if cg, err := isolate.OpenCgroup(st.CgroupParent()); err == nil {
