@@ -640,14 +640,8 @@ func (a *Agent) handleImages(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *Agent) handleRestore(w http.ResponseWriter, r *http.Request) {
-	gpid, err := pathGPID(r)
-	if err != nil {
-		a.writeError(w, r, err)
-		return
-	}
-	var req api.RestoreRequest
-	if err := decode(r, &req); err != nil {
-		a.writeError(w, r, err)
+	gpid, req, ok := a.stepRequest(w, r)
+	if !ok {
 		return
 	}
 	in, err := a.incomingFor(gpid, req.ID)
@@ -708,14 +702,8 @@ func (a *Agent) awaitCommit(gpid uint64, in *incoming) {
 }
 
 func (a *Agent) handleAbort(w http.ResponseWriter, r *http.Request) {
-	gpid, err := pathGPID(r)
-	if err != nil {
-		a.writeError(w, r, err)
-		return
-	}
-	var req api.RestoreRequest
-	if err := decode(r, &req); err != nil {
-		a.writeError(w, r, err)
+	gpid, req, ok := a.stepRequest(w, r)
+	if !ok {
 		return
 	}
 	if _, err := a.incomingFor(gpid, req.ID); err != nil {
@@ -795,14 +783,8 @@ func (a *Agent) rollbackOrphanMigration(ctx context.Context, p pidtable.Proc, j 
 func stageDir(in *incoming) string { return filepath.Join(in.dir, ".incoming") }
 
 func (a *Agent) handleResume(w http.ResponseWriter, r *http.Request) {
-	gpid, err := pathGPID(r)
-	if err != nil {
-		a.writeError(w, r, err)
-		return
-	}
-	var req api.RestoreRequest
-	if err := decode(r, &req); err != nil {
-		a.writeError(w, r, err)
+	gpid, req, ok := a.stepRequest(w, r)
+	if !ok {
 		return
 	}
 	in, err := a.incomingFor(gpid, req.ID)
@@ -851,4 +833,18 @@ func (a *Agent) removeStaleImages() {
 	if err := os.RemoveAll(a.imagesRoot()); err != nil {
 		a.log.Warn("remove stale images", "dir", a.imagesRoot(), "err", err)
 	}
+}
+
+// stepRequest decodes the gpid and body of a restore, resume or abort request,
+// answering the error itself when ok is false.
+func (a *Agent) stepRequest(w http.ResponseWriter, r *http.Request) (gpid uint64, req api.RestoreRequest, ok bool) {
+	gpid, err := pathGPID(r)
+	if err == nil {
+		err = decode(r, &req)
+	}
+	if err != nil {
+		a.writeError(w, r, err)
+		return 0, req, false
+	}
+	return gpid, req, true
 }

@@ -67,13 +67,9 @@ func RunRestore(dir string, log *slog.Logger) int {
 		if err := ReadJSON(dir, RestoreFile, &rs); err != nil {
 			return nil, err
 		}
-		outR, outW, err := os.Pipe()
+		outR, outW, errR, errW, err := outputPipes()
 		if err != nil {
-			return nil, fmt.Errorf("shim: stdout pipe: %w", err)
-		}
-		errR, errW, err := os.Pipe()
-		if err != nil {
-			return nil, fmt.Errorf("shim: stderr pipe: %w", err)
+			return nil, err
 		}
 		// Readers first: the restored job runs (and may write) as soon as CRIU is done.
 		copyOut(outR, errR)
@@ -248,13 +244,9 @@ type initProc struct {
 // startInit clones `ssi init` into the job's namespaces, as the job's user, held
 // before running anything until release.
 func startInit(exe string, spec Spec) (*initProc, error) {
-	outR, outW, err := os.Pipe()
+	outR, outW, errR, errW, err := outputPipes()
 	if err != nil {
-		return nil, fmt.Errorf("shim: stdout pipe: %w", err)
-	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		return nil, fmt.Errorf("shim: stderr pipe: %w", err)
+		return nil, err
 	}
 	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -327,4 +319,17 @@ func childOf(pid int) int {
 		}
 	}
 	return 0
+}
+
+// outputPipes makes the job's stdout and stderr pipes.
+func outputPipes() (outR, outW, errR, errW *os.File, err error) {
+	if outR, outW, err = os.Pipe(); err != nil {
+		return nil, nil, nil, nil, fmt.Errorf("shim: stdout pipe: %w", err)
+	}
+	if errR, errW, err = os.Pipe(); err != nil {
+		outR.Close()
+		outW.Close()
+		return nil, nil, nil, nil, fmt.Errorf("shim: stderr pipe: %w", err)
+	}
+	return outR, outW, errR, errW, nil
 }
