@@ -183,11 +183,19 @@ func (c *testCluster) nodes(t *testing.T) map[string]api.NodeInfo {
 	return m
 }
 
-// kill ends a job for good (cleanup helper).
+// kill ends jobs for good (cleanup helper) and fails the test if one survives:
+// a job left running would confuse the tests after it.
 func (c *testCluster) kill(t *testing.T, gpids ...uint64) {
 	t.Helper()
 	for _, g := range gpids {
-		_ = c.ssi(t, "kill", "-s", "KILL", fmt.Sprint(g))
+		var last result
+		eventually(t, 15*time.Second, fmt.Sprintf("gpid %d killed", g), func() error {
+			if p := c.proc(t, g); p.State.Ended() {
+				return nil
+			}
+			last = c.ssi(t, "kill", "-s", "KILL", fmt.Sprint(g))
+			return fmt.Errorf("still running after kill: %v", last)
+		})
 	}
 }
 

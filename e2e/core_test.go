@@ -165,8 +165,14 @@ func TestDetachedJobLifecycle(t *testing.T) {
 	if !strings.HasPrefix(table, "GPID") || len(f) < 9 || f[1] != "node1" || f[2] != strconv.Itoa(p.PID) || f[3] != "root" || f[4] != "S" {
 		t.Fatalf("ps -A table row %q in:\n%s", row, table)
 	}
-	if !strings.Contains(c.ok(t, "ps"), row) {
-		t.Fatalf("ps (own jobs, as root) lacks the job")
+	own := false
+	for _, l := range strings.Split(c.ok(t, "ps"), "\n") {
+		if f := strings.Fields(l); len(f) > 3 && f[0] == strconv.FormatUint(gpid, 10) && f[3] == "root" {
+			own = true
+		}
+	}
+	if !own {
+		t.Fatalf("ps (own jobs, as root) lacks gpid %d", gpid)
 	}
 	if logs := c.ok(t, "logs", strconv.FormatUint(gpid, 10)); logs != "started\n" {
 		t.Fatalf("logs of running job: %q", logs)

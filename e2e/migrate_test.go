@@ -77,15 +77,19 @@ func TestMigrateAroundTheCluster(t *testing.T) {
 	if err := attached.Start(); err != nil {
 		t.Fatal(err)
 	}
+	// The attached run's job: the newest job running counter.py with these
+	// arguments (gpids only grow).
 	var gpid uint64
 	eventually(t, 20*time.Second, "job appears", func() error {
 		for _, p := range c.ps(t) {
-			if p.State == pidtable.Running && len(p.Argv) > 1 && strings.HasSuffix(p.Argv[1], "counter.py") {
+			if p.State == pidtable.Running && strings.Join(p.Argv[1:], " ") == counterPath(t)+" 32 0.02 100000" && p.GPID > gpid {
 				gpid = p.GPID
-				return nil
 			}
 		}
-		return fmt.Errorf("no running counter.py in ps")
+		if gpid == 0 {
+			return fmt.Errorf("no running counter.py 32 in ps")
+		}
+		return nil
 	})
 	follower := c.cmd(ctx, "logs", "-f", strconv.FormatUint(gpid, 10))
 	var fout, ferr bytes.Buffer

@@ -286,7 +286,7 @@ func (s *State) StartAgentEnv(ctx context.Context, node string, env []string) er
 	for {
 		select {
 		case err := <-exited:
-			return fmt.Errorf("localcluster: agent of %s exited (%v); see %s", node, err, filepath.Join(n.DataDir, "agent.log"))
+			return fmt.Errorf("localcluster: agent of %s exited (%v): %s (log: %s)", node, err, logTail(filepath.Join(n.DataDir, "agent.log"), 3), filepath.Join(n.DataDir, "agent.log"))
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(50 * time.Millisecond):
@@ -436,4 +436,17 @@ func stopJobs(dir string) {
 	for _, s := range shims {
 		_ = stopProc(s, 0, 5*time.Second) // signal 0: just wait, then SIGKILL
 	}
+}
+
+// logTail returns the last n lines of a log file, joined with " | ".
+func logTail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " | ")
 }
