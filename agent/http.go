@@ -64,8 +64,12 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func decode(r *http.Request, v any) error {
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxRequestBody+1))
-	if err := dec.Decode(v); err != nil {
+	body := io.LimitReader(r.Body, maxRequestBody+1)
+	err := json.NewDecoder(body).Decode(v)
+	// Read to the end: a handler that streams its answer (migrate) must not
+	// leave the request half-read on a connection a proxy reuses.
+	_, _ = io.Copy(io.Discard, body)
+	if err != nil {
 		return api.Errorf(api.CodeBadRequest, "malformed request body: %v", err)
 	}
 	return nil

@@ -40,6 +40,9 @@ type MigrateStats struct {
 	TransferMS float64 `json:"transfer_ms"`
 	RestoreMS  float64 `json:"restore_ms"`
 	TotalMS    float64 `json:"total_ms"`
+	// StreamLost is set (and the figures are zero) when the progress stream
+	// broke and the outcome was read from the process table instead.
+	StreamLost bool `json:"stream_lost,omitempty"`
 }
 
 // ErrStreamLost: the progress stream of a migration broke; the migration itself

@@ -50,10 +50,18 @@ func runMain(m *testing.M) int {
 	}
 	bin := filepath.Join(tmp, "bin")
 	for _, b := range []struct{ out, pkg string }{{"ssi", "./cmd/ssi"}, {"ssi-shim", "./cmd/ssi-shim"}} {
-		// Failpoints are compiled in for the fault-injection tests.
-		cmd := exec.Command("go", "build", "-tags", "failpoints", "-o", filepath.Join(bin, b.out), b.pkg)
+		// Failpoints are compiled in for the fault-injection tests;
+		// SSI_E2E_RACE=1 builds the agents with the race detector.
+		args := []string{"build", "-tags", "failpoints", "-o", filepath.Join(bin, b.out)}
+		cgo := "CGO_ENABLED=0"
+		// Only the agent/CLI: ssi-shim runs as PID 1 inside every job, which
+		// CRIU dumps; a race runtime there would only test CRIU on TSAN.
+		if os.Getenv("SSI_E2E_RACE") == "1" && b.out == "ssi" {
+			args, cgo = append(args, "-race"), "CGO_ENABLED=1"
+		}
+		cmd := exec.Command("go", append(args, b.pkg)...)
 		cmd.Dir, cmd.Stdout, cmd.Stderr = "..", os.Stderr, os.Stderr
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		cmd.Env = append(os.Environ(), cgo)
 		if err := cmd.Run(); err != nil {
 			fmt.Fprintf(os.Stderr, "e2e: build %s: %v\n", b.pkg, err)
 			return 1
@@ -73,6 +81,23 @@ func runMain(m *testing.M) int {
 	}
 	cluster = &testCluster{State: st, bin: bin}
 	code := m.Run()
+	// Keep the agents' logs of the last run for post-mortems.
+	keep := filepath.Join(os.TempDir(), "ssi-e2e-logs")
+	_ = os.RemoveAll(keep)
+	_ = os.MkdirAll(keep, 0o755)
+	for _, n := range st.Nodes {
+		if b, err := os.ReadFile(filepath.Join(n.DataDir, "agent.log")); err == nil {
+			_ = os.WriteFile(filepath.Join(keep, n.Name+".log"), b, 0o644)
+		}
+	}
+	if os.Getenv("SSI_E2E_RACE") == "1" {
+		for _, n := range st.Nodes {
+			if b, err := os.ReadFile(filepath.Join(n.DataDir, "agent.log")); err == nil && bytes.Contains(b, []byte("DATA RACE")) {
+				fmt.Fprintf(os.Stderr, "e2e: data race in the agent of %s:\n%s\n", n.Name, b)
+				code = 1
+			}
+		}
+	}
 	if err := localcluster.Down(ctx, cfg.StateDir, cfg.Name, log); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: cluster down: %v\n", err)
 		code = 1

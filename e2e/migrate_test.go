@@ -56,8 +56,11 @@ func (c *testCluster) migrate(t *testing.T, gpid uint64, node string) api.Migrat
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("migrate -o json: %q: %v", out, err)
 	}
-	if st.To != node || st.GPID != gpid || st.FrozenMS <= 0 || st.ImageBytes <= 0 {
+	if st.To != node || st.GPID != gpid || (!st.StreamLost && (st.FrozenMS <= 0 || st.ImageBytes <= 0)) {
 		t.Fatalf("migrate stats: %+v", st)
+	}
+	if st.StreamLost {
+		t.Logf("gpid %d -> %s: progress stream lost, outcome read from the table", gpid, node)
 	}
 	return st
 }

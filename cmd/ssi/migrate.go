@@ -67,7 +67,7 @@ migration has started.`,
 			}
 			if err != nil && errors.Is(err, api.ErrStreamLost) {
 				// The migration goes on in the agent regardless: ask the table.
-				return migrationOutcome(cmd.Context(), e, cl, gpids[0], args[1], err)
+				return migrationOutcome(cmd.Context(), e, cl, gpids[0], args[1], output == "json", err)
 			}
 			if err != nil {
 				return explain(err, src)
@@ -100,7 +100,7 @@ func isTerminal(f *os.File) bool {
 
 // migrationOutcome waits for a migration whose progress stream was lost to
 // finish, and reports how it ended according to the process table.
-func migrationOutcome(ctx context.Context, e *env, cl *api.Client, gpid uint64, node string, lost error) error {
+func migrationOutcome(ctx context.Context, e *env, cl *api.Client, gpid uint64, node string, asJSON bool, lost error) error {
 	deadline := time.Now().Add(6 * time.Minute)
 	var notReadySince time.Time
 	for time.Now().Before(deadline) {
@@ -116,6 +116,9 @@ func migrationOutcome(ctx context.Context, e *env, cl *api.Client, gpid uint64, 
 		}
 		if err == nil && p.State != "migrating" {
 			if p.Node == node {
+				if asJSON {
+					return writeJSONOut(e.stdout, api.MigrateStats{GPID: gpid, To: node, StreamLost: true})
+				}
 				fmt.Fprintf(e.stdout, "migrated gpid %d -> %s (progress stream lost: %v; no figures)\n", gpid, node, lost)
 				return nil
 			}
