@@ -2,7 +2,7 @@
 NODES ?= 3
 SHELL := /bin/bash
 
-.PHONY: help deps build up down status test unit e2e bench fuzz lint
+.PHONY: help deps build up down status test unit e2e bench bench-migrate lint
 
 help: ## list targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -31,8 +31,11 @@ unit: build ## run the tests that need neither root nor a cluster
 e2e: build ## run the multi-node end-to-end tests only (as root)
 	go test -count=1 -v -timeout 20m ./e2e/
 
-bench: deps build ## run the benchmark harness (see docs/BENCHMARKS.md)
+bench: deps build ## cluster-core benchmarks: run latency, spawn throughput, ps -A (docs/BENCHMARKS.md)
 	go run ./hack/bench
+
+bench-migrate: deps build ## migration vs raw CRIU at 64 MiB, 512 MiB, 2 GiB (docs/BENCHMARKS-migration.md)
+	go run ./hack/benchmigrate
 
 lint: ## gofmt and go vet
 	hack/lint.sh

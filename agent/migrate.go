@@ -464,9 +464,14 @@ func waitDrained(init int, logPath string) {
 		}
 		return fi.Size()
 	}
+	// Check before sleeping: the pipes are usually empty already, and every
+	// millisecond here is frozen time.
 	last := size()
+	for pending() > 0 && time.Now().Before(deadline) {
+		time.Sleep(2 * time.Millisecond)
+	}
 	for time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(2 * time.Millisecond)
 		s := size()
 		if pending() == 0 && s == last {
 			return
@@ -669,7 +674,6 @@ func (a *Agent) handleRestore(w http.ResponseWriter, r *http.Request) {
 	a.jobs[gpid] = j
 	a.mu.Unlock()
 	go a.watch(j, cmd)
-	_ = os.RemoveAll(in.images) // restored: the images are no longer needed
 	a.log.Info("restored migrated job", "gpid", gpid, "pid", st.MainPID)
 	// Until the source commits, the record names the source: the job is ours
 	// once it does. A later abort kills this copy.
@@ -824,6 +828,11 @@ func (a *Agent) resumeCommitted(gpid uint64, in *incoming) {
 	if mine && in.job != nil {
 		resume(in.job)
 		_ = os.Remove(filepath.Join(in.dir, shim.RestoreFile))
+	}
+	if mine {
+		// Restored and resumed: the images are no longer needed. Removed in the
+		// background, so that neither the freeze nor the source waits for it.
+		go os.RemoveAll(in.images)
 	}
 }
 

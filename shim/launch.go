@@ -49,7 +49,13 @@ func Launch(ctx context.Context, exe, dir string, mode Mode) (*exec.Cmd, State, 
 	if err != nil {
 		return nil, State{}, fmt.Errorf("shim: start %s shim: %w", exe, err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
+	// A fresh job reports within milliseconds; a restore takes as long as CRIU
+	// needs for the job's memory (the shim gives CRIU 2 minutes).
+	wait := 30 * time.Second
+	if mode == ModeRestore {
+		wait = 3 * time.Minute
+	}
+	deadline := time.Now().Add(wait)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
