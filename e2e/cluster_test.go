@@ -70,8 +70,12 @@ func runMain(m *testing.M) int {
 	_ = os.Chmod(bin, 0o755)
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	// A name and subnet of this run's own: two test runs on one machine (a
+	// developer's and a helper's, say) must not tear down each other's cluster.
+	pid := os.Getpid()
 	cfg := localcluster.Config{
-		Name: "ssie2e", Nodes: 3, Subnet: "10.213.0.0/24", Binary: filepath.Join(bin, "ssi"),
+		Name: fmt.Sprintf("e2e%d", pid%100000), Nodes: 3, Subnet: fmt.Sprintf("10.213.%d.0/24", pid%250),
+		Binary: filepath.Join(bin, "ssi"),
 		DataDir: filepath.Join(tmp, "data"), StateDir: filepath.Join(tmp, "state"), Log: log,
 	}
 	st, _, err := localcluster.Up(ctx, cfg)
