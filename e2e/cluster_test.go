@@ -75,7 +75,7 @@ func runMain(m *testing.M) int {
 	pid := os.Getpid()
 	cfg := localcluster.Config{
 		Name: fmt.Sprintf("e2e%d", pid%100000), Nodes: 3, Subnet: fmt.Sprintf("10.213.%d.0/24", pid%250),
-		Binary: filepath.Join(bin, "ssi"),
+		Binary:  filepath.Join(bin, "ssi"),
 		DataDir: filepath.Join(tmp, "data"), StateDir: filepath.Join(tmp, "state"), Log: log,
 	}
 	st, _, err := localcluster.Up(ctx, cfg)
