@@ -94,6 +94,13 @@ func (a *Agent) handleMigrate(w http.ResponseWriter, r *http.Request) {
 			ev.Code = ae.Code
 		}
 		a.log.Warn("migration failed", "gpid", p.GPID, "target", target.Name, "err", err)
+		// Record why, so a client that lost this stream can still tell.
+		if _, uerr := a.store.Update(ctx, p.GPID, func(q *pidtable.Proc) error {
+			q.MigrationError, q.MigrationFailed = err.Error(), time.Now().UTC()
+			return nil
+		}); uerr != nil {
+			a.log.Warn("record migration failure", "gpid", p.GPID, "err", uerr)
+		}
 		send(ev)
 		return
 	}
@@ -301,6 +308,7 @@ func (m *migration) Commit(ctx context.Context) error {
 	}
 	p.Node, p.Epoch, p.State = m.target.Name, p.Epoch+1, pidtable.Running
 	p.PID, p.InitPID, p.Migration = m.restored.MainPID, m.restored.Init.PID, nil
+	p.MigrationError, p.MigrationFailed = "", time.Time{}
 	_, err = m.a.store.Swap(ctx, p, m.rev)
 	if err == nil {
 		return failpoint.Hit("migrate/source/after-commit")

@@ -64,6 +64,10 @@ type Proc struct {
 	Error string `json:"error,omitempty"`
 	// Migration is set while the job is Migrating.
 	Migration *Migration `json:"migration,omitempty"`
+	// MigrationError says why the last migration of the job failed (and
+	// MigrationFailed when); cleared by a migration that succeeds.
+	MigrationError  string    `json:"migration_error,omitempty"`
+	MigrationFailed time.Time `json:"migration_failed,omitzero"`
 }
 
 // Migration is an in-flight move of a job, recorded in its Proc.

@@ -101,6 +101,7 @@ func isTerminal(f *os.File) bool {
 // migrationOutcome waits for a migration whose progress stream was lost to
 // finish, and reports how it ended according to the process table.
 func migrationOutcome(ctx context.Context, e *env, cl *api.Client, gpid uint64, node string, asJSON bool, lost error) error {
+	start := time.Now().Add(-5 * time.Minute) // generous: clocks of nodes differ
 	deadline := time.Now().Add(6 * time.Minute)
 	var notReadySince time.Time
 	for time.Now().Before(deadline) {
@@ -121,6 +122,9 @@ func migrationOutcome(ctx context.Context, e *env, cl *api.Client, gpid uint64, 
 				}
 				fmt.Fprintf(e.stdout, "migrated gpid %d -> %s (progress stream lost: %v; no figures)\n", gpid, node, lost)
 				return nil
+			}
+			if p.MigrationError != "" && p.MigrationFailed.After(start) {
+				return fmt.Errorf("%s (progress stream lost; reason read from the process table)", p.MigrationError)
 			}
 			return fmt.Errorf("migration of gpid %d to %s did not happen (progress stream lost: %v); it runs on %s", gpid, node, lost, p.Node)
 		}
