@@ -134,7 +134,7 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 
 // place runs the placement policy over a fresh snapshot.
 func (a *Agent) place(ctx context.Context, req api.RunRequest) (string, error) {
-	snap, err := a.store.Snapshot(ctx)
+	snap, err := a.store.NodesSnapshot(ctx)
 	if err != nil {
 		return "", err
 	}
@@ -181,7 +181,7 @@ func (a *Agent) forwardRun(w http.ResponseWriter, r *http.Request, req api.RunRe
 
 // forward proxies r to node's agent, streaming the response.
 func (a *Agent) forward(w http.ResponseWriter, r *http.Request, node string) {
-	snap, err := a.store.Snapshot(r.Context())
+	snap, err := a.store.NodesSnapshot(r.Context())
 	if err != nil {
 		a.writeError(w, r, err)
 		return
@@ -321,22 +321,24 @@ func (a *Agent) handleProc(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	snap, err := a.store.Snapshot(r.Context())
+	p, _, err := a.store.Get(r.Context(), gpid)
+	if err != nil {
+		if errors.Is(err, pidtable.ErrNotFound) {
+			err = api.Errorf(api.CodeNotFound, "no such process: gpid %d (see ssi ps -A)", gpid)
+		}
+		a.writeError(w, r, err)
+		return
+	}
+	snap, err := a.store.NodesSnapshot(r.Context())
 	if err != nil {
 		a.writeError(w, r, err)
 		return
 	}
-	for _, p := range snap.Procs {
-		if p.GPID == gpid {
-			writeJSON(w, http.StatusOK, procInfo(snap, p))
-			return
-		}
-	}
-	a.writeError(w, r, api.Errorf(api.CodeNotFound, "no such process: gpid %d (see ssi ps -A)", gpid))
+	writeJSON(w, http.StatusOK, procInfo(snap, p))
 }
 
 func (a *Agent) handleNodes(w http.ResponseWriter, r *http.Request) {
-	snap, err := a.store.Snapshot(r.Context())
+	snap, err := a.store.NodesSnapshot(r.Context())
 	if err != nil {
 		a.writeError(w, r, err)
 		return

@@ -94,13 +94,6 @@ func (a *Agent) handleMigrate(w http.ResponseWriter, r *http.Request) {
 			ev.Code = ae.Code
 		}
 		a.log.Warn("migration failed", "gpid", p.GPID, "target", target.Name, "err", err)
-		// Record why, so a client that lost this stream can still tell.
-		if _, uerr := a.store.Update(ctx, p.GPID, func(q *pidtable.Proc) error {
-			q.MigrationError, q.MigrationFailed = err.Error(), time.Now().UTC()
-			return nil
-		}); uerr != nil {
-			a.log.Warn("record migration failure", "gpid", p.GPID, "err", uerr)
-		}
 		send(ev)
 		return
 	}
@@ -138,7 +131,7 @@ func (a *Agent) checkTarget(ctx context.Context, p pidtable.Proc, node string) (
 	if a.criuErr != nil {
 		return pidtable.Node{}, api.Errorf(api.CodeConflict, "node %s cannot checkpoint jobs: %v", a.cfg.Name, a.criuErr)
 	}
-	snap, err := a.store.Snapshot(ctx)
+	snap, err := a.store.NodesSnapshot(ctx)
 	if err != nil {
 		return pidtable.Node{}, err
 	}
@@ -344,7 +337,7 @@ func (m *migration) Cleanup(ctx context.Context) error {
 	return os.RemoveAll(m.images)
 }
 
-func (m *migration) Rollback(ctx context.Context, dumped, restored bool) error {
+func (m *migration) Rollback(ctx context.Context, cause error, dumped, restored bool) error {
 	var errs []error
 	if m.prepared {
 		if err := m.call(ctx, "abort", api.RestoreRequest{ID: m.id}, nil); err != nil {
@@ -362,6 +355,10 @@ func (m *migration) Rollback(ctx context.Context, dumped, restored bool) error {
 			return fmt.Errorf("record of gpid %d changed under the migration: %+v", p.GPID, p)
 		}
 		p.State, p.Migration = pidtable.Running, nil
+		// Why, in the same write that releases the claim: a client that lost
+		// the progress stream reads it here. (A refused second migrate never
+		// writes the record: that would break the CAS of the one in flight.)
+		p.MigrationError, p.MigrationFailed = cause.Error(), time.Now().UTC()
 		return nil
 	}); err != nil {
 		errs = append(errs, err)
@@ -778,7 +775,7 @@ func (a *Agent) rollbackOrphanMigration(ctx context.Context, p pidtable.Proc, j 
 	m := &migration{a: a, gpid: p.GPID, j: j, prepared: p.Migration != nil, send: func(api.MigrateEvent) {}}
 	if p.Migration != nil {
 		m.id = p.Migration.ID
-		snap, err := a.store.Snapshot(ctx)
+		snap, err := a.store.NodesSnapshot(ctx)
 		if err == nil {
 			m.target, _ = snap.Node(p.Migration.Target)
 		}
@@ -786,7 +783,7 @@ func (a *Agent) rollbackOrphanMigration(ctx context.Context, p pidtable.Proc, j 
 	if m.target.Addr == "" {
 		m.prepared = false
 	}
-	err := m.Rollback(ctx, true, false)
+	err := m.Rollback(ctx, errors.New("the source agent restarted during the migration; rolled back"), true, false)
 	a.log.Warn("rolled back a migration interrupted by an agent restart", "gpid", p.GPID, "err", err)
 }
 

@@ -41,6 +41,9 @@ func NewClient(endpoint, user string, uid int) (*Client, error) {
 	return &Client{base: strings.TrimRight(u.String(), "/"), hc: &http.Client{Transport: tr}, user: user, uid: uid}, nil
 }
 
+// For returns a client for the agent at addr (host:port), acting as the same user.
+func (c *Client) For(addr string) (*Client, error) { return NewClient(addr, c.user, c.uid) }
+
 // Endpoint returns the agent's base URL.
 func (c *Client) Endpoint() string { return c.base }
 

@@ -364,7 +364,10 @@ func Down(ctx context.Context, stateDir, name string, log *slog.Logger) error {
 		st = &State{Name: name, Bridge: name + "-br", StateDir: stateDir}
 	}
 	var errs []error
-	for _, n := range st.Nodes {
+	// Reverse order: node1 runs the embedded etcd, which takes seconds to close
+	// while other agents are still connected to it.
+	for i := len(st.Nodes) - 1; i >= 0; i-- {
+		n := st.Nodes[i]
 		if err := stopProc(n.Agent, syscall.SIGTERM, 5*time.Second); err != nil {
 			errs = append(errs, fmt.Errorf("stop agent of %s: %w", n.Name, err))
 		}

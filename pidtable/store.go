@@ -318,27 +318,39 @@ func (s *Snapshot) Node(name string) (Node, bool) {
 
 // Snapshot reads the process table, the nodes and their statuses in one
 // transaction (one round trip, one revision).
-func (s *Store) Snapshot(ctx context.Context) (*Snapshot, error) {
-	tr, err := s.c.Txn(ctx).Then(
-		clientv3.OpGet(procsPrefix, clientv3.WithPrefix()),
+func (s *Store) Snapshot(ctx context.Context) (*Snapshot, error) { return s.snapshot(ctx, true) }
+
+// NodesSnapshot is Snapshot without the process table (Procs is nil): what
+// placement, forwarding and `ssi nodes` need, at a cost that does not grow with
+// the number of jobs.
+func (s *Store) NodesSnapshot(ctx context.Context) (*Snapshot, error) { return s.snapshot(ctx, false) }
+
+func (s *Store) snapshot(ctx context.Context, withProcs bool) (*Snapshot, error) {
+	ops := []clientv3.Op{
 		clientv3.OpGet(nodesPrefix, clientv3.WithPrefix()),
 		clientv3.OpGet(statusPrefix, clientv3.WithPrefix()),
-	).Commit()
+	}
+	if withProcs {
+		ops = append(ops, clientv3.OpGet(procsPrefix, clientv3.WithPrefix()))
+	}
+	tr, err := s.c.Txn(ctx).Then(ops...).Commit()
 	if err != nil {
 		return nil, fmt.Errorf("pidtable: read snapshot: %w", err)
 	}
 	snap := &Snapshot{Revision: tr.Header.Revision, Status: map[string]NodeStatus{}}
-	if snap.Procs, err = decodeProcs(tr.Responses[0].GetResponseRange().Kvs); err != nil {
-		return nil, err
+	if withProcs {
+		if snap.Procs, err = decodeProcs(tr.Responses[2].GetResponseRange().Kvs); err != nil {
+			return nil, err
+		}
 	}
-	for _, kv := range tr.Responses[1].GetResponseRange().Kvs {
+	for _, kv := range tr.Responses[0].GetResponseRange().Kvs {
 		var n Node
 		if err := json.Unmarshal(kv.Value, &n); err != nil {
 			return nil, fmt.Errorf("pidtable: decode %s: %w", kv.Key, err)
 		}
 		snap.Nodes = append(snap.Nodes, n)
 	}
-	for _, kv := range tr.Responses[2].GetResponseRange().Kvs {
+	for _, kv := range tr.Responses[1].GetResponseRange().Kvs {
 		var st NodeStatus
 		if err := json.Unmarshal(kv.Value, &st); err != nil {
 			return nil, fmt.Errorf("pidtable: decode %s: %w", kv.Key, err)

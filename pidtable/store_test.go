@@ -210,6 +210,10 @@ func TestWaitEndedAndSnapshot(t *testing.T) {
 	if len(snap.Procs) != 1 || len(snap.Nodes) != 1 || !snap.Ready("n1") || snap.Ready("n2") {
 		t.Fatalf("snapshot: %+v", snap)
 	}
+	ns, err := s.NodesSnapshot(ctx)
+	if err != nil || ns.Procs != nil || len(ns.Nodes) != 1 || !ns.Ready("n1") {
+		t.Fatalf("nodes snapshot: %+v, %v", ns, err)
+	}
 }
 
 func TestStatusDisappearsWithLease(t *testing.T) {

@@ -47,7 +47,11 @@ migration has started.`,
 			defer cancel()
 			tty := isTerminal(os.Stderr)
 			started := false
-			st, err := cl.Migrate(ctx, gpids[0], args[1], func(ev api.MigrateEvent) {
+			// Talk to the owner's agent directly when it can be reached: the
+			// progress stream then crosses no forwarding agent (a forwarded
+			// stream has been seen cut; see docs/ROBUSTNESS.md).
+			mc := ownerClient(ctx, cl, gpids[0])
+			st, err := mc.Migrate(ctx, gpids[0], args[1], func(ev api.MigrateEvent) {
 				if ev.Phase == "prepare" {
 					started = true
 					if detach {
@@ -131,4 +135,32 @@ func migrationOutcome(ctx context.Context, e *env, cl *api.Client, gpid uint64, 
 		time.Sleep(200 * time.Millisecond)
 	}
 	return fmt.Errorf("migration of gpid %d: progress stream lost (%v) and still migrating after 6 minutes; see ssi ps -A", gpid, lost)
+}
+
+// ownerClient returns a client for the agent that owns gpid, or cl when the
+// owner cannot be found or reached.
+func ownerClient(ctx context.Context, cl *api.Client, gpid uint64) *api.Client {
+	p, err := cl.Proc(ctx, gpid)
+	if err != nil {
+		return cl
+	}
+	nodes, err := cl.Nodes(ctx)
+	if err != nil {
+		return cl
+	}
+	for _, n := range nodes {
+		if n.Name == p.Node && n.Ready {
+			oc, err := cl.For(n.Addr)
+			if err != nil {
+				return cl
+			}
+			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			if _, err := oc.Nodes(pctx); err != nil {
+				return cl // not reachable from here: go through the entry agent
+			}
+			return oc
+		}
+	}
+	return cl
 }

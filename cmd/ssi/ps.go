@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -70,7 +71,10 @@ func writeJSONOut(w io.Writer, v any) error {
 }
 
 func printProcs(w io.Writer, procs []api.ProcInfo, wide bool, now time.Time) {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	// Buffered: tabwriter writes cell by cell, one write(2) each on a bare stdout.
+	bw := bufio.NewWriter(w)
+	defer bw.Flush()
+	tw := tabwriter.NewWriter(bw, 0, 0, 2, ' ', 0)
 	hdr := "GPID\tNODE\tPID\tUSER\tSTAT\t%CPU\tRSS\tELAPSED\t"
 	if wide {
 		hdr += "STATE\tCPUS\tMEMORY\tSTARTED\t"
@@ -172,7 +176,9 @@ demand of its jobs, in cores) and its number of live jobs.`,
 			if output == "json" {
 				return writeJSONOut(e.stdout, nodes)
 			}
-			tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+			bw := bufio.NewWriter(e.stdout)
+			defer bw.Flush()
+			tw := tabwriter.NewWriter(bw, 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tADDRESS\tSTATUS\tCPUS\tMEMORY\tLOAD\tJOBS")
 			for _, n := range nodes {
 				status := "NotReady"
