@@ -45,9 +45,10 @@ type Steps interface {
 	// reported but the migration has happened.
 	Cleanup(ctx context.Context) error
 
-	// Rollback undoes a migration that failed before commit: the target discards
-	// its copy, the source copy resumes (if dumped), and the record is released.
-	Rollback(ctx context.Context, dumped, restored bool) error
+	// Rollback undoes a migration that failed before commit, for cause: the
+	// target discards its copy, the source copy resumes (if dumped), and the
+	// record is released (saying why, in the same write).
+	Rollback(ctx context.Context, cause error, dumped, restored bool) error
 	// Progress reports the phase being entered.
 	Progress(p Phase)
 }
@@ -102,7 +103,7 @@ func Run(ctx context.Context, s Steps) (Stats, error) {
 			// Roll back even if ctx is cancelled or timed out: that is often why we fail.
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 			defer cancel()
-			e.RollbackErr = s.Rollback(rctx, dumped, restored)
+			e.RollbackErr = s.Rollback(rctx, e, dumped, restored)
 		}
 		return st, e
 	}

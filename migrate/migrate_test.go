@@ -34,7 +34,7 @@ func (f *fake) Restore(context.Context) error  { return f.step(Restore) }
 func (f *fake) Commit(context.Context) error   { return f.step(Commit) }
 func (f *fake) Cleanup(context.Context) error  { return f.step(Cleanup) }
 func (f *fake) Resume(context.Context) error   { return f.step(Resume) }
-func (f *fake) Rollback(_ context.Context, dumped, restored bool) error {
+func (f *fake) Rollback(_ context.Context, _ error, dumped, restored bool) error {
 	f.calls = append(f.calls, "rollback")
 	f.dumped, f.restore = dumped, restored
 	return nil
