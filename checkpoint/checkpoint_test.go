@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ssi-cluster/ssi/checkpoint/criulog"
 )
 
 func TestParseVersion(t *testing.T) {
@@ -43,7 +44,7 @@ func TestErrorLines(t *testing.T) {
 (00.050000) Error (criu/files-reg.c:2000): File a/b has bad size 60 (expect 6)
 (00.050001) Error (criu/cr-restore.c:2500): Restoring FAILED.
 `
-	got := errorLines([]byte(log), 10)
+	got := criulog.ErrorLines([]byte(log), 10)
 	want := []string{
 		"(00.050000) Error (criu/files-reg.c:2000): File a/b has bad size 60 (expect 6)",
 		"(00.050001) Error (criu/cr-restore.c:2500): Restoring FAILED.",
@@ -51,7 +52,7 @@ func TestErrorLines(t *testing.T) {
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("errorLines = %q, want %q", got, want)
 	}
-	if got := errorLines([]byte(log), 1); len(got) != 1 {
+	if got := criulog.ErrorLines([]byte(log), 1); len(got) != 1 {
 		t.Fatalf("errorLines(n=1) returned %d lines", len(got))
 	}
 

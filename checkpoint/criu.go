@@ -1,8 +1,6 @@
 package checkpoint
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +14,8 @@ import (
 	"github.com/checkpoint-restore/go-criu/v7/rpc"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/ssi-cluster/ssi/checkpoint/criulog"
 )
 
 // Default CRIU log settings.
@@ -352,10 +352,6 @@ func logLevel(l int) int32 {
 	return int32(l)
 }
 
-// harmless are Error lines every CRIU log on these machines has (root lacks
-// CAP_SYS_RESOURCE); quoting them would only hide the real cause.
-var harmless = []string{"rlimit: Can't setup RLIMIT_NOFILE for self"}
-
 // logErrors returns the Error lines of the CRIU log at path (at most
 // maxQuotedLines) and how many more there were.
 func logErrors(path string) ([]string, int) {
@@ -363,31 +359,9 @@ func logErrors(path string) ([]string, int) {
 	if err != nil {
 		return []string{fmt.Sprintf("(no CRIU log: %v)", err)}, 0
 	}
-	all := errorLines(b, math.MaxInt)
+	all := criulog.ErrorLines(b, math.MaxInt)
 	if len(all) > maxQuotedLines {
 		return all[:maxQuotedLines], len(all) - maxQuotedLines
 	}
 	return all, 0
-}
-
-// errorLines returns up to n lines of CRIU output printed at error level
-// ("Error (file:line): ..."), without the harmless ones.
-func errorLines(out []byte, n int) []string {
-	var lines []string
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-next:
-	for sc.Scan() && len(lines) < n {
-		l := strings.TrimSpace(sc.Text())
-		if !strings.Contains(l, "Error (") {
-			continue
-		}
-		for _, h := range harmless {
-			if strings.Contains(l, h) {
-				continue next
-			}
-		}
-		lines = append(lines, l)
-	}
-	return lines
 }

@@ -11,6 +11,8 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+
+	"github.com/ssi-cluster/ssi/checkpoint/criulog"
 )
 
 // DefaultCRIUPath is where hack/install-criu.sh installs CRIU. The `criu` on PATH
@@ -168,7 +170,7 @@ func Probe(ctx context.Context, criuPath string) (Info, error) {
 		return info, ctx.Err()
 	}
 	if err != nil {
-		lines := errorLines(out, maxQuotedLines)
+		lines := criulog.ErrorLines(out, maxQuotedLines)
 		if len(lines) == 0 {
 			lines = lastLines(out, 3)
 		}

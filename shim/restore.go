@@ -1,7 +1,6 @@
 package shim
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +11,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ssi-cluster/ssi/checkpoint/criulog"
 )
 
 // ErrRestore wraps a failed CRIU restore; the message quotes CRIU's error lines.
@@ -43,7 +44,8 @@ func criuRestore(ctx context.Context, rs RestoreSpec, cgroup string, stdout, std
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		reapAny() // a root CRIU forked and killed on failure is our child
-		lines := errorLines(filepath.Join(rs.ImagesDir, log))
+		b, _ := os.ReadFile(filepath.Join(rs.ImagesDir, log))
+		lines := criulog.ErrorLines(b, 8)
 		if len(lines) == 0 {
 			lines = []string{strings.TrimSpace(string(out))}
 		}
@@ -58,28 +60,6 @@ func criuRestore(ctx context.Context, rs RestoreSpec, cgroup string, stdout, std
 		return 0, fmt.Errorf("%w: pidfile holds %q", ErrRestore, b)
 	}
 	return pid, nil
-}
-
-// errorLines returns the "Error" lines of a CRIU log, without the rlimit line
-// every log on machines without CAP_SYS_RESOURCE carries.
-func errorLines(path string) []string {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	var lines []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		l := strings.TrimSpace(sc.Text())
-		if strings.Contains(l, "Error") && !strings.Contains(l, "RLIMIT_NOFILE") {
-			lines = append(lines, l)
-		}
-	}
-	if len(lines) > 8 {
-		lines = lines[len(lines)-8:]
-	}
-	return lines
 }
 
 // reapAny reaps children that have exited, without blocking.
