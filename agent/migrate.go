@@ -469,12 +469,8 @@ func waitDrained(init int, logPath string) {
 		}
 		return fi.Size()
 	}
-	// Check before sleeping: the pipes are usually empty already, and every
-	// millisecond here is frozen time.
+	// Short polls: every millisecond here is frozen time.
 	last := size()
-	for pending() > 0 && time.Now().Before(deadline) {
-		time.Sleep(2 * time.Millisecond)
-	}
 	for time.Now().Before(deadline) {
 		time.Sleep(2 * time.Millisecond)
 		s := size()
@@ -496,13 +492,8 @@ func dirSize(dir string) int64 {
 	return n
 }
 
-// resume continues a job left stopped by a dump.
-func resume(j *job) {
-	pids, _ := j.cgroup.Pids()
-	for _, pid := range pids {
-		_ = unix.Kill(pid, unix.SIGCONT)
-	}
-}
+// resume continues a job left stopped by a dump or a restore.
+func resume(j *job) { j.cgroup.Signal(unix.SIGCONT) }
 
 // forgetMigrated ends this node's part in a job that now runs elsewhere: mark
 // its directory moved (so the shim reports no exit and followers reconnect to

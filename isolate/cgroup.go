@@ -133,13 +133,16 @@ func (c *Cgroup) CPUTime() (time.Duration, error) {
 	return time.Duration(ns), nil
 }
 
-// Kill sends SIGKILL to every process in the cgroup.
-func (c *Cgroup) Kill() {
+// Signal sends sig to every process in the cgroup.
+func (c *Cgroup) Signal(sig syscall.Signal) {
 	pids, _ := c.Pids()
 	for _, p := range pids {
-		_ = syscall.Kill(p, syscall.SIGKILL)
+		_ = syscall.Kill(p, sig)
 	}
 }
+
+// Kill sends SIGKILL to every process in the cgroup.
+func (c *Cgroup) Kill() { c.Signal(syscall.SIGKILL) }
 
 // Destroy removes the cgroup, first killing what is left in it and waiting up to
 // five seconds for those processes to be gone (rmdir fails while any remain). A
