@@ -269,12 +269,6 @@ func memTotal() int64 {
 	return int64(si.Totalram) * int64(si.Unit)
 }
 
-func (a *Agent) intn(n int) int {
-	a.rndMu.Lock()
-	defer a.rndMu.Unlock()
-	return a.rnd.IntN(n)
-}
-
 func newTransport() *http.Transport {
 	return &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 32, IdleConnTimeout: 30 * time.Second, DialContext: (&net.Dialer{Timeout: 3 * time.Second}).DialContext}
 }

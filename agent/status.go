@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -102,4 +101,3 @@ func rss(pid int) int64 {
 	return n * pageSize
 }
 
-func (a *Agent) String() string { return fmt.Sprintf("agent %s", a.cfg.Name) }
