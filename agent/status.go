@@ -100,4 +100,3 @@ func rss(pid int) int64 {
 	n, _ := strconv.ParseInt(f[1], 10, 64)
 	return n * pageSize
 }
-
