@@ -10,7 +10,6 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strconv"
-	"strings"
 
 	"github.com/ssi-cluster/ssi/api"
 	"github.com/ssi-cluster/ssi/pidtable"
@@ -31,6 +30,12 @@ func (a *Agent) routes() http.Handler {
 	mux.HandleFunc("GET /v1/procs/{gpid}/wait", a.handleWait)
 	mux.HandleFunc("GET /v1/nodes", a.handleNodes)
 	mux.HandleFunc("POST /v1/procs/{gpid}/migrate", a.handleMigrate)
+	mux.HandleFunc("POST /v1/procs/{gpid}/checkpoint", a.handleCheckpoint)
+	mux.HandleFunc("GET /v1/checkpoints", a.handleCheckpoints)
+	mux.HandleFunc("POST /v1/checkpoints/{name}/restore", a.handleCheckpointRestore)
+	mux.HandleFunc("DELETE /v1/checkpoints/{name}", a.handleDeleteCheckpoint)
+	// Agent to agent: a checkpoint's images, for a restore on another node.
+	mux.HandleFunc("GET /v1/checkpoints/{name}/images", a.handleCheckpointImages)
 	// Agent to agent: the target side of a migration.
 	mux.HandleFunc("POST /v1/migrations/{gpid}/prepare", a.handlePrepare)
 	mux.HandleFunc("PUT /v1/migrations/{gpid}/images", a.handleImages)
@@ -121,7 +126,7 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		req.Node = target
-		a.forwardRun(w, r, req)
+		a.forwardJSON(w, r, target, req)
 		return
 	}
 	resp, err := a.spawn(r.Context(), req, who)
@@ -165,18 +170,6 @@ func (a *Agent) place(ctx context.Context, req api.RunRequest) (string, error) {
 	default:
 		return "", api.Errorf(api.CodeConflict, "%v", err)
 	}
-}
-
-// forwardRun sends a placed run request to the target node's agent.
-func (a *Agent) forwardRun(w http.ResponseWriter, r *http.Request, req api.RunRequest) {
-	body, err := json.Marshal(req)
-	if err != nil {
-		a.writeError(w, r, err)
-		return
-	}
-	r.Body = io.NopCloser(strings.NewReader(string(body)))
-	r.ContentLength = int64(len(body))
-	a.forward(w, r, req.Node)
 }
 
 // forward proxies r to node's agent, streaming the response.
@@ -265,8 +258,13 @@ func (a *Agent) handleSignal(w http.ResponseWriter, r *http.Request) {
 }
 
 func describeEnd(p pidtable.Proc) string {
-	if p.State == pidtable.Lost {
+	switch {
+	case p.State == pidtable.Lost:
 		return "been lost: " + p.Error
+	case p.State == pidtable.Checkpointed:
+		return fmt.Sprintf("been stopped into checkpoint %s (bring it back with: ssi restore %s)", p.Checkpoint, p.Checkpoint)
+	case p.ExitCode == nil:
+		return "ended"
 	}
 	return fmt.Sprintf("exited with status %d", *p.ExitCode)
 }

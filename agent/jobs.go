@@ -220,10 +220,19 @@ func (a *Agent) finish(ctx context.Context, j *job) {
 		p.Ended = time.Now().UTC()
 		return nil
 	}
-	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
-		if _, merr := os.Stat(filepath.Join(j.dir, shim.MovedFile)); merr == nil {
-			break
+	var moved movedMark
+	if shim.ReadJSON(j.dir, shim.MovedFile, &moved) == nil {
+		// The job did not end: it migrated away, or was a copy that was never
+		// committed, or was stopped into a checkpoint.
+		update = func(p *pidtable.Proc) error {
+			if moved.Checkpoint == "" || p.Node != a.cfg.Name || p.State != pidtable.Checkpointing || p.Checkpoint != moved.Checkpoint {
+				return errNotOwner
+			}
+			p.State, p.PID, p.InitPID, p.Ended = pidtable.Checkpointed, 0, 0, time.Now().UTC()
+			return nil
 		}
+	}
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
 		_, uerr := a.store.Update(ctx, j.gpid, update)
 		if uerr == nil || errors.Is(uerr, pidtable.ErrNotFound) || errors.Is(uerr, errNotOwner) {
 			break
@@ -326,8 +335,14 @@ func (a *Agent) reconcile(ctx context.Context) error {
 			a.mu.Lock()
 			a.jobs[p.GPID] = j
 			a.mu.Unlock()
-			if p.State == pidtable.Migrating {
+			switch p.State {
+			case pidtable.Migrating:
 				a.rollbackOrphanMigration(ctx, p, j)
+			case pidtable.Checkpointing:
+				// A checkpoint was being taken: the job may be stopped. It runs
+				// on; a checkpoint that was saved completely is kept.
+				resume(j)
+				a.releaseCheckpointing(ctx, p.GPID, p.Checkpoint)
 			}
 			if _, err := os.Stat(filepath.Join(dir, shim.RestoreFile)); err == nil {
 				// Restored here by a migration that committed (the record is ours)
@@ -352,6 +367,9 @@ func (a *Agent) reconcile(ctx context.Context) error {
 		}
 	}
 	a.removeStaleImages()
+	if err := a.reconcileCheckpoints(ctx); err != nil {
+		return err
+	}
 	entries, err := os.ReadDir(a.jobsDir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("agent: list jobs: %w", err)
@@ -397,10 +415,35 @@ func (a *Agent) gcLoop(ctx context.Context) {
 }
 
 func (a *Agent) gc(ctx context.Context) {
+	// Directories are listed before the records: a job directory is made only
+	// after its record names this node, so a directory listed here whose
+	// record does not (below) belongs to a job that lives elsewhere now, e.g.
+	// restored from a checkpoint on another node.
+	entries, _ := os.ReadDir(a.jobsDir)
 	procs, err := a.store.Procs(ctx, a.cfg.Name)
 	if err != nil {
 		a.log.Warn("gc: list jobs", "err", err)
 		return
+	}
+	ours := make(map[uint64]bool, len(procs))
+	for _, p := range procs {
+		ours[p.GPID] = true
+	}
+	for _, e := range entries {
+		gpid, err := strconv.ParseUint(e.Name(), 10, 64)
+		if err != nil || ours[gpid] {
+			continue
+		}
+		a.mu.Lock()
+		busy := a.jobs[gpid] != nil || a.incoming[gpid] != nil
+		a.mu.Unlock()
+		// Young directories may be an incoming migration being prepared (its
+		// record names the source until commit).
+		if fi, err := e.Info(); busy || err != nil || time.Since(fi.ModTime()) < time.Minute {
+			continue
+		}
+		a.removeJobDir(gpid)
+		a.log.Debug("gc: removed the directory of a job owned elsewhere", "gpid", gpid)
 	}
 	cutoff := time.Now().Add(-a.cfg.Retention)
 	for _, p := range procs {

@@ -495,13 +495,16 @@ func dirSize(dir string) int64 {
 // resume continues a job left stopped by a dump or a restore.
 func resume(j *job) { j.cgroup.Signal(unix.SIGCONT) }
 
+// killJob kills a job's init, and with it its PID namespace.
+func killJob(j *job) { _ = unix.Kill(j.state.Init.PID, unix.SIGKILL) }
+
 // forgetMigrated ends this node's part in a job that now runs elsewhere: mark
 // its directory moved (so the shim reports no exit and followers reconnect to
 // the new owner), kill the stopped copy, remove its cgroup, and drop the
 // directory once followers had time to notice.
 func (a *Agent) forgetMigrated(j *job) {
-	_ = shim.WriteJSON(j.dir, shim.MovedFile, map[string]any{"time": time.Now().UTC()})
-	_ = unix.Kill(j.state.Init.PID, unix.SIGKILL)
+	_ = shim.WriteJSON(j.dir, shim.MovedFile, movedMark{Time: time.Now().UTC()})
+	killJob(j)
 	select {
 	case <-j.done:
 	case <-time.After(10 * time.Second):
@@ -554,17 +557,8 @@ func (a *Agent) prepare(gpid uint64, req api.PrepareRequest) error {
 	if a.criuErr != nil {
 		return api.Errorf(api.CodeConflict, "node %s cannot restore jobs: %v", a.cfg.Name, a.criuErr)
 	}
-	for _, f := range req.Files {
-		fi, err := os.Stat(f.Path)
-		if err != nil {
-			return api.Errorf(api.CodeConflict, "node %s lacks %s, which the job uses: %v", a.cfg.Name, f.Path, err)
-		}
-		if fi.Size() != f.Size {
-			return api.Errorf(api.CodeConflict, "%s has %d bytes on node %s but %d on the source: the job would not restore", f.Path, fi.Size(), a.cfg.Name, f.Size)
-		}
-	}
-	if fi, err := os.Stat(req.Spec.Workdir); err != nil || !fi.IsDir() {
-		return api.Errorf(api.CodeConflict, "node %s lacks the job's working directory %s", a.cfg.Name, req.Spec.Workdir)
+	if err := checkFiles(a.cfg.Name, req.Files, req.Spec.Workdir); err != nil {
+		return err
 	}
 	if a.localJob(gpid) != nil {
 		return api.Errorf(api.CodeConflict, "gpid %d already runs on %s", gpid, a.cfg.Name)

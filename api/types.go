@@ -48,9 +48,12 @@ type SignalRequest struct {
 type ExitStatus struct {
 	GPID  uint64         `json:"gpid"`
 	State pidtable.State `json:"state"`
-	// Code is the exit code (128+N if killed by signal N); -1 when Lost.
+	// Code is the exit code (128+N if killed by signal N); -1 when Lost or
+	// Checkpointed.
 	Code  int    `json:"code"`
 	Error string `json:"error,omitempty"`
+	// Checkpoint names the checkpoint a Checkpointed job was stopped into.
+	Checkpoint string `json:"checkpoint,omitempty"`
 }
 
 // ProcInfo is one row of `ssi ps`: the process record and the live figures its
@@ -78,6 +81,10 @@ func ExitStatusOf(p pidtable.Proc) ExitStatus {
 	st := ExitStatus{GPID: p.GPID, State: p.State, Code: -1, Error: p.Error}
 	if p.ExitCode != nil {
 		st.Code = *p.ExitCode
+	}
+	if p.State == pidtable.Checkpointed {
+		st.Checkpoint = p.Checkpoint
+		st.Error = "stopped into checkpoint " + p.Checkpoint + "; bring it back with: ssi restore " + p.Checkpoint
 	}
 	return st
 }

@@ -22,10 +22,17 @@ const (
 	// Lost: the owner could not tell what became of the job (its supervisor
 	// vanished without recording an exit status, e.g. the machine rebooted).
 	Lost State = "lost"
+	// Checkpointing: the owner is saving a checkpoint of the job (it is frozen
+	// for the dump); no migration or second checkpoint may start meanwhile.
+	Checkpointing State = "checkpointing"
+	// Checkpointed: the job was saved by `ssi checkpoint` (without
+	// --leave-running) and stopped; Checkpoint names the checkpoint that
+	// `ssi restore` brings it back from, under the same gpid.
+	Checkpointed State = "checkpointed"
 )
 
-// Ended reports whether s is a final state.
-func (s State) Ended() bool { return s == Exited || s == Lost }
+// Ended reports whether s is a final state: no copy of the job runs.
+func (s State) Ended() bool { return s == Exited || s == Lost || s == Checkpointed }
 
 // Proc is one global process: a job started by `ssi run`.
 type Proc struct {
@@ -68,6 +75,11 @@ type Proc struct {
 	// MigrationFailed when); cleared by a migration that succeeds.
 	MigrationError  string    `json:"migration_error,omitempty"`
 	MigrationFailed time.Time `json:"migration_failed,omitzero"`
+	// Checkpoint names the checkpoint being saved (while Checkpointing), or
+	// the one the job was stopped into (Checkpointed).
+	Checkpoint string `json:"checkpoint,omitempty"`
+	// RestoredFrom names the checkpoint the running job was restored from.
+	RestoredFrom string `json:"restored_from,omitempty"`
 }
 
 // Migration is an in-flight move of a job, recorded in its Proc.

@@ -33,6 +33,10 @@ type RestoreSpec struct {
 	StderrKey string `json:"stderr_key"`
 	// CRIUPath is the criu binary to run.
 	CRIUPath string `json:"criu_path"`
+	// WorkDir receives CRIU's restore log and pidfile; empty means ImagesDir.
+	// A checkpoint restored several times at once (--as-new) is read from
+	// one images dir, so each restore needs its own.
+	WorkDir string `json:"work_dir,omitempty"`
 }
 
 // Spec is what the agent asks the shim to run. It is written to the job directory

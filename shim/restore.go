@@ -31,9 +31,13 @@ func criuRestore(ctx context.Context, rs RestoreSpec, cgroup string, stdout, std
 		return 0, fmt.Errorf("%w: incomplete %s: %+v", ErrRestore, RestoreFile, rs)
 	}
 	const log, pidfile = "restore.log", "restore.pid"
-	_ = os.Remove(filepath.Join(rs.ImagesDir, pidfile)) // a stale pidfile fails the restore
+	work := rs.WorkDir
+	if work == "" {
+		work = rs.ImagesDir
+	}
+	_ = os.Remove(filepath.Join(work, pidfile)) // a stale pidfile fails the restore
 	cmd := exec.CommandContext(ctx, rs.CRIUPath, "restore",
-		"--images-dir", rs.ImagesDir, "--work-dir", rs.ImagesDir, "--log-file", log, "-v4",
+		"--images-dir", rs.ImagesDir, "--work-dir", work, "--log-file", log, "-v4",
 		"--restore-detached", "--restore-sibling", "--pidfile", pidfile,
 		"--inherit-fd", "fd[3]:"+rs.StdoutKey, "--inherit-fd", "fd[4]:"+rs.StderrKey,
 		"--cgroup-root", cgroup, "--file-locks",
@@ -44,14 +48,14 @@ func criuRestore(ctx context.Context, rs RestoreSpec, cgroup string, stdout, std
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		reapAny() // a root CRIU forked and killed on failure is our child
-		b, _ := os.ReadFile(filepath.Join(rs.ImagesDir, log))
+		b, _ := os.ReadFile(filepath.Join(work, log))
 		lines := criulog.ErrorLines(b, 8)
 		if len(lines) == 0 {
 			lines = []string{strings.TrimSpace(string(out))}
 		}
-		return 0, fmt.Errorf("%w: %s (%w; log: %s)", ErrRestore, strings.Join(lines, " | "), err, filepath.Join(rs.ImagesDir, log))
+		return 0, fmt.Errorf("%w: %s (%w; log: %s)", ErrRestore, strings.Join(lines, " | "), err, filepath.Join(work, log))
 	}
-	b, err := os.ReadFile(filepath.Join(rs.ImagesDir, pidfile))
+	b, err := os.ReadFile(filepath.Join(work, pidfile))
 	if err != nil {
 		return 0, fmt.Errorf("%w: read pidfile: %w", ErrRestore, err)
 	}

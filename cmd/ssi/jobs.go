@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ssi-cluster/ssi/api"
+	"github.com/ssi-cluster/ssi/pidtable"
 )
 
 func parseGPIDs(cmd string, args []string) ([]uint64, error) {
@@ -138,6 +139,8 @@ wait does.`,
 
 func describeStatus(st api.ExitStatus) string {
 	switch {
+	case st.State == pidtable.Checkpointed:
+		return st.Error
 	case st.State == "lost" || st.Code < 0:
 		return "lost: " + st.Error
 	case st.Code > 128 && st.Code <= 128+64:

@@ -120,6 +120,8 @@ func statOf(p api.ProcInfo) string {
 		return "exit:" + strconv.Itoa(*p.ExitCode)
 	case p.State == pidtable.Lost:
 		return "lost"
+	case p.State == pidtable.Checkpointed:
+		return "ckpt"
 	case !p.NodeReady:
 		return "?"
 	case p.State == pidtable.Starting:

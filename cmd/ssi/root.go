@@ -26,6 +26,9 @@ const (
 	exitFailure = 1
 	exitUsage   = 2
 	exitLost    = 125
+	// exitCheckpointed: the job did not end but was stopped into a checkpoint
+	// (ssi checkpoint without --leave-running).
+	exitCheckpointed = 122
 )
 
 // exitError carries an exit code out of a command.
@@ -95,7 +98,7 @@ The CLI talks to any node agent: --endpoint, else $SSI_ENDPOINT, else the
 	})
 	root.SetOut(e.stdout)
 	root.SetErr(e.stderr)
-	root.AddCommand(runCmd(e), psCmd(e), nodesCmd(e), killCmd(e), logsCmd(e), waitCmd(e), migrateCmd(e), agentCmd(e), localCmd(e))
+	root.AddCommand(runCmd(e), psCmd(e), nodesCmd(e), killCmd(e), logsCmd(e), waitCmd(e), migrateCmd(e), checkpointCmd(e), checkpointsCmd(e), restoreCmd(e), agentCmd(e), localCmd(e))
 	return root
 }
 

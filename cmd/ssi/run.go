@@ -17,6 +17,7 @@ import (
 
 	"github.com/ssi-cluster/ssi/api"
 	"github.com/ssi-cluster/ssi/joblog"
+	"github.com/ssi-cluster/ssi/pidtable"
 	"github.com/ssi-cluster/ssi/placement"
 )
 
@@ -135,6 +136,9 @@ func attach(ctx context.Context, e *env, cl *api.Client, gpid uint64) error {
 
 // exitFor turns a job's end into the CLI's exit.
 func exitFor(gpid uint64, st api.ExitStatus) error {
+	if st.State == pidtable.Checkpointed {
+		return &exitError{code: exitCheckpointed, err: fmt.Errorf("gpid %d was %s", gpid, st.Error)}
+	}
 	if st.State == "lost" || st.Code < 0 {
 		return &exitError{code: exitLost, err: fmt.Errorf("gpid %d was lost: %s", gpid, st.Error)}
 	}

@@ -1,0 +1,286 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ssi-cluster/ssi/api"
+	"github.com/ssi-cluster/ssi/pidtable"
+)
+
+// lastTickOf returns the last tick counter.py printed for gpid (0 if none).
+func (c *testCluster) lastTickOf(t *testing.T, gpid uint64) int {
+	t.Helper()
+	lines := strings.Split(strings.TrimSpace(c.ok(t, "logs", strconv.FormatUint(gpid, 10))), "\n")
+	var n int
+	fmt.Sscanf(lines[len(lines)-1], "tick %d", &n)
+	return n
+}
+
+// waitTicks waits until gpid printed more than n ticks.
+func (c *testCluster) waitTicks(t *testing.T, gpid uint64, n int) {
+	t.Helper()
+	eventually(t, 20*time.Second, fmt.Sprintf("gpid %d past tick %d", gpid, n), func() error {
+		if got := c.lastTickOf(t, gpid); got <= n {
+			return fmt.Errorf("at tick %d", got)
+		}
+		return nil
+	})
+}
+
+func (c *testCluster) checkpointDir(node, name string) string {
+	for _, n := range c.Nodes {
+		if n.Name == node {
+			return filepath.Join(n.DataDir, "checkpoints", name)
+		}
+	}
+	return ""
+}
+
+// TestCheckpointRestore: a stateful job is checkpointed while it runs, a copy
+// is restored from that on another node under a new gpid, then the job is
+// checkpointed and stopped, and restored under its own gpid on a third node.
+// Each restored job carries on from its checkpoint: counter.py's output is
+// one unbroken sequence with an unchanged memory digest. Restoring a gpid that
+// still runs is refused.
+func TestCheckpointRestore(t *testing.T) {
+	c := need(t)
+	gpid := c.detach(t, "--node", "node1", "--", "python3", counterPath(t), "8", "0.05", "100000")
+	g := strconv.FormatUint(gpid, 10)
+	defer c.kill(t, gpid)
+	c.waitTicks(t, gpid, 5)
+	ck1, ck2 := "e2e-live-"+g, "e2e-stop-"+g
+
+	// 1. A checkpoint of a running job, which runs on.
+	var res api.CheckpointResult
+	if err := json.Unmarshal([]byte(c.ok(t, "checkpoint", "--leave-running", "--name", ck1, "-o", "json", g)), &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Name != ck1 || res.GPID != gpid || res.Node != "node1" || !res.LeaveRunning || res.State != pidtable.Ready || res.Size < 8<<20 || res.FrozenMS <= 0 {
+		t.Fatalf("checkpoint result: %+v", res)
+	}
+	t.Logf("checkpoint --leave-running: %s, frozen %.0f ms (dump %.0f ms)", humanSize(res.Size), res.FrozenMS, res.DumpMS)
+	if _, err := os.Stat(filepath.Join(c.checkpointDir("node1", ck1), "images")); err != nil {
+		t.Fatalf("checkpoint store of node1: %v", err)
+	}
+	atCheckpoint := c.lastTickOf(t, gpid)
+	c.waitTicks(t, gpid, atCheckpoint)
+	if p := c.proc(t, gpid); p.State != pidtable.Running || p.Node != "node1" {
+		t.Fatalf("after checkpoint --leave-running: %+v", p.Proc)
+	}
+
+	// 2. Its gpid runs, so restoring it under that gpid is refused.
+	r := c.ssi(t, "restore", ck1, "--node", "node2")
+	if r.code != 1 || !strings.Contains(r.stderr, "would run it twice") || !strings.Contains(r.stderr, "--as-new") {
+		t.Fatalf("restore of a running gpid: %v", r)
+	}
+
+	// 3. A copy under a new gpid, on node2, with images shipped from node1.
+	var rr api.CheckpointRestoreResult
+	if err := json.Unmarshal([]byte(c.ok(t, "restore", ck1, "--as-new", "--node", "node2", "-o", "json")), &rr); err != nil {
+		t.Fatal(err)
+	}
+	if rr.GPID == gpid || rr.Node != "node2" || rr.From != "node1" || rr.ImageBytes < 8<<20 {
+		t.Fatalf("restore --as-new: %+v", rr)
+	}
+	defer c.kill(t, rr.GPID)
+	c.waitTicks(t, rr.GPID, atCheckpoint+3)
+	copyTicks := checkTicks(t, c.ok(t, "logs", strconv.FormatUint(rr.GPID, 10)))
+	if p := c.proc(t, rr.GPID); p.Node != "node2" || p.State != pidtable.Running || p.RestoredFrom != ck1 {
+		t.Fatalf("restored copy: %+v", p.Proc)
+	}
+	t.Logf("copy gpid %d restored on node2: %s shipped in %.0f ms, restore %.0f ms; %d ticks, continuous", rr.GPID, humanSize(rr.ImageBytes), rr.TransferMS, rr.RestoreMS, copyTicks)
+	c.kill(t, rr.GPID)
+
+	// 4. Checkpoint and stop: the job's record says where it went.
+	if err := json.Unmarshal([]byte(c.ok(t, "checkpoint", "--name", ck2, "-o", "json", g)), &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.LeaveRunning || res.Node != "node1" {
+		t.Fatalf("checkpoint: %+v", res)
+	}
+	stopped := c.lastTickOf(t, gpid)
+	p := c.proc(t, gpid)
+	if p.State != pidtable.Checkpointed || p.Checkpoint != ck2 {
+		t.Fatalf("after checkpoint: %+v", p.Proc)
+	}
+	r = c.ssi(t, "wait", g)
+	if r.code != 122 || !strings.Contains(r.stdout, "ssi restore "+ck2) {
+		t.Fatalf("wait on a checkpointed job: %v", r)
+	}
+
+	// 5. Back under its own gpid on node3: same output, from where it stopped.
+	if err := json.Unmarshal([]byte(c.ok(t, "restore", ck2, "--node", "node3", "-o", "json")), &rr); err != nil {
+		t.Fatal(err)
+	}
+	if rr.GPID != gpid || rr.Node != "node3" || rr.From != "node1" {
+		t.Fatalf("restore: %+v", rr)
+	}
+	c.waitTicks(t, gpid, stopped+3)
+	n := checkTicks(t, c.ok(t, "logs", g))
+	p = c.proc(t, gpid)
+	if p.Node != "node3" || p.State != pidtable.Running || p.Epoch < 2 || p.RestoredFrom != ck2 {
+		t.Fatalf("restored job: %+v", p.Proc)
+	}
+	t.Logf("gpid %d back on node3 at tick %d, output continuous (%d ticks)", gpid, stopped+1, n)
+	r = c.ssi(t, "restore", ck2, "--node", "node2")
+	if r.code != 1 || !strings.Contains(r.stderr, "would run it twice") {
+		t.Fatalf("second restore of a running gpid: %v", r)
+	}
+
+	// 6. Listed, then removed with their images.
+	var list []api.CheckpointInfo
+	if err := json.Unmarshal([]byte(c.ok(t, "checkpoints", "-o", "json")), &list); err != nil {
+		t.Fatal(err)
+	}
+	found := 0
+	for _, ci := range list {
+		if (ci.Name == ck1 || ci.Name == ck2) && ci.GPID == gpid && ci.Node == "node1" && ci.NodeReady && ci.Size > 0 && !ci.Created.IsZero() {
+			found++
+		}
+	}
+	if found != 2 {
+		t.Fatalf("checkpoints -o json lacks %s or %s: %+v", ck1, ck2, list)
+	}
+	c.ok(t, "checkpoints", "rm", ck1, ck2)
+	for _, name := range []string{ck1, ck2} {
+		if _, err := os.Stat(c.checkpointDir("node1", name)); !os.IsNotExist(err) {
+			t.Fatalf("checkpoint %s still on node1's disk after rm: %v", name, err)
+		}
+	}
+	if r := c.ssi(t, "restore", ck2); r.code != 1 || !strings.Contains(r.stderr, "no checkpoint named") {
+		t.Fatalf("restore of a removed checkpoint: %v", r)
+	}
+}
+
+// TestCheckpointStopsAttachedRun: an attached `ssi run` of a job that is
+// checkpointed and stopped returns 122 and says how to bring the job back.
+func TestCheckpointStopsAttachedRun(t *testing.T) {
+	c := need(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	attached := c.cmd(ctx, "run", "--node", "node2", "--", "sh", "-c", "i=0; while true; i=$((i+1)); do echo line $i; sleep 0.05; done")
+	var out, errb strings.Builder
+	attached.Stdout, attached.Stderr = &out, &errb
+	if err := attached.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var gpid uint64
+	eventually(t, 20*time.Second, "attached job appears", func() error {
+		for _, p := range c.ps(t) {
+			if p.State == pidtable.Running && len(p.Argv) == 3 && strings.Contains(p.Argv[2], "echo line") && p.GPID > gpid {
+				gpid = p.GPID
+			}
+		}
+		if gpid == 0 {
+			return fmt.Errorf("not in ps")
+		}
+		return nil
+	})
+	name := fmt.Sprintf("e2e-attached-%d", gpid)
+	defer c.ssi(t, "checkpoints", "rm", name)
+	time.Sleep(300 * time.Millisecond)
+	c.ok(t, "checkpoint", "--name", name, strconv.FormatUint(gpid, 10))
+	err := attached.Wait()
+	if attached.ProcessState.ExitCode() != 122 || !strings.Contains(errb.String(), "ssi restore "+name) {
+		t.Fatalf("attached run after checkpoint: %v, exit %d, stderr %q", err, attached.ProcessState.ExitCode(), errb.String())
+	}
+	if !strings.Contains(out.String(), "line 1\n") {
+		t.Fatalf("attached run printed no output: %q", out.String())
+	}
+}
+
+// TestCheckpointBadInput: each mistake gets a clear error and changes nothing.
+func TestCheckpointBadInput(t *testing.T) {
+	c := need(t)
+	gpid := c.detach(t, "--node", "node3", "--", "sleep", "600")
+	g := strconv.FormatUint(gpid, 10)
+	defer c.kill(t, gpid)
+	name := "e2e-bad-" + g
+	c.ok(t, "checkpoint", "--leave-running", "--name", name, g)
+	defer c.ssi(t, "checkpoints", "rm", name)
+	ended := c.detach(t, "--", "true")
+	eventually(t, 10*time.Second, "true ended", func() error {
+		if p := c.proc(t, ended); !p.State.Ended() {
+			return fmt.Errorf("%s", p.State)
+		}
+		return nil
+	})
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"checkpoint", "999999"}, 1, "no such process"},
+		{[]string{"checkpoint", "--name", "../x", g}, 2, "checkpoint name"},
+		{[]string{"checkpoint", "--name", name, g}, 1, "exists already"},
+		{[]string{"checkpoint", strconv.FormatUint(ended, 10)}, 1, "has already exited"},
+		{[]string{"checkpoint"}, 2, "want one GPID"},
+		{[]string{"restore", "no-such-checkpoint"}, 1, "no checkpoint named"},
+		{[]string{"restore", name, "--node", "nosuchnode", "--as-new"}, 1, "unknown node"},
+		{[]string{"restore", "Bad/Name"}, 2, "checkpoint name"},
+		{[]string{"checkpoints", "rm", "no-such-checkpoint"}, 1, "no checkpoint named"},
+	} {
+		r := c.ssi(t, tc.args...)
+		if r.code != tc.code || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("ssi %s: %v; want exit %d and %q", strings.Join(tc.args, " "), r, tc.code, tc.want)
+		}
+	}
+	if p := c.proc(t, gpid); p.State != pidtable.Running || p.Node != "node3" {
+		t.Fatalf("job changed by bad input: %+v", p.Proc)
+	}
+}
+
+// TestRestoreFromNotReadyHolder: a checkpoint whose node is down cannot be
+// restored, and the error says why; it can once the node is back.
+func TestRestoreFromNotReadyHolder(t *testing.T) {
+	c := need(t)
+	gpid := c.detach(t, "--node", "node3", "--", "sleep", "600")
+	g := strconv.FormatUint(gpid, 10)
+	defer c.kill(t, gpid)
+	name := "e2e-holder-" + g
+	c.ok(t, "checkpoint", "--name", name, g)
+	defer c.ssi(t, "checkpoints", "rm", name)
+	c.stopAgent(t, "node3", syscall.SIGKILL)
+	restarted := false
+	defer func() {
+		if !restarted {
+			c.startAgent(t, "node3")
+		}
+	}()
+	eventually(t, 10*time.Second, "node3 NotReady", func() error {
+		if c.nodes(t)["node3"].Ready {
+			return fmt.Errorf("still Ready")
+		}
+		return nil
+	})
+	r := c.ssi(t, "restore", name, "--node", "node1")
+	if r.code != 1 || !strings.Contains(r.stderr, "held by node node3, which is NotReady") {
+		t.Fatalf("restore from a NotReady holder: %v", r)
+	}
+	if p := c.proc(t, gpid); p.State != pidtable.Checkpointed {
+		t.Fatalf("failed restore changed the record: %+v", p.Proc)
+	}
+	c.startAgent(t, "node3")
+	restarted = true
+	eventually(t, 10*time.Second, "node3 Ready", func() error {
+		if !c.nodes(t)["node3"].Ready {
+			return fmt.Errorf("still NotReady")
+		}
+		return nil
+	})
+	c.ok(t, "restore", name, "--node", "node1")
+	if p := c.proc(t, gpid); p.State != pidtable.Running || p.Node != "node1" {
+		t.Fatalf("restored: %+v", p.Proc)
+	}
+}
+
+func humanSize(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
