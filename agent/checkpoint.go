@@ -17,6 +17,7 @@ import (
 
 	"github.com/ssi-cluster/ssi/api"
 	"github.com/ssi-cluster/ssi/checkpoint"
+	"github.com/ssi-cluster/ssi/failpoint"
 	"github.com/ssi-cluster/ssi/isolate"
 	"github.com/ssi-cluster/ssi/migrate"
 	"github.com/ssi-cluster/ssi/pidtable"
@@ -143,6 +144,9 @@ func (a *Agent) checkpoint(ctx context.Context, p pidtable.Proc, req api.Checkpo
 		a.log.Warn("checkpoint failed", "gpid", p.GPID, "checkpoint", name, "err", cause)
 		return api.CheckpointResult{}, cause
 	}
+	if err := failpoint.Hit("checkpoint/after-claim"); err != nil {
+		return fail(err)
+	}
 	images := filepath.Join(dir, "images")
 	if err := os.MkdirAll(images, 0o700); err != nil {
 		return fail(fmt.Errorf("checkpoint dir: %w", err))
@@ -168,6 +172,9 @@ func (a *Agent) checkpoint(ctx context.Context, p pidtable.Proc, req api.Checkpo
 	}
 	dumped = true
 	dumpTime := time.Since(frozenAt)
+	if err := failpoint.Hit("checkpoint/after-dump"); err != nil {
+		return fail(err)
+	}
 	// What the job wrote before the dump belongs to the checkpoint: let the
 	// shim drain the pipes, then note how far the log goes.
 	logPath := filepath.Join(j.dir, shim.LogFile)
@@ -194,6 +201,12 @@ func (a *Agent) checkpoint(ctx context.Context, p pidtable.Proc, req api.Checkpo
 	c.State, c.Size = pidtable.Ready, dirSize(images)+fi.Size()
 	if _, err := a.store.SwapCheckpoint(ctx, c, crev); err != nil {
 		return fail(err)
+	}
+	// From here on the checkpoint is kept, whatever happens to the job.
+	if err := failpoint.Hit("checkpoint/after-save"); err != nil {
+		a.releaseCheckpointing(ctx, p.GPID, name)
+		resume(j)
+		return api.CheckpointResult{}, err
 	}
 	if req.LeaveRunning {
 		a.releaseCheckpointing(ctx, p.GPID, name)
@@ -479,6 +492,10 @@ func (a *Agent) restoreCheckpoint(ctx context.Context, c pidtable.Checkpoint, as
 	gpid := proc.GPID
 	res.GPID = gpid
 	log := a.log.With("gpid", gpid, "checkpoint", c.Name)
+	if err := failpoint.Hit("restore/after-claim"); err != nil {
+		undoRecord(context.WithoutCancel(ctx))
+		return res, err
+	}
 
 	dir := a.jobDir(gpid)
 	var images string
@@ -570,6 +587,9 @@ func (a *Agent) restoreCheckpoint(ctx context.Context, c pidtable.Checkpoint, as
 	a.jobs[gpid] = j
 	a.mu.Unlock()
 	go a.watch(j, cmd)
+	if err := failpoint.Hit("restore/after-launch"); err != nil {
+		return fail(err)
+	}
 	// The restored copy is stopped. It may run once the record says it does.
 	if _, err := a.store.Update(ctx, gpid, func(p *pidtable.Proc) error {
 		if p.Node != a.cfg.Name || p.State != pidtable.Starting {
@@ -580,10 +600,16 @@ func (a *Agent) restoreCheckpoint(ctx context.Context, c pidtable.Checkpoint, as
 	}); err != nil {
 		return fail(err)
 	}
+	// A crash here leaves the copy stopped until the agent restarts and, the
+	// record naming this node, resumes it.
+	ferr := failpoint.Hit("restore/after-running")
 	resume(j)
 	_ = os.Remove(filepath.Join(dir, shim.RestoreFile))
 	if c.Node != a.cfg.Name {
 		go os.RemoveAll(images)
+	}
+	if ferr != nil {
+		return res, ferr
 	}
 	res.TotalMS = float64(time.Since(start).Microseconds()) / 1000
 	log.Info("restored checkpoint", "pid", st.MainPID, "from", c.Node, "total_ms", res.TotalMS)

@@ -211,9 +211,12 @@ func (a *Agent) finish(ctx context.Context, j *job) {
 		if p.Node != a.cfg.Name {
 			return fmt.Errorf("%w: gpid %d is owned by %s", errNotOwner, p.GPID, p.Node)
 		}
-		if err != nil {
+		switch {
+		case err != nil && p.State == pidtable.Starting && p.RestoredFrom != "":
+			p.State, p.Error = pidtable.Lost, "the restore of checkpoint "+p.RestoredFrom+" was interrupted (its agent stopped); restore it again: ssi restore "+p.RestoredFrom
+		case err != nil:
 			p.State, p.Error = pidtable.Lost, "the job's shim exited without an exit status (see "+filepath.Join(j.dir, shim.ShimLog)+")"
-		} else {
+		default:
 			code := ex.Code
 			p.State, p.ExitCode, p.Error = pidtable.Exited, &code, ex.Error
 		}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ssi-cluster/ssi/api"
+	"github.com/ssi-cluster/ssi/localcluster"
 	"github.com/ssi-cluster/ssi/pidtable"
 )
 
@@ -284,3 +285,162 @@ func TestRestoreFromNotReadyHolder(t *testing.T) {
 }
 
 func humanSize(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+// TestCheckpointFaults crashes (or fails) the agent at each step of a
+// checkpoint and of a restore, restarts it, and checks: the job is running
+// exactly once (or, where the restore never got far, it can be restored again),
+// on the node its record names, with continuous output; a checkpoint is kept
+// only if it was saved completely.
+func TestCheckpointFaults(t *testing.T) {
+	c := need(t)
+	type fault struct {
+		point, action string
+		// kept: the checkpoint survives the fault.
+		kept bool
+	}
+	var cases []fault
+	for _, p := range []string{"after-claim", "after-dump"} {
+		cases = append(cases, fault{"checkpoint/" + p, "exit", false}, fault{"checkpoint/" + p, "error", false})
+	}
+	cases = append(cases, fault{"checkpoint/after-save", "exit", true}, fault{"checkpoint/after-save", "error", true})
+	for _, p := range []string{"after-claim", "after-launch", "after-running"} {
+		cases = append(cases, fault{"restore/" + p, "exit", true}, fault{"restore/" + p, "error", true})
+	}
+	passed := 0
+	for _, f := range cases {
+		t.Run(strings.ReplaceAll(f.point, "/", "_")+"="+f.action, func(t *testing.T) {
+			runCheckpointFault(t, c, f.point, f.action, f.kept)
+			passed++
+		})
+	}
+	t.Logf("checkpoint fault cases run: %d, passed: %d", len(cases), passed)
+}
+
+func runCheckpointFault(t *testing.T, c *testCluster, point, action string, kept bool) {
+	ctx := context.Background()
+	// The job runs on node3, the restore goes to node2; node1 runs etcd and
+	// serves the CLI, and is never crashed.
+	restoring := strings.HasPrefix(point, "restore/")
+	faulty := "node3"
+	if restoring {
+		faulty = "node2"
+	}
+	gpid := c.detach(t, "--node", "node3", "--", "python3", counterPath(t), "8", "0.02")
+	g := strconv.FormatUint(gpid, 10)
+	defer c.kill(t, gpid)
+	c.waitTicks(t, gpid, 5)
+	name := fmt.Sprintf("e2e-fault-%d", gpid)
+	defer c.ssi(t, "checkpoints", "rm", name)
+	if restoring {
+		c.ok(t, "checkpoint", "--name", name, g)
+	}
+	c.stopAgent(t, faulty, syscall.SIGTERM)
+	if err := c.StartAgentEnv(ctx, faulty, []string{"SSI_FAILPOINTS=" + point + "=" + action}); err != nil {
+		t.Fatal(err)
+	}
+	node := func() *localcluster.NodeState {
+		for i := range c.Nodes {
+			if c.Nodes[i].Name == faulty {
+				return &c.Nodes[i]
+			}
+		}
+		t.Fatalf("no node %s", faulty)
+		return nil
+	}
+	restarted := false
+	defer func() {
+		if restarted {
+			return
+		}
+		if node().Agent.Alive() {
+			c.stopAgent(t, faulty, syscall.SIGTERM)
+		}
+		c.startAgent(t, faulty)
+	}()
+	args := []string{"checkpoint", "--name", name, g}
+	if restoring {
+		args = []string{"restore", name, "--node", "node2"}
+	}
+	cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	cmd := c.cmd(cctx, args...)
+	cmd.Env = append(cmd.Env, "SSI_ENDPOINT=http://"+c.Nodes[0].API())
+	r := runCmd(t, cmd)
+	t.Logf("ssi %s with %s=%s: %v", strings.Join(args, " "), point, action, r)
+	if r.code == 0 && point != "restore/after-running" {
+		t.Fatalf("%s=%s did not fail the command: %v", point, action, r)
+	}
+	// Back to an agent without failpoints (an "error" failpoint fails every
+	// try), as an operator or systemd would restart a crashed one.
+	if node().Agent.Alive() {
+		c.stopAgent(t, faulty, syscall.SIGTERM)
+	}
+	c.startAgent(t, faulty)
+	restarted = true
+	if point == "restore/after-claim" && action == "exit" {
+		// The restore got no further than the record: the restarted agent
+		// says so, and the checkpoint restores on a second try.
+		eventually(t, 20*time.Second, "interrupted restore recorded", func() error {
+			if p := c.proc(t, gpid); p.State != pidtable.Lost || !strings.Contains(p.Error, "ssi restore "+name) {
+				return fmt.Errorf("%s: %s", p.State, p.Error)
+			}
+			return nil
+		})
+		c.ok(t, "restore", name, "--node", "node2")
+	}
+	if restoring && action == "error" && point != "restore/after-running" {
+		// A failed restore puts the record back as it was: restore again.
+		if p := c.proc(t, gpid); p.State != pidtable.Checkpointed {
+			t.Fatalf("record after a failed restore: %+v", p.Proc)
+		}
+		c.ok(t, "restore", name, "--node", "node2")
+	}
+	want := "node3"
+	if restoring {
+		want = "node2"
+	}
+	var p pidtable.Proc
+	eventually(t, 20*time.Second, "one running copy on the recorded node", func() error {
+		p = c.proc(t, gpid).Proc
+		if p.State != pidtable.Running || p.Node != want {
+			return fmt.Errorf("state %s on %s", p.State, p.Node)
+		}
+		var holders []string
+		for _, n := range c.Nodes {
+			for _, cg := range liveJobCgroups(t, c.CgroupParent(), n.Name) {
+				if cg == gpid {
+					holders = append(holders, n.Name)
+				}
+			}
+		}
+		if len(holders) != 1 || holders[0] != p.Node {
+			return fmt.Errorf("job's cgroup on %v, record says %s", holders, p.Node)
+		}
+		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.PID)); err != nil || strings.Contains(string(st), ") T ") {
+			return fmt.Errorf("pid %d of the record is gone or stopped: %q %v", p.PID, st, err)
+		}
+		if left := c.imagesLeft(gpid); len(left) > 0 {
+			return fmt.Errorf("shipped images left in /dev/shm: %v", left)
+		}
+		return nil
+	})
+	before := checkTicks(t, c.ok(t, "logs", g))
+	c.waitTicks(t, gpid, before+5)
+	checkTicks(t, c.ok(t, "logs", g))
+	var list []api.CheckpointInfo
+	if err := json.Unmarshal([]byte(c.ok(t, "checkpoints", "-o", "json")), &list); err != nil {
+		t.Fatal(err)
+	}
+	has := false
+	for _, ci := range list {
+		if ci.Name == name {
+			has = ci.State == pidtable.Ready
+		}
+	}
+	dir := c.checkpointDir("node3", name)
+	_, statErr := os.Stat(dir)
+	if has != kept || (statErr == nil) != kept {
+		t.Fatalf("checkpoint %s kept: record %v, dir %v (%v); want %v", name, has, statErr == nil, statErr, kept)
+	}
+	t.Logf("%s=%s: job on %s (epoch %d), output continuous, checkpoint kept: %v", point, action, p.Node, p.Epoch, kept)
+}
