@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -163,6 +164,20 @@ type migration struct {
 	keys     [2]string
 	restored shim.State
 	prepared bool
+	// imageBytes is the size of the dumped images.
+	imageBytes int64
+}
+
+// countingWriter counts the bytes written through it.
+type countingWriter struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (c countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 func (m *migration) Progress(p migrate.Phase) {
@@ -254,7 +269,8 @@ func (m *migration) Dump(ctx context.Context) (int64, error) {
 	// The tree is stopped; let the shim drain what it had written to its pipes,
 	// so the shipped log is complete (CRIU does not carry pipe contents over).
 	waitDrained(init, filepath.Join(m.j.dir, shim.LogFile))
-	return dirSize(m.images), failpoint.Hit("migrate/source/after-dump")
+	m.imageBytes = dirSize(m.images)
+	return m.imageBytes, failpoint.Hit("migrate/source/after-dump")
 }
 
 func (m *migration) Transfer(ctx context.Context) error {
@@ -262,8 +278,24 @@ func (m *migration) Transfer(ctx context.Context) error {
 		return err
 	}
 	pr, pw := io.Pipe()
+	// Progress: bytes shipped, every 200 ms, for the client's display.
+	var sent atomic.Int64
+	done := make(chan struct{})
+	defer close(done)
 	go func() {
-		_, err := migrate.WriteStream(pw,
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				m.send(api.MigrateEvent{Phase: string(migrate.Transfer), Bytes: sent.Load(), Total: m.imageBytes})
+			}
+		}
+	}()
+	go func() {
+		_, err := migrate.WriteStream(countingWriter{pw, &sent},
 			migrate.Source{Prefix: "images", Dir: m.images},
 			migrate.Source{Prefix: "job", Dir: m.j.dir, Files: []string{shim.LogFile}})
 		pw.CloseWithError(err)

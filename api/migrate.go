@@ -21,8 +21,10 @@ type MigrateRequest struct {
 // progress events (Phase, Bytes), then one final event with Done and Stats, or
 // with Error.
 type MigrateEvent struct {
-	Phase string        `json:"phase,omitempty"`
+	Phase string `json:"phase,omitempty"`
+	// Bytes of images shipped so far, of Total, during the transfer phase.
 	Bytes int64         `json:"bytes,omitempty"`
+	Total int64         `json:"total,omitempty"`
 	Done  bool          `json:"done,omitempty"`
 	Stats *MigrateStats `json:"stats,omitempty"`
 	Error string        `json:"error,omitempty"`

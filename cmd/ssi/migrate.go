@@ -47,6 +47,9 @@ migration has started.`,
 			defer cancel()
 			tty := isTerminal(os.Stderr)
 			started := false
+			var lastAt time.Time // progress: the previous transfer event
+			var lastBytes int64
+			var rate float64
 			// Talk to the owner's agent directly when it can be reached: the
 			// progress stream then crosses no forwarding agent (a forwarded
 			// stream has been seen cut; see docs/ROBUSTNESS.md).
@@ -59,7 +62,20 @@ migration has started.`,
 					}
 				}
 				if tty && ev.Phase != "" {
-					fmt.Fprintf(e.stderr, "\rmigrating gpid %d to %s: %-10s", gpids[0], args[1], ev.Phase)
+					line := fmt.Sprintf("migrating gpid %d to %s: %s", gpids[0], args[1], ev.Phase)
+					if ev.Total > 0 {
+						// The rate over the last interval between two events.
+						now := time.Now()
+						if !lastAt.IsZero() && ev.Bytes >= lastBytes {
+							rate = float64(ev.Bytes-lastBytes) / max(now.Sub(lastAt).Seconds(), 1e-3)
+						}
+						lastAt, lastBytes = now, ev.Bytes
+						line += fmt.Sprintf(" %s / %s", humanBytes(ev.Bytes), humanBytes(ev.Total))
+						if rate > 0 {
+							line += fmt.Sprintf(", %s/s", humanBytes(int64(rate)))
+						}
+					}
+					fmt.Fprintf(e.stderr, "\r%s\033[K", line)
 				}
 			})
 			if tty {
