@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -86,7 +87,7 @@ func (a *Agent) handleMigrate(w http.ResponseWriter, r *http.Request) {
 	// The migration must not stop half-way because the client went away.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), migrationTimeout)
 	defer cancel()
-	m := &migration{a: a, gpid: p.GPID, target: target, send: send, id: newID()}
+	m := &migration{a: a, gpid: p.GPID, target: target, send: send, id: newID(), postcopy: req.PostCopy}
 	st, err := migrate.Run(ctx, m)
 	if err != nil {
 		ev := api.MigrateEvent{Error: err.Error(), Code: api.CodeInternal}
@@ -102,6 +103,7 @@ func (a *Agent) handleMigrate(w http.ResponseWriter, r *http.Request) {
 	stats := &api.MigrateStats{
 		GPID: p.GPID, From: a.cfg.Name, To: target.Name, FrozenMS: ms(st.Frozen), ImageBytes: st.ImageBytes,
 		DumpMS: ms(st.Dump), TransferMS: ms(st.Transfer), RestoreMS: ms(st.Restore), TotalMS: ms(st.Total),
+		PostCopy: m.postcopy, PagesMS: ms(m.pagesWait), LazyBytes: m.lazyBytes,
 	}
 	a.log.Info("migrated", "gpid", p.GPID, "target", target.Name, "frozen_ms", stats.FrozenMS, "image_bytes", st.ImageBytes, "total_ms", stats.TotalMS)
 	send(api.MigrateEvent{Done: true, Stats: stats})
@@ -166,6 +168,12 @@ type migration struct {
 	prepared bool
 	// imageBytes is the size of the dumped images.
 	imageBytes int64
+	// postcopy: the memory follows after the restore, served by lazy (the
+	// dump's page server) for pagesWait; lazyBytes is the job's RSS at dump.
+	postcopy  bool
+	lazy      *checkpoint.LazyDump
+	pagesWait time.Duration
+	lazyBytes int64
 }
 
 // countingWriter counts the bytes written through it.
@@ -260,7 +268,11 @@ func (m *migration) Dump(ctx context.Context) (int64, error) {
 	if err := os.MkdirAll(m.images, 0o700); err != nil {
 		return 0, fmt.Errorf("images dir: %w", err)
 	}
-	if err := checkpoint.Dump(ctx, checkpoint.DumpOpts{
+	if m.postcopy {
+		if err := m.lazyDump(ctx); err != nil {
+			return 0, err
+		}
+	} else if err := checkpoint.Dump(ctx, checkpoint.DumpOpts{
 		PID: init, ImagesDir: m.images, LeaveStopped: true,
 		Flags: checkpoint.Flags{FileLocks: true},
 	}); err != nil {
@@ -316,7 +328,11 @@ func (m *migration) Restore(ctx context.Context) error {
 		return err
 	}
 	var resp api.RestoreResponse
-	if err := m.call(ctx, "restore", api.RestoreRequest{ID: m.id, StdoutKey: m.keys[0], StderrKey: m.keys[1]}, &resp); err != nil {
+	req := api.RestoreRequest{ID: m.id, StdoutKey: m.keys[0], StderrKey: m.keys[1]}
+	if m.lazy != nil {
+		req.LazyPages = m.lazy.Addr
+	}
+	if err := m.call(ctx, "restore", req, &resp); err != nil {
 		return err
 	}
 	m.restored = resp.State
@@ -365,8 +381,70 @@ func (m *migration) Resume(ctx context.Context) error {
 }
 
 func (m *migration) Cleanup(ctx context.Context) error {
+	var err error
+	if m.lazy != nil {
+		// The job runs on the target; its memory is still here, being pulled.
+		m.send(api.MigrateEvent{Phase: "pages", Total: m.lazyBytes})
+		t := time.Now()
+		wctx, cancel := context.WithTimeout(ctx, migrationTimeout)
+		err = m.lazy.Wait(wctx)
+		cancel()
+		m.pagesWait = time.Since(t)
+		if err != nil {
+			m.lazy.Kill()
+			err = fmt.Errorf("post-copy: the page server stopped before the target had all the job's memory; the job on %s may fail: %w", m.target.Name, err)
+		}
+	}
 	m.a.forgetMigrated(m.j)
-	return os.RemoveAll(m.images)
+	return errors.Join(err, os.RemoveAll(m.images))
+}
+
+// lazyDump starts a post-copy dump: images without the memory, and a page
+// server on this node's address serving it.
+func (m *migration) lazyDump(ctx context.Context) error {
+	if was, err := checkpoint.EnsurePipeMaxSize(); err != nil {
+		return api.Errorf(api.CodeConflict, "node %s cannot migrate post-copy: %v", m.a.cfg.Name, err)
+	} else if was < checkpoint.LazyPipeMaxSize {
+		m.a.log.Info("raised fs.pipe-max-size for post-copy migration", "was", was, "now", checkpoint.LazyPipeMaxSize)
+	}
+	host, _, err := net.SplitHostPort(m.a.cfg.Advertise)
+	if err != nil {
+		return err
+	}
+	if pids, err := m.j.cgroup.Pids(); err == nil {
+		for _, pid := range pids {
+			m.lazyBytes += rss(pid)
+		}
+	}
+	m.lazy, err = checkpoint.StartLazyDump(ctx, checkpoint.LazyDumpOpts{
+		CRIUPath: m.a.criuPath, PID: m.j.state.Init.PID, ImagesDir: m.images, Address: host,
+		Flags: checkpoint.Flags{FileLocks: true},
+	})
+	if err != nil {
+		return err
+	}
+	// Noted in the job dir: should this agent die before the commit, its
+	// successor kills this CRIU (which holds the tree) before resuming the job.
+	if id, err := shim.Identify(m.lazy.PID()); err == nil {
+		_ = shim.WriteJSON(m.j.dir, lazyDumpFile, id)
+	}
+	return nil
+}
+
+// lazyDumpFile, in a job dir, identifies the CRIU process of a post-copy dump.
+const lazyDumpFile = "lazy-dump.json"
+
+// killOrphanLazyDump kills the CRIU of a post-copy dump started by an earlier
+// run of this agent, if it is still there.
+func killOrphanLazyDump(dir string) {
+	var id shim.ProcID
+	if shim.ReadJSON(dir, lazyDumpFile, &id) == nil && id.Alive() {
+		_ = unix.Kill(id.PID, unix.SIGKILL)
+		for i := 0; i < 100 && id.Alive(); i++ {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	_ = os.Remove(filepath.Join(dir, lazyDumpFile))
 }
 
 func (m *migration) Rollback(ctx context.Context, cause error, dumped, restored bool) error {
@@ -375,6 +453,12 @@ func (m *migration) Rollback(ctx context.Context, cause error, dumped, restored 
 		if err := m.call(ctx, "abort", api.RestoreRequest{ID: m.id}, nil); err != nil {
 			errs = append(errs, fmt.Errorf("target %s unreachable (%w): its copy, if it made one, stays stopped until its agent restarts and discards it", m.target.Name, err))
 		}
+	}
+	if m.lazy != nil {
+		m.lazy.Kill() // before the resume: CRIU still holds the tree
+	}
+	if m.j != nil {
+		killOrphanLazyDump(m.j.dir)
 	}
 	if dumped {
 		resume(m.j)
@@ -676,7 +760,7 @@ func (a *Agent) handleRestore(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	rs := shim.RestoreSpec{ImagesDir: in.images, StdoutKey: req.StdoutKey, StderrKey: req.StderrKey, CRIUPath: a.criuPath}
+	rs := shim.RestoreSpec{ImagesDir: in.images, StdoutKey: req.StdoutKey, StderrKey: req.StderrKey, CRIUPath: a.criuPath, LazyPages: req.LazyPages}
 	if err := shim.WriteJSON(in.dir, shim.RestoreFile, rs); err != nil {
 		a.writeError(w, r, err)
 		return

@@ -15,6 +15,10 @@ import (
 // MigrateRequest asks for a job to be moved to Node.
 type MigrateRequest struct {
 	Node string `json:"node"`
+	// PostCopy moves the job's memory after it runs on the target (CRIU lazy
+	// pages): a short freeze whatever the job's size, but the job depends on
+	// its source node until all its memory has arrived (see docs/MIGRATION.md).
+	PostCopy bool `json:"post_copy,omitempty"`
 }
 
 // MigrateEvent is one line of the NDJSON stream answering a MigrateRequest:
@@ -42,6 +46,12 @@ type MigrateStats struct {
 	TransferMS float64 `json:"transfer_ms"`
 	RestoreMS  float64 `json:"restore_ms"`
 	TotalMS    float64 `json:"total_ms"`
+	// PostCopy: the memory moved after the job resumed on the target, in
+	// PagesMS (part of TotalMS, not of FrozenMS); LazyBytes is the job's
+	// resident memory at the dump, what was paged over.
+	PostCopy  bool    `json:"post_copy,omitempty"`
+	PagesMS   float64 `json:"pages_ms,omitempty"`
+	LazyBytes int64   `json:"lazy_bytes,omitempty"`
 	// StreamLost is set (and the figures are zero) when the progress stream
 	// broke and the outcome was read from the process table instead.
 	StreamLost bool `json:"stream_lost,omitempty"`
@@ -51,10 +61,10 @@ type MigrateStats struct {
 // goes on in the agent, and the process table tells how it ended.
 var ErrStreamLost = errors.New("migration progress stream lost")
 
-// Migrate moves gpid to node, calling progress for each event, and returns the
-// final stats.
-func (c *Client) Migrate(ctx context.Context, gpid uint64, node string, progress func(MigrateEvent)) (MigrateStats, error) {
-	resp, err := c.send(ctx, http.MethodPost, fmt.Sprintf("/v1/procs/%d/migrate", gpid), MigrateRequest{Node: node})
+// Migrate moves gpid to r.Node, calling progress for each event, and returns
+// the final stats.
+func (c *Client) Migrate(ctx context.Context, gpid uint64, r MigrateRequest, progress func(MigrateEvent)) (MigrateStats, error) {
+	resp, err := c.send(ctx, http.MethodPost, fmt.Sprintf("/v1/procs/%d/migrate", gpid), r)
 	if err != nil {
 		return MigrateStats{}, err
 	}
@@ -101,6 +111,9 @@ type RestoreRequest struct {
 	ID        string `json:"id"`
 	StdoutKey string `json:"stdout_key"`
 	StderrKey string `json:"stderr_key"`
+	// LazyPages is host:port of the source's page server in a post-copy
+	// migration.
+	LazyPages string `json:"lazy_pages,omitempty"`
 }
 
 // RestoreResponse says what the target started.

@@ -22,26 +22,42 @@ func TestMigrationFaults(t *testing.T) {
 	c := need(t)
 	type fault struct {
 		node, point, action string
+		postcopy            bool
 	}
 	var faults []fault
 	for _, p := range []string{"after-claim", "after-prepare", "after-dump", "after-transfer", "after-restore", "after-commit", "after-resume"} {
-		faults = append(faults, fault{"node3", "migrate/source/" + p, "exit"})
+		faults = append(faults, fault{"node3", "migrate/source/" + p, "exit", false})
 	}
 	for _, p := range []string{"after-prepare", "after-images", "after-restore"} {
-		faults = append(faults, fault{"node2", "migrate/target/" + p, "exit"})
-		faults = append(faults, fault{"node2", "migrate/target/" + p, "error"})
+		faults = append(faults, fault{"node2", "migrate/target/" + p, "exit", false})
+		faults = append(faults, fault{"node2", "migrate/target/" + p, "error", false})
+	}
+	// Post-copy: the source's CRIU still holds the tree when a fault hits.
+	for _, f := range []fault{
+		{"node3", "migrate/source/after-dump", "exit", true},
+		{"node3", "migrate/source/after-restore", "exit", true},
+		{"node3", "migrate/source/after-commit", "exit", true},
+		{"node2", "migrate/target/after-images", "exit", true},
+		{"node2", "migrate/target/after-restore", "error", true},
+		{"node2", "migrate/target/after-restore", "exit", true},
+	} {
+		faults = append(faults, f)
 	}
 	passed := 0
 	for _, f := range faults {
-		t.Run(strings.ReplaceAll(f.point, "/", "_")+"="+f.action, func(t *testing.T) {
-			runFault(t, c, f.node, f.point+"="+f.action)
+		name := strings.ReplaceAll(f.point, "/", "_") + "=" + f.action
+		if f.postcopy {
+			name += "/postcopy"
+		}
+		t.Run(name, func(t *testing.T) {
+			runFault(t, c, f.node, f.point+"="+f.action, f.postcopy)
 			passed++
 		})
 	}
 	t.Logf("fault cases run: %d, passed: %d", len(faults), passed)
 }
 
-func runFault(t *testing.T, c *testCluster, faulty, spec string) {
+func runFault(t *testing.T, c *testCluster, faulty, spec string, postcopy bool) {
 	ctx := context.Background()
 	c.stopAgent(t, faulty, syscall.SIGTERM)
 	if err := c.StartAgentEnv(ctx, faulty, []string{"SSI_FAILPOINTS=" + spec}); err != nil {
@@ -77,7 +93,11 @@ func runFault(t *testing.T, c *testCluster, faulty, spec string) {
 	// failpoint has killed it, as an operator (or systemd) would.
 	mctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	mig := c.cmd(mctx, "migrate", strconv.FormatUint(gpid, 10), "node2")
+	args := []string{"migrate", strconv.FormatUint(gpid, 10), "node2"}
+	if postcopy {
+		args = append(args, "--postcopy")
+	}
+	mig := c.cmd(mctx, args...)
 	mig.Env = append(mig.Env, "SSI_ENDPOINT=http://"+c.Nodes[0].API())
 	var out, errb strings.Builder
 	mig.Stdout, mig.Stderr = &out, &errb

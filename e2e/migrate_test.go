@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ssi-cluster/ssi/agent"
 	"github.com/ssi-cluster/ssi/api"
 	"github.com/ssi-cluster/ssi/pidtable"
 )
@@ -441,4 +442,68 @@ while True:
 	if sysvBefore < 10 {
 		t.Fatalf("SysV job printed only %d lines", sysvBefore)
 	}
+}
+
+// TestPostCopyMigration: `ssi migrate --postcopy` moves a 64 MiB self-checking
+// job around the cluster with its memory following after it resumes (CRIU lazy
+// pages): the job keeps its gpid, every tick once and in order, and the same
+// memory digest; the freeze is short whatever the size, and no page server,
+// lazy-pages daemon or image is left behind.
+func TestPostCopyMigration(t *testing.T) {
+	c := need(t)
+	gpid := c.detach(t, "--node", "node1", "--", "python3", counterPath(t), "64", "0.05", "100000")
+	g := strconv.FormatUint(gpid, 10)
+	defer c.kill(t, gpid)
+	c.waitTicks(t, gpid, 3)
+	for i, node := range []string{"node2", "node3", "node1", "node2"} {
+		before := c.lastTickOf(t, gpid)
+		var st api.MigrateStats
+		if err := json.Unmarshal([]byte(c.ok(t, "migrate", "--postcopy", "-o", "json", g, node)), &st); err != nil {
+			t.Fatal(err)
+		}
+		if !st.PostCopy || st.To != node || st.LazyBytes < 64<<20 || st.ImageBytes >= 32<<20 || st.PagesMS <= 0 || st.FrozenMS <= 0 {
+			t.Fatalf("move %d: post-copy stats: %+v", i+1, st)
+		}
+		t.Logf("move %d -> %s: frozen %.0f ms, images %d KiB, memory %d MiB paged in %.0f ms, total %.0f ms",
+			i+1, node, st.FrozenMS, st.ImageBytes>>10, st.LazyBytes>>20, st.PagesMS, st.TotalMS)
+		if p := c.proc(t, gpid); p.Node != node || p.State != pidtable.Running {
+			t.Fatalf("after move %d: %+v", i+1, p.Proc)
+		}
+		c.waitTicks(t, gpid, before+3)
+		if left := c.imagesLeft(gpid); len(left) > 0 {
+			t.Fatalf("images left after move %d: %v", i+1, left)
+		}
+	}
+	n := checkTicks(t, c.ok(t, "logs", g))
+	// No page server (criu dump) or lazy-pages daemon of this cluster's left:
+	// both run with their images dir under an agent's images root.
+	eventually(t, 10*time.Second, "no CRIU process of this cluster left", func() error {
+		for _, node := range c.Nodes {
+			if pids := pidsWithArg(t, agent.ImagesRoot(node.DataDir)); len(pids) > 0 {
+				return fmt.Errorf("processes using %s's images: %v", node.Name, pids)
+			}
+		}
+		return nil
+	})
+	t.Logf("gpid %d: %d ticks after 4 post-copy moves, continuous, digest unchanged", gpid, n)
+}
+
+// pidsWithArg lists processes with an argument containing s.
+func pidsWithArg(t *testing.T, s string) []int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline")); err == nil && bytes.Contains(b, []byte(s)) {
+			out = append(out, pid)
+		}
+	}
+	return out
 }

@@ -37,6 +37,10 @@ type RestoreSpec struct {
 	// A checkpoint restored several times at once (--as-new) is read from
 	// one images dir, so each restore needs its own.
 	WorkDir string `json:"work_dir,omitempty"`
+	// LazyPages, when set, is host:port of the source's page server: the
+	// images hold no memory, and a lazy-pages daemon fetches it from there
+	// after the restore (post-copy).
+	LazyPages string `json:"lazy_pages,omitempty"`
 }
 
 // Spec is what the agent asks the shim to run. It is written to the job directory

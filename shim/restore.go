@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -36,14 +38,21 @@ func criuRestore(ctx context.Context, rs RestoreSpec, cgroup string, stdout, std
 		work = rs.ImagesDir
 	}
 	_ = os.Remove(filepath.Join(work, pidfile)) // a stale pidfile fails the restore
-	cmd := exec.CommandContext(ctx, rs.CRIUPath, "restore",
+	args := []string{"restore",
 		"--images-dir", rs.ImagesDir, "--work-dir", work, "--log-file", log, "-v4",
 		"--restore-detached", "--restore-sibling", "--pidfile", pidfile,
-		"--inherit-fd", "fd[3]:"+rs.StdoutKey, "--inherit-fd", "fd[4]:"+rs.StderrKey,
+		"--inherit-fd", "fd[3]:" + rs.StdoutKey, "--inherit-fd", "fd[4]:" + rs.StderrKey,
 		"--cgroup-root", cgroup, "--file-locks",
 		// The restored copy stays stopped until the migration commits, so that a
 		// target cut off from its source never runs a second copy.
-		"--leave-stopped")
+		"--leave-stopped"}
+	if rs.LazyPages != "" {
+		if err := startLazyPages(ctx, rs, work); err != nil {
+			return 0, err
+		}
+		args = append(args, "--lazy-pages")
+	}
+	cmd := exec.CommandContext(ctx, rs.CRIUPath, args...)
 	cmd.ExtraFiles = []*os.File{stdout, stderr}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -72,6 +81,45 @@ func reapAny() {
 		var ws unix.WaitStatus
 		if pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil); pid <= 0 || err != nil {
 			return
+		}
+	}
+}
+
+// startLazyPages starts CRIU's lazy-pages daemon for a post-copy restore: it
+// takes the restored tree's userfaultfds from the restore and fills its memory
+// from the source's page server, on faults and in the background, then exits.
+// It is this shim's child; the Go runtime reaps it.
+func startLazyPages(ctx context.Context, rs RestoreSpec, work string) error {
+	host, port, err := net.SplitHostPort(rs.LazyPages)
+	if err != nil {
+		return fmt.Errorf("%w: lazy_pages %q: %w", ErrRestore, rs.LazyPages, err)
+	}
+	const log, sock = "lazy-pages.log", "lazy-pages.socket"
+	_ = os.Remove(filepath.Join(work, sock))
+	cmd := exec.Command(rs.CRIUPath, "lazy-pages", "--page-server", "--address", host, "--port", port,
+		"--images-dir", rs.ImagesDir, "--work-dir", work, "--log-file", log, "-v4")
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("%w: start lazy-pages: %w", ErrRestore, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	// The restore connects to the daemon's socket in the work dir: wait for it.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if _, err := os.Stat(filepath.Join(work, sock)); err == nil {
+			return nil
+		}
+		select {
+		case err := <-exited:
+			b, _ := os.ReadFile(filepath.Join(work, log))
+			return fmt.Errorf("%w: lazy-pages daemon exited (%v): %s (log: %s)", ErrRestore, err, strings.Join(criulog.ErrorLines(b, 8), " | "), filepath.Join(work, log))
+		case <-ctx.Done():
+			_ = cmd.Process.Kill()
+			return fmt.Errorf("%w: lazy-pages daemon: %w", ErrRestore, ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			return fmt.Errorf("%w: lazy-pages daemon made no socket in 10s (log: %s)", ErrRestore, filepath.Join(work, log))
 		}
 	}
 }

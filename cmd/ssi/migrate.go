@@ -16,7 +16,7 @@ import (
 
 func migrateCmd(e *env) *cobra.Command {
 	var output string
-	var detach bool
+	var detach, postcopy bool
 	c := &cobra.Command{
 		Use:   "migrate GPID NODE",
 		Short: "Move a running job to another node (live migration with CRIU)",
@@ -54,7 +54,7 @@ migration has started.`,
 			// progress stream then crosses no forwarding agent (a forwarded
 			// stream has been seen cut; see docs/ROBUSTNESS.md).
 			mc := ownerClient(ctx, cl, gpids[0])
-			st, err := mc.Migrate(ctx, gpids[0], args[1], func(ev api.MigrateEvent) {
+			st, err := mc.Migrate(ctx, gpids[0], api.MigrateRequest{Node: args[1], PostCopy: postcopy}, func(ev api.MigrateEvent) {
 				if ev.Phase == "prepare" {
 					started = true
 					if detach {
@@ -98,11 +98,15 @@ migration has started.`,
 			fmt.Fprintf(e.stdout, "migrated gpid %d %s -> %s: frozen %s, images %s, dump %s, transfer %s (%s/s), restore %s, total %s\n",
 				st.GPID, st.From, st.To, msec(st.FrozenMS), humanBytes(st.ImageBytes), msec(st.DumpMS), msec(st.TransferMS),
 				humanBytes(int64(float64(st.ImageBytes)/max(st.TransferMS/1000, 1e-3))), msec(st.RestoreMS), msec(st.TotalMS))
+			if st.PostCopy {
+				fmt.Fprintf(e.stdout, "post-copy: %s of memory paged over in %s after the job resumed\n", humanBytes(st.LazyBytes), msec(st.PagesMS))
+			}
 			return nil
 		},
 	}
 	c.Flags().StringVarP(&output, "output", "o", "", "output format: json")
 	c.Flags().BoolVarP(&detach, "detach", "d", false, "return once the migration has started")
+	c.Flags().BoolVar(&postcopy, "postcopy", false, "move the memory after the job resumes on NODE (short freeze; the job needs its source node until the copy ends)")
 	return c
 }
 
