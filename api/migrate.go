@@ -17,7 +17,7 @@ type MigrateRequest struct {
 	Node string `json:"node"`
 	// PostCopy moves the job's memory after it runs on the target (CRIU lazy
 	// pages): a short freeze whatever the job's size, but the job depends on
-	// its source node until all its memory has arrived (see docs/MIGRATION.md).
+	// its source node until all its memory has arrived (see docs/ARCHITECTURE.md, "Post-copy").
 	PostCopy bool `json:"post_copy,omitempty"`
 }
 

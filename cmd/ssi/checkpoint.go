@@ -102,8 +102,7 @@ Ready), its size and age. 'ssi checkpoints rm NAME' removes one.`,
 				if c.State == pidtable.Ready && c.LeaveRunning {
 					state += ",left-running"
 				}
-				command := fmt.Sprint(c.Proc.Argv)
-				command = command[1 : len(command)-1]
+				command := oneLine(c.Proc.Argv)
 				if len(command) > 40 {
 					command = command[:37] + "..."
 				}

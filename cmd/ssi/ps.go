@@ -90,13 +90,7 @@ func printProcs(w io.Writer, procs []api.ProcInfo, wide bool, now time.Time) {
 			pid = strconv.Itoa(p.PID)
 		}
 		line := fmt.Sprintf("%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t", p.GPID, p.Node, pid, p.User, stat, cpu, rss, elapsed(p.Proc, now))
-		// One line per job whatever the argv holds: control characters become spaces.
-		command := strings.Map(func(r rune) rune {
-			if r < ' ' || r == 0x7f {
-				return ' '
-			}
-			return r
-		}, strings.Join(p.Argv, " "))
+		command := oneLine(p.Argv)
 		if wide {
 			cpus, mem := "-", "-"
 			if p.CPUs > 0 {
@@ -112,6 +106,17 @@ func printProcs(w io.Writer, procs []api.ProcInfo, wide bool, now time.Time) {
 		fmt.Fprintln(tw, line+command)
 	}
 	tw.Flush()
+}
+
+// oneLine joins argv for a table: one line per job whatever the argv holds
+// (control characters become spaces).
+func oneLine(argv []string) string {
+	return strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, strings.Join(argv, " "))
 }
 
 func statOf(p api.ProcInfo) string {
