@@ -122,6 +122,14 @@ func runFault(t *testing.T, c *testCluster, faulty, spec string, postcopy bool) 
 	err := <-done
 	t.Logf("migrate with %s on %s: %v, stdout %q, stderr %q", spec, faulty, err, out.String(), errb.String())
 
+	assertOneCopy(t, c, gpid, spec)
+}
+
+// assertOneCopy checks the migration invariant once things settle: gpid runs
+// exactly once, on the node its record names, not stopped, its output without
+// gap or repetition and growing, and no images left anywhere.
+func assertOneCopy(t *testing.T, c *testCluster, gpid uint64, what string) {
+	t.Helper()
 	// The record settles (a source crashed mid-migration rolls back when it
 	// restarts), and the job runs on exactly the node the record names.
 	var p pidtable.Proc
@@ -159,5 +167,5 @@ func runFault(t *testing.T, c *testCluster, faulty, spec string, postcopy bool) 
 		}
 		return nil
 	})
-	t.Logf("%s: job on %s (epoch %d), output continuous", spec, p.Node, p.Epoch)
+	t.Logf("%s: job on %s (epoch %d), output continuous", what, p.Node, p.Epoch)
 }

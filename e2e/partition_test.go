@@ -1,0 +1,146 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ssi-cluster/ssi/localcluster"
+)
+
+// partition cuts the network between nodes a and b (both still reach every
+// other node, etcd included) with blackhole routes, as a failed switch port or
+// a firewall would: packets vanish, nothing is refused. It returns the heal.
+func (c *testCluster) partition(t *testing.T, a, b string) (heal func()) {
+	t.Helper()
+	var na, nb *localcluster.NodeState
+	for i := range c.Nodes {
+		switch c.Nodes[i].Name {
+		case a:
+			na = &c.Nodes[i]
+		case b:
+			nb = &c.Nodes[i]
+		}
+	}
+	if na == nil || nb == nil {
+		t.Fatalf("partition %s/%s: unknown node", a, b)
+	}
+	route := func(op string, from, to *localcluster.NodeState) error {
+		out, err := exec.Command("ip", "-n", from.Namespace, "route", op, "blackhole", to.IP+"/32").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("ip -n %s route %s blackhole %s: %v: %s", from.Namespace, op, to.IP, err, out)
+		}
+		return nil
+	}
+	for _, p := range [][2]*localcluster.NodeState{{na, nb}, {nb, na}} {
+		if err := route("add", p[0], p[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	healed := false
+	heal = func() {
+		if healed {
+			return
+		}
+		healed = true
+		for _, p := range [][2]*localcluster.NodeState{{na, nb}, {nb, na}} {
+			if err := route("del", p[0], p[1]); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	t.Cleanup(heal)
+	return heal
+}
+
+// TestMigrationPartition cuts the network between the source and the target
+// of a migration at three points (the source is held at a failpoint while the
+// test cuts): before the transfer, before the restore, and after the commit.
+// Both agents still reach etcd. The invariant must hold once the network is
+// back: one running copy, on the node the record names, output continuous,
+// nothing left stopped or stored on either side.
+func TestMigrationPartition(t *testing.T) {
+	c := need(t)
+	cases := []struct {
+		// hold is the source failpoint the migration waits at while the test
+		// cuts; phase is the phase the record shows then.
+		hold, phase string
+	}{
+		{"migrate/source/after-prepare", "prepare"},
+		{"migrate/source/after-transfer", "transfer"},
+		{"migrate/source/after-commit", ""},
+	}
+	passed := 0
+	for _, tc := range cases {
+		t.Run(strings.ReplaceAll(tc.hold, "/", "_"), func(t *testing.T) {
+			runPartition(t, c, tc.hold, tc.phase)
+			passed++
+		})
+	}
+	t.Logf("partition cases run: %d, passed: %d", len(cases), passed)
+}
+
+func runPartition(t *testing.T, c *testCluster, hold, phase string) {
+	ctx := context.Background()
+	c.stopAgent(t, "node3", syscall.SIGTERM)
+	if err := c.StartAgentEnv(ctx, "node3", []string{"SSI_FAILPOINTS=" + hold + "=sleep(3s)"}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		c.stopAgent(t, "node3", syscall.SIGTERM)
+		c.startAgent(t, "node3")
+	}()
+	gpid := c.detach(t, "--node", "node3", "--", "python3", counterPath(t), "8", "0.02")
+	g := strconv.FormatUint(gpid, 10)
+	defer c.kill(t, gpid)
+	c.waitTicks(t, gpid, 5)
+
+	mctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	mig := c.cmd(mctx, "migrate", g, "node2")
+	mig.Env = append(mig.Env, "SSI_ENDPOINT=http://"+c.Nodes[0].API())
+	var out, errb strings.Builder
+	mig.Stdout, mig.Stderr = &out, &errb
+	if err := mig.Start(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	// Wait until the source holds at the failpoint: the record shows the
+	// phase (or, after the commit, the new owner), then cut.
+	eventually(t, 20*time.Second, "migration at "+hold, func() error {
+		p := c.proc(t, gpid)
+		switch {
+		case phase == "" && p.Node == "node2":
+			return nil
+		case phase != "" && p.Migration != nil && p.Migration.Phase == phase:
+			return nil
+		}
+		return fmt.Errorf("record: %s on %s, migration %+v", p.State, p.Node, p.Migration)
+	})
+	time.Sleep(300 * time.Millisecond) // the step's call has returned; the source sleeps
+	heal := c.partition(t, "node3", "node2")
+	err := mig.Wait()
+	took := time.Since(start)
+	heal()
+	t.Logf("migrate, cut at %s: %v after %s, stdout %q, stderr %q", hold, err, took.Round(100*time.Millisecond), out.String(), errb.String())
+	assertOneCopy(t, c, gpid, "cut at "+hold)
+	// The target keeps no prepared or stopped copy of a migration that did not
+	// commit to it (its own watch discards it when the record rolls back).
+	if p := c.proc(t, gpid); p.Node == "node3" {
+		eventually(t, 10*time.Second, "nothing left on node2", func() error {
+			if gs := liveJobCgroups(t, c.CgroupParent(), "node2"); len(gs) > 0 {
+				for _, x := range gs {
+					if x == gpid {
+						return fmt.Errorf("node2 still has a cgroup for gpid %d", gpid)
+					}
+				}
+			}
+			return nil
+		})
+	}
+}
