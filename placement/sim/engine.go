@@ -87,6 +87,8 @@ type Result struct {
 	// oversubscribed), Rejections the jobs they considered and left.
 	Rounds     int `json:"balance_rounds"`
 	Rejections int `json:"rejections"`
+	// MaxRoundMoves is the most moves one round decided.
+	MaxRoundMoves int `json:"max_round_moves"`
 	// MinResidentAtMove is the shortest time a moved job had been on its node
 	// (-1: no move); MovedBack counts moves straight back to the node the job
 	// last left, MinReturn the shortest time between leaving and coming back
@@ -197,9 +199,9 @@ type engine struct {
 	bjobs   []placement.BalanceJob
 	scratch []int32
 
-	rounds, rejections, migrations, movedBack int
-	frozen                                    float64
-	minResident, minReturn                    float64
+	rounds, rejections, migrations, movedBack, maxRound int
+	frozen                                              float64
+	minResident, minReturn                              float64
 }
 
 func newEngine(cfg Config, specs []JobSpec, s Scenario) *engine {
@@ -356,6 +358,7 @@ func (e *engine) tick() error {
 	plan := placement.Balance(e.bnodes, e.bjobs, e.cfg.Balance)
 	e.rounds++
 	e.rejections += len(plan.Rejected)
+	e.maxRound = max(e.maxRound, len(plan.Moves))
 	for _, m := range plan.Moves {
 		if err := e.move(m); err != nil {
 			return err
@@ -565,7 +568,7 @@ func evLess(a, b event) bool {
 func (e *engine) result() Result {
 	r := Result{
 		Scenario: e.scenario, Load: e.cfg.Load, Jobs: len(e.jobs),
-		Migrations: e.migrations, Frozen: e.frozen, Rounds: e.rounds, Rejections: e.rejections,
+		Migrations: e.migrations, Frozen: e.frozen, Rounds: e.rounds, Rejections: e.rejections, MaxRoundMoves: e.maxRound,
 		MinResidentAtMove: e.minResident, MovedBack: e.movedBack, MinReturn: e.minReturn,
 	}
 	slow := make([]float64, len(e.jobs))

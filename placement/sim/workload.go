@@ -118,6 +118,16 @@ func (c Config) Validate() error {
 		return bad("--tick %s: must be above 0", c.Tick)
 	case c.MaxJobsPerNode < 0:
 		return bad("--max-jobs-per-node %d: must be ≥ 0 (0: all)", c.MaxJobsPerNode)
+	case c.Balance.Residency < 0:
+		return bad("--residency %s: must be ≥ 0 (0: the default)", c.Balance.Residency)
+	case c.Balance.MaxInflightPerNode < 0:
+		return bad("--max-inflight %d: must be ≥ 0 (0: the default)", c.Balance.MaxInflightPerNode)
+	case c.Balance.MaxMovesPerRound < 0:
+		return bad("--max-moves %d: must be ≥ 0 (0: the default)", c.Balance.MaxMovesPerRound)
+	case !(c.Balance.Hysteresis >= 0):
+		return bad("--hysteresis %g: must be ≥ 0 (0: the default)", c.Balance.Hysteresis)
+	case c.Balance.Freeze < 0:
+		return bad("--freeze %s: must be ≥ 0 (0: the default)", c.Balance.Freeze)
 	}
 	if err := c.Balance.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", ErrBadConfig, err)
