@@ -20,7 +20,7 @@ func simCmd(e *env) *cobra.Command {
 		transferRate           float64
 		scenarios, output, svg string
 		svgLoads               string
-		svgJobs, parallel      int
+		parallel               int
 	)
 	memory, memoryMax = "64M", "16G"
 	transferRate = cfg.Balance.TransferRate / 1e6
@@ -38,7 +38,7 @@ balancer every --tick), random+balance. The model is in docs/SIMULATOR.md.
 
   ssi sim                                   1,000 nodes, 100,000 jobs, all scenarios
   ssi sim --nodes 100 --jobs 10000 --load 0.9 -o json
-  ssi sim --jobs 20000 --svg docs/sim.svg   also sweep --svg-loads and plot`,
+  ssi sim --svg docs/sim.svg                also run every scenario at each --svg-loads and plot`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
@@ -75,9 +75,6 @@ balancer every --tick), random+balance. The model is in docs/SIMULATOR.md.
 					}
 					loads = append(loads, l)
 				}
-				if svgJobs < 1 {
-					return usageErr("sim: --svg-jobs %d: must be at least 1", svgJobs)
-				}
 			}
 			if err := cfg.Validate(); err != nil {
 				return usageErr("%v", err)
@@ -97,7 +94,7 @@ balancer every --tick), random+balance. The model is in docs/SIMULATOR.md.
 			if err != nil || svg == "" {
 				return err
 			}
-			return plotSims(e, cfg, scs, loads, svgJobs, parallel, svg)
+			return plotSims(e, cfg, scs, loads, parallel, svg)
 		},
 	}
 	f := c.Flags()
@@ -127,8 +124,7 @@ balancer every --tick), random+balance. The model is in docs/SIMULATOR.md.
 	f.StringVar(&scenarios, "scenarios", joinScenarios(sim.Scenarios), "comma-separated scenarios")
 	f.StringVarP(&output, "output", "o", "", "output format: table (default), json or markdown")
 	f.StringVar(&svg, "svg", "", "also run every scenario at each --svg-loads and plot mean slowdown to this SVG file")
-	f.StringVar(&svgLoads, "svg-loads", "0.5,0.6,0.7,0.8,0.9", "loads of the --svg sweep")
-	f.IntVar(&svgJobs, "svg-jobs", 20000, "jobs per run of the --svg sweep")
+	f.StringVar(&svgLoads, "svg-loads", "0.3,0.5,0.7,0.8,0.9", "loads of the --svg sweep")
 	f.IntVar(&parallel, "parallel", 1, "scenarios simulated at once")
 	return c
 }
@@ -174,9 +170,8 @@ func runSims(e *env, cfg sim.Config, scs []sim.Scenario, parallel int) ([]sim.Re
 	return results, nil
 }
 
-func plotSims(e *env, cfg sim.Config, scs []sim.Scenario, loads []float64, jobs, parallel int, path string) error {
+func plotSims(e *env, cfg sim.Config, scs []sim.Scenario, loads []float64, parallel int, path string) error {
 	start := time.Now()
-	cfg.Jobs = jobs
 	var all []sim.Result
 	for _, l := range loads {
 		cfg.Load = l
@@ -190,7 +185,7 @@ func plotSims(e *env, cfg sim.Config, scs []sim.Scenario, loads []float64, jobs,
 	if err != nil {
 		return fmt.Errorf("sim: --svg: %w", err)
 	}
-	title := fmt.Sprintf("ssi sim: %d nodes × %d cores, %d jobs, origins %g, seed %d", cfg.Nodes, cfg.CPUs, jobs, cfg.Origins, cfg.Seed)
+	title := fmt.Sprintf("ssi sim: %d nodes × %d cores, %d jobs, origins %g, seed %d", cfg.Nodes, cfg.CPUs, cfg.Jobs, cfg.Origins, cfg.Seed)
 	if err := sim.WriteSVG(f, all, title); err != nil {
 		f.Close()
 		return err

@@ -47,90 +47,128 @@ func WriteMarkdown(w io.Writer, results []Result) error {
 	return nil
 }
 
-// WriteSVG plots the mean slowdown (log scale) of each scenario against the
-// offered load, from results of runs at several loads, as a standalone SVG.
+// WriteSVG plots the mean slowdown of each scenario against the offered
+// load, from results of runs at several loads, as a standalone SVG of two
+// panels: every scenario on a log scale, and the scenarios whose mean
+// slowdown stays below 3 on a linear scale (on the log scale they overlap).
 func WriteSVG(w io.Writer, results []Result, title string) error {
-	var loads []float64
+	if len(results) == 0 {
+		return fmt.Errorf("plot: no results")
+	}
 	series := map[Scenario][]Result{}
 	var order []Scenario
 	for _, r := range results {
-		if !slices.Contains(loads, r.Load) {
-			loads = append(loads, r.Load)
-		}
 		if _, ok := series[r.Scenario]; !ok {
 			order = append(order, r.Scenario)
 		}
 		series[r.Scenario] = append(series[r.Scenario], r)
 	}
-	if len(results) == 0 {
-		return fmt.Errorf("plot: no results")
+	for _, rs := range series {
+		slices.SortFunc(rs, func(a, b Result) int { return cmpFloat(a.Load, b.Load) })
 	}
-	slices.Sort(loads)
-	const (
-		width, height            = 760, 460
-		left, right, top, bottom = 70, 190, 40, 50
-	)
-	pw, ph := float64(width-left-right), float64(height-top-bottom)
-	xmin, xmax := loads[0], loads[len(loads)-1]
-	if xmax == xmin {
-		xmin, xmax = xmin-0.05, xmax+0.05
+	colors := map[Scenario]string{}
+	palette := []string{"#d62728", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#17becf", "#8c564b", "#7f7f7f"}
+	for i, sc := range order {
+		colors[sc] = palette[i%len(palette)]
 	}
-	ymax := 1.0
-	for _, r := range results {
-		ymax = max(ymax, r.MeanSlowdown)
+	var good []Scenario
+	for _, sc := range order {
+		worst := 0.0
+		for _, r := range series[sc] {
+			worst = max(worst, r.MeanSlowdown)
+		}
+		if worst < 3 {
+			good = append(good, sc)
+		}
 	}
-	decades := max(1, int(math.Ceil(math.Log10(ymax))))
-	x := func(v float64) float64 { return float64(left) + (v-xmin)/(xmax-xmin)*pw }
-	y := func(v float64) float64 { return float64(top) + ph - math.Log10(max(v, 1))/float64(decades)*ph }
-
+	const width, height = 1000, 470
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", width, height, width, height)
 	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="white"/>`+"\n", width, height)
-	fmt.Fprintf(&b, `<text x="%d" y="22" font-size="14">%s</text>`+"\n", left, html.EscapeString(title))
-	// Axes, grid and labels.
-	for d := 0; d <= decades; d++ {
-		for _, m := range []float64{1, 2, 5} {
-			v := m * math.Pow(10, float64(d))
-			if v > math.Pow(10, float64(decades)) {
-				break
-			}
-			yy := y(v)
-			stroke := "#eee"
-			if m == 1 {
-				stroke = "#ccc"
-			}
-			fmt.Fprintf(&b, `<line x1="%d" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s"/>`+"\n", left, yy, float64(left)+pw, yy, stroke)
-			fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end">%s</text>`+"\n", left-6, yy+4, strconv.FormatFloat(v, 'g', -1, 64))
-		}
+	fmt.Fprintf(&b, `<text x="60" y="22" font-size="14">%s</text>`+"\n", html.EscapeString(title))
+	p := panel{left: 60, top: 50, w: 360, h: 340}
+	p.draw(&b, "all scenarios (log scale)", order, series, colors, true)
+	if len(good) > 0 {
+		p = panel{left: 490, top: 50, w: 360, h: 340}
+		p.draw(&b, "below 3 (linear scale)", good, series, colors, false)
 	}
-	for _, l := range loads {
-		xx := x(l)
-		fmt.Fprintf(&b, `<line x1="%.1f" y1="%d" x2="%.1f" y2="%.1f" stroke="#eee"/>`+"\n", xx, top, xx, float64(top)+ph)
-		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>`+"\n", xx, float64(top)+ph+18, strconv.FormatFloat(l, 'g', -1, 64))
-	}
-	fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%.0f" height="%.0f" fill="none" stroke="#333"/>`+"\n", left, top, pw, ph)
-	fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">offered load (arriving work / cores)</text>`+"\n", float64(left)+pw/2, height-10)
-	fmt.Fprintf(&b, `<text transform="translate(18 %.1f) rotate(-90)" text-anchor="middle">mean slowdown (log scale)</text>`+"\n", float64(top)+ph/2)
-	colors := []string{"#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#7f7f7f"}
 	for i, sc := range order {
-		c := colors[i%len(colors)]
-		rs := series[sc]
-		slices.SortFunc(rs, func(a, b Result) int { return cmpFloat(a.Load, b.Load) })
-		var pts []string
-		for _, r := range rs {
-			pts = append(pts, fmt.Sprintf("%.1f,%.1f", x(r.Load), y(r.MeanSlowdown)))
-		}
-		fmt.Fprintf(&b, `<polyline points="%s" fill="none" stroke="%s" stroke-width="2"/>`+"\n", strings.Join(pts, " "), c)
-		for _, r := range rs {
-			fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="3" fill="%s"><title>%s at load %g: mean slowdown %.2f</title></circle>`+"\n", x(r.Load), y(r.MeanSlowdown), c, sc, r.Load, r.MeanSlowdown)
-		}
-		ly := float64(top) + 10 + float64(i)*20
-		fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="2"/>`+"\n", float64(left)+pw+15, ly, float64(left)+pw+40, ly, c)
-		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f">%s</text>`+"\n", float64(left)+pw+46, ly+4, html.EscapeString(string(sc)))
+		ly := 60 + float64(i)*20
+		fmt.Fprintf(&b, `<line x1="870" y1="%.1f" x2="895" y2="%.1f" stroke="%s" stroke-width="2"/>`+"\n", ly, ly, colors[sc])
+		fmt.Fprintf(&b, `<text x="901" y="%.1f">%s</text>`+"\n", ly+4, html.EscapeString(string(sc)))
 	}
 	b.WriteString("</svg>\n")
 	if _, err := io.WriteString(w, b.String()); err != nil {
 		return fmt.Errorf("write svg: %w", err)
 	}
 	return nil
+}
+
+type panel struct{ left, top, w, h float64 }
+
+func (p panel) draw(b *strings.Builder, title string, scs []Scenario, series map[Scenario][]Result, colors map[Scenario]string, logScale bool) {
+	var loads []float64
+	ymax := 1.0
+	for _, sc := range scs {
+		for _, r := range series[sc] {
+			if !slices.Contains(loads, r.Load) {
+				loads = append(loads, r.Load)
+			}
+			ymax = max(ymax, r.MeanSlowdown)
+		}
+	}
+	slices.Sort(loads)
+	xmin, xmax := loads[0], loads[len(loads)-1]
+	if xmax == xmin {
+		xmin, xmax = xmin-0.05, xmax+0.05
+	}
+	var ticks []float64
+	var y func(float64) float64
+	if logScale {
+		decades := max(1, int(math.Ceil(math.Log10(ymax))))
+		top := math.Pow(10, float64(decades))
+		for v := 1.0; v <= top; v *= 10 {
+			for _, m := range []float64{1, 2, 5} {
+				if m*v <= top {
+					ticks = append(ticks, m*v)
+				}
+			}
+		}
+		y = func(v float64) float64 { return p.top + p.h - math.Log10(max(v, 1))/float64(decades)*p.h }
+	} else {
+		step := 0.05
+		for (ymax-1)/step > 8 {
+			step *= 2
+		}
+		top := 1 + math.Ceil((ymax-1)/step+1e-9)*step
+		for v := 1.0; v <= top+1e-9; v += step {
+			ticks = append(ticks, v)
+		}
+		y = func(v float64) float64 { return p.top + p.h - (v-1)/(top-1)*p.h }
+	}
+	x := func(v float64) float64 { return p.left + (v-xmin)/(xmax-xmin)*p.w }
+	fmt.Fprintf(b, `<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>`+"\n", p.left+p.w/2, p.top-10, html.EscapeString(title))
+	for _, v := range ticks {
+		yy := y(v)
+		fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#e5e5e5"/>`+"\n", p.left, yy, p.left+p.w, yy)
+		fmt.Fprintf(b, `<text x="%.1f" y="%.1f" text-anchor="end">%s</text>`+"\n", p.left-6, yy+4, strconv.FormatFloat(math.Round(v*1e6)/1e6, 'f', -1, 64))
+	}
+	for _, l := range loads {
+		xx := x(l)
+		fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#e5e5e5"/>`+"\n", xx, p.top, xx, p.top+p.h)
+		fmt.Fprintf(b, `<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>`+"\n", xx, p.top+p.h+18, strconv.FormatFloat(l, 'g', -1, 64))
+	}
+	fmt.Fprintf(b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="none" stroke="#333"/>`+"\n", p.left, p.top, p.w, p.h)
+	fmt.Fprintf(b, `<text x="%.1f" y="%.1f" text-anchor="middle">offered load (arriving work / cores)</text>`+"\n", p.left+p.w/2, p.top+p.h+38)
+	fmt.Fprintf(b, `<text transform="translate(%.1f %.1f) rotate(-90)" text-anchor="middle">mean slowdown</text>`+"\n", p.left-42, p.top+p.h/2)
+	for _, sc := range scs {
+		var pts []string
+		for _, r := range series[sc] {
+			pts = append(pts, fmt.Sprintf("%.1f,%.1f", x(r.Load), y(r.MeanSlowdown)))
+		}
+		fmt.Fprintf(b, `<polyline points="%s" fill="none" stroke="%s" stroke-width="2"/>`+"\n", strings.Join(pts, " "), colors[sc])
+		for _, r := range series[sc] {
+			fmt.Fprintf(b, `<circle cx="%.1f" cy="%.1f" r="3" fill="%s"><title>%s at load %g: mean slowdown %.3f</title></circle>`+"\n", x(r.Load), y(r.MeanSlowdown), colors[sc], sc, r.Load, r.MeanSlowdown)
+		}
+	}
 }
