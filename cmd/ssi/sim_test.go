@@ -32,6 +32,7 @@ func TestSimUsageErrors(t *testing.T) {
 		{[]string{"--max-inflight", "-1"}, "--max-inflight -1: must be ≥ 0"},
 		{[]string{"--memory", "lots"}, "--memory: invalid size"},
 		{[]string{"-o", "yaml"}, `-o "yaml": want table, json or markdown`},
+		{[]string{"--loads", "0.5,x"}, `--loads: "x" is not a load above 0`},
 		{[]string{"--min-work", "10s", "--max-work", "1s"}, "--max-work 1s: must be at least --min-work"},
 	}
 	for _, c := range cases {
