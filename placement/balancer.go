@@ -32,7 +32,8 @@ var ErrBadBalanceConfig = errors.New("placement: invalid balancer config")
 //     difference smaller than a quarter core per core is within its noise.
 //   - TransferRate 250e6 B/s and Freeze 200ms: a fit of ssi's own stop-and-copy
 //     migrations measured on this project's VMs (docs/BENCHMARKS-migration.md:
-//     frozen ≈ 0.35–0.54 s at 64 MiB and 2.0–2.6 s at 512 MiB), i.e. the rate of
+//     the median frozen time of each of five runs was 0.35–0.57 s at 64 MiB
+//     and 1.96–2.58 s at 512 MiB; the model gives 0.47 s and 2.35 s), i.e. the rate of
 //     the whole dump+transfer+restore, not of the network alone.
 func DefaultBalanceConfig() BalanceConfig {
 	return BalanceConfig{
