@@ -34,6 +34,9 @@ import (
 // migrationTimeout bounds a whole migration; rollback has its own bound.
 const migrationTimeout = 5 * time.Minute
 
+// etcdStepTimeout bounds one record update of a migration step.
+const etcdStepTimeout = 10 * time.Second
+
 // maxImageBytes bounds what a target accepts in one image stream.
 const maxImageBytes = 64 << 30
 
@@ -194,6 +197,9 @@ func (m *migration) Progress(p migrate.Phase) {
 
 // setPhase records the phase in the job's record, guarded by our revision.
 func (m *migration) setPhase(ctx context.Context, phase migrate.Phase) error {
+	// etcd unreachable fails the step in seconds, not at the migration's bound.
+	ctx, cancel := context.WithTimeout(ctx, etcdStepTimeout)
+	defer cancel()
 	p, _, err := m.a.store.Get(ctx, m.gpid)
 	if err != nil {
 		return err
@@ -215,7 +221,9 @@ func (m *migration) Claim(ctx context.Context) error {
 	if m.j == nil || !m.j.state.Init.Alive() {
 		return api.Errorf(api.CodeConflict, "gpid %d is not running on %s", m.gpid, m.a.cfg.Name)
 	}
-	_, rev, err := m.a.store.UpdateRev(ctx, m.gpid, func(p *pidtable.Proc) error {
+	cctx, cancel := context.WithTimeout(ctx, etcdStepTimeout)
+	defer cancel()
+	_, rev, err := m.a.store.UpdateRev(cctx, m.gpid, func(p *pidtable.Proc) error {
 		if p.Node != m.a.cfg.Name || p.State != pidtable.Running {
 			return api.Errorf(api.CodeConflict, "gpid %d is %s on %s, not running here", p.GPID, p.State, p.Node)
 		}
@@ -471,20 +479,47 @@ func (m *migration) Rollback(ctx context.Context, cause error, dumped, restored 
 	if m.images != "" {
 		_ = os.RemoveAll(m.images)
 	}
-	if _, err := m.a.store.Update(ctx, m.gpid, func(p *pidtable.Proc) error {
-		if p.Node != m.a.cfg.Name || p.Migration == nil || p.Migration.ID != m.id {
-			return fmt.Errorf("record of gpid %d changed under the migration: %+v", p.GPID, p)
-		}
-		p.State, p.Migration = pidtable.Running, nil
-		// Why, in the same write that releases the claim: a client that lost
-		// the progress stream reads it here. (A refused second migrate never
-		// writes the record: that would break the CAS of the one in flight.)
-		p.MigrationError, p.MigrationFailed = cause.Error(), time.Now().UTC()
-		return nil
-	}); err != nil {
-		errs = append(errs, err)
+	why := cause.Error() // now: cause may be annotated with this rollback's outcome later
+	if err := m.release(ctx, why); err != nil {
+		// etcd unreachable: the job runs again here, but its record still says
+		// migrating. Keep trying until etcd answers (the record then also lets
+		// the target discard its part).
+		errs = append(errs, fmt.Errorf("the job runs on %s again, but its record could not be updated yet (%w); retrying in the background", m.a.cfg.Name, err))
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+			defer cancel()
+			for ctx.Err() == nil {
+				time.Sleep(time.Second)
+				if err := m.release(ctx, why); err == nil || errors.Is(err, errMigrationGone) {
+					m.a.log.Info("released the record of a rolled-back migration", "gpid", m.gpid, "err", err)
+					return
+				}
+			}
+			m.a.log.Error("could not release the record of a rolled-back migration within an hour", "gpid", m.gpid)
+		}()
 	}
 	return errors.Join(errs...)
+}
+
+// errMigrationGone: the record no longer names this migration.
+var errMigrationGone = errors.New("record no longer names the migration")
+
+// release returns the record of a rolled-back migration to running, saying
+// why in the same write: a client that lost the progress stream reads it
+// there. (A refused second migrate never writes the record: that would break
+// the CAS of the one in flight.)
+func (m *migration) release(ctx context.Context, why string) error {
+	ctx, cancel := context.WithTimeout(ctx, etcdStepTimeout)
+	defer cancel()
+	_, err := m.a.store.Update(ctx, m.gpid, func(p *pidtable.Proc) error {
+		if p.Node != m.a.cfg.Name || p.Migration == nil || p.Migration.ID != m.id {
+			return fmt.Errorf("%w: gpid %d: %+v", errMigrationGone, p.GPID, p)
+		}
+		p.State, p.Migration = pidtable.Running, nil
+		p.MigrationError, p.MigrationFailed = why, time.Now().UTC()
+		return nil
+	})
+	return err
 }
 
 func (m *migration) url(step string) string {
@@ -854,10 +889,15 @@ func (a *Agent) watchIncoming(gpid uint64, in *incoming) {
 			a.abortIncoming(gpid)
 			return
 		}
-		if time.Now().After(deadline) {
+		// Past the bound, give up on a migration the record shows is not ours;
+		// while etcd cannot say, keep waiting: a committed copy may be the only one.
+		if err == nil && time.Now().After(deadline) && p.Node != a.cfg.Name {
 			a.log.Warn("discarding an incoming migration that did not complete in time", "gpid", gpid, "migration", in.id)
 			a.abortIncoming(gpid)
 			return
+		}
+		if err != nil {
+			time.Sleep(500 * time.Millisecond) // etcd unreachable: poll more gently
 		}
 	}
 }
@@ -879,17 +919,29 @@ func (a *Agent) handleAbort(w http.ResponseWriter, r *http.Request) {
 func (a *Agent) abortIncoming(gpid uint64) {
 	a.mu.Lock()
 	in := a.incoming[gpid]
-	delete(a.incoming, gpid)
 	a.mu.Unlock()
 	if in == nil {
 		return
 	}
-	if p, _, err := a.store.Get(context.Background(), gpid); err == nil && p.Node == a.cfg.Name {
-		a.log.Error("refusing to abort a committed migration", "gpid", gpid)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	p, _, err := a.store.Get(ctx, gpid)
+	cancel()
+	if err == nil && p.Node == a.cfg.Name {
+		// Committed to us after all: the copy is the job; run it.
+		a.log.Error("refusing to abort a committed migration; resuming it", "gpid", gpid)
+		a.resumeCommitted(gpid, in)
 		return
 	}
-	a.discard(in)
-	a.log.Info("discarded incoming migration", "gpid", gpid)
+	a.mu.Lock()
+	mine := a.incoming[gpid] == in
+	if mine {
+		delete(a.incoming, gpid)
+	}
+	a.mu.Unlock()
+	if mine {
+		a.discard(in)
+		a.log.Info("discarded incoming migration", "gpid", gpid)
+	}
 }
 
 // discard kills a restored copy (if any) and removes what prepare made.

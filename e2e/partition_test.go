@@ -3,7 +3,9 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -143,4 +145,79 @@ func runPartition(t *testing.T, c *testCluster, hold, phase string) {
 			return nil
 		})
 	}
+}
+
+// TestMigrationEtcdOutage: etcd (embedded in node1's agent) dies while a
+// migration from node3 to node2 is between transfer and restore. The source
+// cannot record the next phase, so it rolls back: the job runs on node3 again
+// at once, and its record, which still says migrating, is released as soon as
+// etcd is back. The target discards its part. Nothing runs twice, nothing is
+// lost or left behind.
+func TestMigrationEtcdOutage(t *testing.T) {
+	c := need(t)
+	ctx := context.Background()
+	c.stopAgent(t, "node3", syscall.SIGTERM)
+	if err := c.StartAgentEnv(ctx, "node3", []string{"SSI_FAILPOINTS=migrate/source/after-transfer=sleep(2s)"}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		c.stopAgent(t, "node3", syscall.SIGTERM)
+		c.startAgent(t, "node3")
+	}()
+	gpid := c.detach(t, "--node", "node3", "--", "python3", counterPath(t), "8", "0.02")
+	g := strconv.FormatUint(gpid, 10)
+	defer c.kill(t, gpid)
+	c.waitTicks(t, gpid, 5)
+
+	mctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	mig := c.cmd(mctx, "migrate", g, "node2")
+	mig.Env = append(mig.Env, "SSI_ENDPOINT=http://"+c.Nodes[1].API())
+	var out, errb strings.Builder
+	mig.Stdout, mig.Stderr = &out, &errb
+	if err := mig.Start(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "migration past transfer", func() error {
+		if p := c.proc(t, gpid); p.Migration == nil || p.Migration.Phase != "transfer" {
+			return fmt.Errorf("record: %s, migration %+v", p.State, p.Migration)
+		}
+		return nil
+	})
+	time.Sleep(300 * time.Millisecond)
+	c.stopAgent(t, "node1", syscall.SIGKILL) // etcd with it
+	restarted := false
+	defer func() {
+		if !restarted {
+			c.startAgent(t, "node1")
+		}
+	}()
+	err := mig.Wait()
+	t.Logf("migrate during an etcd outage: %v, stdout %q, stderr %q", err, out.String(), errb.String())
+	if err == nil {
+		t.Fatalf("migration succeeded without etcd")
+	}
+	// While etcd is down the job runs on node3 again: its output grows.
+	logf := func() int64 {
+		fi, err := os.Stat(filepath.Join(c.Nodes[2].DataDir, "jobs", g, "log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	size := logf()
+	eventually(t, 5*time.Second, "job running on node3 during the outage", func() error {
+		if n := logf(); n <= size {
+			return fmt.Errorf("log still %d bytes", n)
+		}
+		return nil
+	})
+	c.startAgent(t, "node1")
+	restarted = true
+	assertOneCopy(t, c, gpid, "etcd outage")
+	p := c.proc(t, gpid)
+	if p.Node != "node3" || p.Migration != nil || p.MigrationError == "" {
+		t.Fatalf("record after the outage: %+v", p.Proc)
+	}
+	t.Logf("record released after the outage: running on %s, migration_error %q", p.Node, p.MigrationError)
 }
