@@ -46,6 +46,8 @@ type checkpointMeta struct {
 	StderrKey string `json:"stderr_key"`
 	// Files the job mapped or held open: a node restoring it must have them.
 	Files []api.FileCheck `json:"files"`
+	// CPUFlags are the feature flags of the CPU it was dumped on.
+	CPUFlags []string `json:"cpu_flags,omitempty"`
 }
 
 const checkpointMetaFile = "meta.json"
@@ -160,6 +162,9 @@ func (a *Agent) checkpoint(ctx context.Context, p pidtable.Proc, req api.Checkpo
 		return fail(err)
 	}
 	if meta.Files, err = jobFiles(j); err != nil {
+		return fail(err)
+	}
+	if meta.CPUFlags, err = cpuFlags(); err != nil {
 		return fail(err)
 	}
 	frozenAt := time.Now()
@@ -547,6 +552,9 @@ func (a *Agent) restoreCheckpoint(ctx context.Context, c pidtable.Checkpoint, as
 		return fail(err)
 	}
 	if err := shim.ReadJSON(from, shim.SpecFile, &spec); err != nil {
+		return fail(err)
+	}
+	if err := a.checkCPU(meta.CPUFlags); err != nil {
 		return fail(err)
 	}
 	if err := checkFiles(a.cfg.Name, meta.Files, spec.Workdir); err != nil {

@@ -255,7 +255,11 @@ func (m *migration) Prepare(ctx context.Context) error {
 		return err
 	}
 	m.prepared = true // from here on the target may hold state: roll it back
-	if err := m.call(ctx, "prepare", api.PrepareRequest{ID: m.id, Proc: p, Spec: spec, Files: files}, nil); err != nil {
+	flags, err := cpuFlags()
+	if err != nil {
+		return err
+	}
+	if err := m.call(ctx, "prepare", api.PrepareRequest{ID: m.id, Proc: p, Spec: spec, Files: files, CPUFlags: flags}, nil); err != nil {
 		return err
 	}
 	return failpoint.Hit("migrate/source/after-prepare")
@@ -736,6 +740,9 @@ func (a *Agent) prepare(gpid uint64, req api.PrepareRequest) error {
 	}
 	if a.criuErr != nil {
 		return api.Errorf(api.CodeConflict, "node %s cannot restore jobs: %v", a.cfg.Name, a.criuErr)
+	}
+	if err := a.checkCPU(req.CPUFlags); err != nil {
+		return err
 	}
 	if err := checkFiles(a.cfg.Name, req.Files, req.Spec.Workdir); err != nil {
 		return err

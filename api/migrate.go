@@ -104,6 +104,8 @@ type PrepareRequest struct {
 	Proc  pidtable.Proc `json:"proc"`
 	Spec  shim.Spec     `json:"spec"`
 	Files []FileCheck   `json:"files"`
+	// CPUFlags are the source CPU's feature flags: the target must have each.
+	CPUFlags []string `json:"cpu_flags,omitempty"`
 }
 
 // RestoreRequest (agent to agent) asks a target to restore the shipped images.

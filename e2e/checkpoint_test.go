@@ -238,6 +238,31 @@ func TestCheckpointBadInput(t *testing.T) {
 	if p := c.proc(t, gpid); p.State != pidtable.Running || p.Node != "node3" {
 		t.Fatalf("job changed by bad input: %+v", p.Proc)
 	}
+
+	// A checkpoint from a CPU with a feature this machine lacks is refused,
+	// naming the feature (the meta of the stored checkpoint is edited to
+	// pretend it came from such a CPU).
+	metaPath := filepath.Join(c.checkpointDir("node3", name), "meta.json")
+	orig, err := os.ReadFile(metaPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var meta map[string]any
+	if err := json.Unmarshal(orig, &meta); err != nil {
+		t.Fatal(err)
+	}
+	meta["cpu_flags"] = append(meta["cpu_flags"].([]any), "zz_ssi_test_feature")
+	b, _ := json.Marshal(meta)
+	if err := os.WriteFile(metaPath, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := c.ssi(t, "restore", "--as-new", "--node", "node2", name)
+	if r.code != 1 || !strings.Contains(r.stderr, "lacks 1 feature(s)") || !strings.Contains(r.stderr, "zz_ssi_test_feature") {
+		t.Fatalf("restore from a CPU with more features: %v", r)
+	}
+	if err := os.WriteFile(metaPath, orig, 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestRestoreFromNotReadyHolder: a checkpoint whose node is down cannot be
