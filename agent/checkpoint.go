@@ -168,7 +168,7 @@ func (a *Agent) checkpoint(ctx context.Context, p pidtable.Proc, req api.Checkpo
 		return fail(err)
 	}
 	frozenAt := time.Now()
-	if err := checkpoint.Dump(ctx, checkpoint.DumpOpts{
+	if err := a.dump(ctx, checkpoint.DumpOpts{
 		PID: init, ImagesDir: images, LeaveStopped: true,
 		Flags: checkpoint.Flags{FileLocks: true},
 	}); err != nil {

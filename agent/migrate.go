@@ -284,7 +284,7 @@ func (m *migration) Dump(ctx context.Context) (int64, error) {
 		if err := m.lazyDump(ctx); err != nil {
 			return 0, err
 		}
-	} else if err := checkpoint.Dump(ctx, checkpoint.DumpOpts{
+	} else if err := m.a.dump(ctx, checkpoint.DumpOpts{
 		PID: init, ImagesDir: m.images, LeaveStopped: true,
 		Flags: checkpoint.Flags{FileLocks: true},
 	}); err != nil {
@@ -433,10 +433,20 @@ func (m *migration) lazyDump(ctx context.Context) error {
 			m.lazyBytes += rss(pid)
 		}
 	}
-	m.lazy, err = checkpoint.StartLazyDump(ctx, checkpoint.LazyDumpOpts{
-		CRIUPath: m.a.criuPath, PID: m.j.state.Init.PID, ImagesDir: m.images, Address: host,
-		Flags: checkpoint.Flags{FileLocks: true},
-	})
+	for attempt := 1; ; attempt++ {
+		m.lazy, err = checkpoint.StartLazyDump(ctx, checkpoint.LazyDumpOpts{
+			CRIUPath: m.a.criuPath, PID: m.j.state.Init.PID, ImagesDir: m.images, Address: host,
+			Flags: checkpoint.Flags{FileLocks: true},
+		})
+		if !checkpoint.IsProcDirCollision(err) || attempt == dumpAttempts {
+			break
+		}
+		m.a.log.Info("dump collided with another dump in the same working directory; retrying", "gpid", m.gpid, "attempt", attempt)
+		if err := emptyDir(m.images); err != nil {
+			return err
+		}
+		m.a.dumpBackoff()
+	}
 	if err != nil {
 		return err
 	}
@@ -1072,4 +1082,42 @@ func (a *Agent) stepRequest(w http.ResponseWriter, r *http.Request) (gpid uint64
 		return 0, req, false
 	}
 	return gpid, req, true
+}
+
+// dumpAttempts bounds the dumps tried when they collide (see dump).
+const dumpAttempts = 6
+
+// dump is checkpoint.Dump, retried when it collides with another dump of a job
+// with the same working directory (checkpoint.IsProcDirCollision): on one
+// machine (or a shared file system) two jobs started in the same directory
+// cannot be dumped at the very same moment. A failed dump leaves the tree
+// running, so a retry starts afresh.
+func (a *Agent) dump(ctx context.Context, o checkpoint.DumpOpts) error {
+	for attempt := 1; ; attempt++ {
+		err := checkpoint.Dump(ctx, o)
+		if !checkpoint.IsProcDirCollision(err) || attempt == dumpAttempts || ctx.Err() != nil {
+			return err
+		}
+		a.log.Info("dump collided with another dump in the same working directory; retrying", "pid", o.PID, "attempt", attempt)
+		if err := emptyDir(o.ImagesDir); err != nil {
+			return err
+		}
+		a.dumpBackoff()
+	}
+}
+
+// emptyDir removes what a failed dump wrote into dir.
+func emptyDir(dir string) error {
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	return os.MkdirAll(dir, 0o700)
+}
+
+// dumpBackoff waits a random 20-200 ms, so that colliding dumps drift apart.
+func (a *Agent) dumpBackoff() {
+	a.rndMu.Lock()
+	d := 20*time.Millisecond + time.Duration(a.rnd.IntN(180))*time.Millisecond
+	a.rndMu.Unlock()
+	time.Sleep(d)
 }

@@ -365,3 +365,23 @@ func logErrors(path string) ([]string, int) {
 	}
 	return all, 0
 }
+
+// IsProcDirCollision reports whether err is a dump that failed because CRIU's
+// parasite could not create its temporary "proc.crtools" directory in the
+// dumped task's working directory (EEXIST): another dump of a task with the
+// same working directory was using it at that moment. The parasite takes that
+// path when the task's PID namespace differs from the /proc it sees, as a
+// job's does. Retrying the dump succeeds once the other dump is past that
+// point (a few milliseconds).
+func IsProcDirCollision(err error) bool {
+	var ce *CRIUError
+	if !errors.As(err, &ce) {
+		return false
+	}
+	for _, l := range ce.Lines {
+		if strings.Contains(l, "parasite.c") && strings.Contains(l, "Can't create a directory (-17)") {
+			return true
+		}
+	}
+	return false
+}
