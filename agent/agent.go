@@ -54,6 +54,8 @@ type Agent struct {
 
 	rndMu sync.Mutex
 	rnd   *mrand.Rand
+	// recent are this agent's placements not yet in the nodes' figures.
+	recent recentPlacements
 
 	// fwd carries forwarded client requests, peer the agent-to-agent migration
 	// traffic: separate pools, so a long image upload never shares a connection

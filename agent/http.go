@@ -10,6 +10,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strconv"
+	"time"
 
 	"github.com/ssi-cluster/ssi/api"
 	"github.com/ssi-cluster/ssi/pidtable"
@@ -144,13 +145,16 @@ func (a *Agent) place(ctx context.Context, req api.RunRequest) (string, error) {
 		return "", err
 	}
 	nodes := make([]placement.Node, 0, len(snap.Nodes))
+	updated := make(map[string]time.Time, len(snap.Nodes))
 	for _, n := range snap.Nodes {
 		pn := placement.Node{Name: n.Name, CPUs: n.CPUs, Memory: n.Memory, Labels: n.Labels}
 		if st, ok := snap.Status[n.Name]; ok {
 			pn.Ready, pn.Load, pn.Jobs, pn.ReservedCPUs, pn.ReservedMemory = true, st.Load, st.Jobs, st.ReservedCPUs, st.ReservedMemory
+			updated[n.Name] = st.Updated
 		}
 		nodes = append(nodes, pn)
 	}
+	a.recent.adjust(nodes, updated)
 	policy := placement.Policy(req.Placement)
 	if policy == "" {
 		policy = a.cfg.Placement
@@ -160,6 +164,7 @@ func (a *Agent) place(ctx context.Context, req api.RunRequest) (string, error) {
 	a.rndMu.Unlock()
 	switch {
 	case err == nil:
+		a.recent.add(placed{node: name, at: time.Now(), cpus: req.CPUs, memory: req.Memory})
 		return name, nil
 	case errors.Is(err, placement.ErrUnknownNode):
 		return "", api.Errorf(api.CodeNotFound, "%v", err)
