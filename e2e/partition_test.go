@@ -61,8 +61,8 @@ func (c *testCluster) partition(t *testing.T, a, b string) (heal func()) {
 }
 
 // TestMigrationPartition cuts the network between the source and the target
-// of a migration at three points (the source is held at a failpoint while the
-// test cuts): before the transfer, before the restore, and after the commit.
+// of a migration after each of its steps (the source is held at the step's
+// failpoint while the test cuts).
 // Both agents still reach etcd. The invariant must hold once the network is
 // back: one running copy, on the node the record names, output continuous,
 // nothing left stopped or stored on either side.
@@ -73,9 +73,13 @@ func TestMigrationPartition(t *testing.T) {
 		// cuts; phase is the phase the record shows then.
 		hold, phase string
 	}{
+		{"migrate/source/after-claim", "claim"},
 		{"migrate/source/after-prepare", "prepare"},
+		{"migrate/source/after-dump", "dump"},
 		{"migrate/source/after-transfer", "transfer"},
+		{"migrate/source/after-restore", "restore"},
 		{"migrate/source/after-commit", ""},
+		{"migrate/source/after-resume", ""},
 	}
 	passed := 0
 	for _, tc := range cases {
@@ -220,4 +224,16 @@ func TestMigrationEtcdOutage(t *testing.T) {
 		t.Fatalf("record after the outage: %+v", p.Proc)
 	}
 	t.Logf("record released after the outage: running on %s, migration_error %q", p.Node, p.MigrationError)
+	// Leave the cluster as found: agents whose etcd sessions outlived their
+	// lease during the outage take a new one; let the old leases run out (TTL
+	// 5 s) and every node start jobs again before the next test.
+	time.Sleep(6 * time.Second)
+	for _, n := range c.Nodes {
+		eventually(t, 20*time.Second, n.Name+" starts jobs again", func() error {
+			if r := c.ssi(t, "run", "--node", n.Name, "--", "true"); r.code != 0 {
+				return fmt.Errorf("%v", r)
+			}
+			return nil
+		})
+	}
 }
