@@ -8,6 +8,7 @@
 //
 //	go run ./hack/benchmigrate                          (64, 512 and 2048 MiB, 5 runs each)
 //	go run ./hack/benchmigrate -sizes 64 -runs 3 -warmup 0   (a quick pass)
+//	go run ./hack/benchmigrate -methods raw,ssi-postcopy      (some methods only)
 //
 // # Method
 //
@@ -51,14 +52,30 @@
 //     move the harness checks that the record names node2 and that the job's
 //     log grows (the job runs and its output is re-plumbed), that no image
 //     directory is left in /dev/shm, and kills the job (`ssi kill -s KILL`).
+//   - ssi-postcopy: the same job and checks as ssi, moved with `ssi migrate
+//     --postcopy -o json GPID node2`: the dump writes everything but the
+//     memory and its CRIU process stays up as a page server; the target
+//     restores at once with --lazy-pages and resumes the job, and CRIU's
+//     lazy-pages daemon there pulls the memory (on faults and in the
+//     background). Recorded as for ssi, plus pages_ms (after the resume, until
+//     all memory arrived; part of total_ms, not of frozen_ms) and lazy_bytes
+//     (the job's RSS at the dump). The stats must say post_copy; `ssi migrate`
+//     returns only once the pages are all on the target, so the log check then
+//     runs against a job whose memory is entirely there. It also checks that
+//     no CRIU process (page server, lazy-pages daemon) still uses the job's
+//     image directories shortly after the move (a note if one does).
+//
+// -methods chooses the methods and their order in the first round (default
+// raw,ssi,ssi-postcopy,raw-keep; -raw-keep=false drops raw-keep). The ratios
+// need raw.
 //
 // For each size, -warmup rounds are run and discarded, then -runs rounds; each
 // round runs every method once, one after the other (never two jobs at once),
 // in an order that rotates from round to round, so that background noise and
 // the VM's memory state hit all methods alike. The report gives the median (and
-// min-max) of each figure and the ratios of the medians: ssi frozen / raw dump
-// and ssi total / (raw dump + raw restore), against the issue's targets of 1.1
-// and 1.3. Load average, the machine's busy and steal CPU share while each size
+// min-max) of each figure and the ratios of the medians, for ssi and
+// ssi-postcopy: frozen / raw dump and total / (raw dump + raw restore), against
+// the issue's targets of 1.1 and 1.3. Load average, the machine's busy and steal CPU share while each size
 // ran, the free memory the guest handed back to the hypervisor meanwhile
 // (virtio-balloon free page reporting: such memory is slow to touch again), and
 // the network namespaces of other local clusters are reported, so that noise
@@ -143,6 +160,7 @@ type options struct {
 	sizes        []int
 	runs, warmup int
 	rawKeep      bool
+	methods      []method
 	settle       time.Duration
 	name, subnet string
 	stateDir     string
@@ -155,8 +173,9 @@ type options struct {
 
 func parseFlags() (options, error) {
 	var o options
-	var sizes string
+	var sizes, methods string
 	flag.StringVar(&sizes, "sizes", "64,512,2048", "job sizes in MiB, comma-separated")
+	flag.StringVar(&methods, "methods", "raw,ssi,ssi-postcopy,raw-keep", "methods to measure, comma-separated, in the order of the first round (raw, ssi, ssi-postcopy, raw-keep); the ratios need raw")
 	flag.IntVar(&o.runs, "runs", 5, "measured rounds per size (>= 5 for the report)")
 	flag.IntVar(&o.warmup, "warmup", 1, "discarded rounds per size before the measured ones")
 	flag.BoolVar(&o.rawKeep, "raw-keep", true, "also measure raw CRIU with the original kept stopped and the images copied through ssi's stream codec in-process (ssi's memory conditions, no network)")
@@ -181,6 +200,22 @@ func parseFlags() (options, error) {
 			return o, fmt.Errorf("-sizes %q: want MiB counts from 1 to 65536, comma-separated", sizes)
 		}
 		o.sizes = append(o.sizes, n)
+	}
+	for _, f := range strings.Split(methods, ",") {
+		m := method(strings.TrimSpace(f))
+		if !slices.Contains(allMethods, m) {
+			return o, fmt.Errorf("-methods %q: unknown method %q (want some of %v)", methods, m, allMethods)
+		}
+		if slices.Contains(o.methods, m) {
+			return o, fmt.Errorf("-methods %q: %s twice", methods, m)
+		}
+		if m == mRawKeep && !o.rawKeep {
+			continue
+		}
+		o.methods = append(o.methods, m)
+	}
+	if len(o.methods) == 0 {
+		return o, fmt.Errorf("-methods %q: no method left", methods)
 	}
 	switch {
 	case os.Geteuid() != 0:
@@ -392,7 +427,13 @@ const (
 	mRaw     method = "raw"
 	mRawKeep method = "raw-keep"
 	mSSI     method = "ssi"
+	mSSIPost method = "ssi-postcopy"
 )
+
+var allMethods = []method{mRaw, mSSI, mSSIPost, mRawKeep}
+
+// isSSI: a move through `ssi migrate` (stats in sample.stats).
+func (m method) isSSI() bool { return m == mSSI || m == mSSIPost }
 
 // sample is one measured run of one method.
 type sample struct {
@@ -408,7 +449,7 @@ type sample struct {
 	criuRestore           time.Duration // CRIU's "Restore time" (restore --display-stats)
 	encode                time.Duration // raw-keep: ssi's image stream written to io.Discard
 
-	// ssi
+	// ssi and ssi-postcopy
 	stats api.MigrateStats
 	cli   time.Duration // wall clock of `ssi migrate`
 }
@@ -422,12 +463,7 @@ type sizeResult struct {
 	notes   []string
 }
 
-func (b *bench) methods() []method {
-	if b.o.rawKeep {
-		return []method{mRaw, mSSI, mRawKeep}
-	}
-	return []method{mRaw, mSSI}
-}
+func (b *bench) methods() []method { return b.o.methods }
 
 func (b *bench) measureSize(ctx context.Context, size int) error {
 	res := &sizeResult{size: size}
@@ -456,8 +492,8 @@ func (b *bench) measureSize(ctx context.Context, size int) error {
 			var s sample
 			var err error
 			for attempt := 1; ; attempt++ {
-				if m == mSSI {
-					s, err = b.ssiRun(ctx, size)
+				if m.isSSI() {
+					s, err = b.ssiRun(ctx, size, m == mSSIPost)
 				} else {
 					s, err = b.rawRun(ctx, size, m == mRawKeep)
 				}
@@ -502,9 +538,13 @@ func (b *bench) waitMemory(ctx context.Context, need int64) error {
 }
 
 func (s sample) String() string {
-	if s.method == mSSI {
-		return fmt.Sprintf("frozen %.3fs total %.3fs (dump %.3f transfer %.3f restore %.3f) cli %.3fs image %d MiB ready %.2fs",
-			s.stats.FrozenMS/1000, s.stats.TotalMS/1000, s.stats.DumpMS/1000, s.stats.TransferMS/1000, s.stats.RestoreMS/1000, s.cli.Seconds(), s.image>>20, s.ready.Seconds())
+	if s.method.isSSI() {
+		pc := ""
+		if s.stats.PostCopy {
+			pc = fmt.Sprintf(" pages %.3fs lazy %d MiB", s.stats.PagesMS/1000, s.stats.LazyBytes>>20)
+		}
+		return fmt.Sprintf("frozen %.3fs total %.3fs (dump %.3f transfer %.3f restore %.3f)%s cli %.3fs image %d MiB ready %.2fs",
+			s.stats.FrozenMS/1000, s.stats.TotalMS/1000, s.stats.DumpMS/1000, s.stats.TransferMS/1000, s.stats.RestoreMS/1000, pc, s.cli.Seconds(), s.image>>20, s.ready.Seconds())
 	}
 	c := ""
 	if s.method == mRawKeep {
@@ -820,8 +860,8 @@ func (b *bench) logs(ctx context.Context, gpid string) ([]byte, error) {
 }
 
 // ssiRun starts a fresh job on node1, waits for it to be ready and migrates it
-// to node2.
-func (b *bench) ssiRun(ctx context.Context, size int) (s sample, err error) {
+// to node2, post-copy if postcopy.
+func (b *bench) ssiRun(ctx context.Context, size int, postcopy bool) (s sample, err error) {
 	t0 := time.Now()
 	out, _, err := b.ssiCLI(ctx, cliTimeout, "run", "-d", "--node", "node1", "-w", b.wd, "--", b.o.python, "-c", jobProgram, strconv.Itoa(size))
 	if err != nil {
@@ -857,15 +897,28 @@ func (b *bench) ssiRun(ctx context.Context, size int) (s sample, err error) {
 		return s, err
 	}
 
-	out, d, err := b.ssiCLI(ctx, migrateTimeout, "migrate", "-o", "json", gpid, "node2")
+	args := []string{"migrate", "-o", "json", gpid, "node2"}
+	if postcopy {
+		args = []string{"migrate", "--postcopy", "-o", "json", gpid, "node2"}
+	}
+	out, d, err := b.ssiCLI(ctx, migrateTimeout, args...)
 	s.cli = d
 	if err != nil {
 		return s, err
 	}
 	if err := json.Unmarshal(out, &s.stats); err != nil {
-		return s, fmt.Errorf("ssi migrate -o json printed %q: %w", out, err)
+		return s, fmt.Errorf("ssi %s printed %q: %w", strings.Join(args[:len(args)-2], " "), out, err)
 	}
 	s.image = s.stats.ImageBytes
+	switch {
+	case s.stats.StreamLost:
+		return s, fmt.Errorf("ssi migrate lost its progress stream: no figures (%s)", bytes.TrimSpace(out))
+	case s.stats.PostCopy != postcopy:
+		return s, fmt.Errorf("ssi %s: stats say post_copy=%v", strings.Join(args[:len(args)-2], " "), s.stats.PostCopy)
+	case postcopy && s.stats.LazyBytes < int64(size)<<20:
+		// The job wrote every page of its N MiB: its RSS cannot be smaller.
+		b.rep.notes = append(b.rep.notes, fmt.Sprintf("gpid %s (%d MiB): lazy_bytes %d < the job's %d MiB", gpid, size, s.stats.LazyBytes, size))
+	}
 
 	// The move happened: the record names node2, the job runs and its output
 	// arrives, and no images are left behind.
@@ -905,6 +958,23 @@ func (b *bench) ssiRun(ctx context.Context, size int) (s sample, err error) {
 			return s, err
 		}
 	}
+	if postcopy {
+		// The page server exits once the target has every page, the lazy-pages
+		// daemon right after; neither may linger.
+		dirs := b.imageDirs(gpid)
+		var left []string
+		for deadline := time.Now().Add(3 * time.Second); ; {
+			if left = procsUsing(dirs); len(left) == 0 || time.Now().After(deadline) {
+				break
+			}
+			if err := sleep(ctx, 100*time.Millisecond); err != nil {
+				return s, err
+			}
+		}
+		if len(left) > 0 {
+			b.rep.notes = append(b.rep.notes, fmt.Sprintf("gpid %s: 3 s after `ssi migrate --postcopy` returned, processes still used its image directories: %s", gpid, strings.Join(left, "; ")))
+		}
+	}
 	for _, p := range b.imageDirs(gpid) {
 		if _, err := os.Stat(p); err == nil {
 			b.rep.notes = append(b.rep.notes, fmt.Sprintf("images of gpid %s left in %s after the migration returned", gpid, p))
@@ -912,6 +982,29 @@ func (b *bench) ssiRun(ctx context.Context, size int) (s sample, err error) {
 		}
 	}
 	return s, nil
+}
+
+// procsUsing lists the processes (PID and command line) with one of dirs, or a
+// path under it, as an argument.
+func procsUsing(dirs []string) []string {
+	var out []string
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		for _, d := range dirs {
+			if bytes.Contains(raw, []byte(d+"\x00")) || bytes.Contains(raw, []byte(d+"/")) {
+				out = append(out, e.Name()+" "+strings.TrimSpace(string(bytes.ReplaceAll(raw, []byte{0}, []byte{' '}))))
+				break
+			}
+		}
+	}
+	return out
 }
 
 // imageDirs lists where the agents keep gpid's images in flight.
@@ -1072,6 +1165,7 @@ type machine struct {
 	commit        string
 	started       time.Time
 	load          string
+	pipeMaxSize   string // fs.pipe-max-size at start (post-copy raises it to 4 MiB)
 	otherClusters []string
 }
 
@@ -1080,6 +1174,9 @@ func machineInfo(name string) machine {
 		goVersion: runtime.Version(), started: time.Now(), load: loadAvg()}
 	if raw, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.kernel = strings.TrimSpace(string(raw))
+	}
+	if raw, err := os.ReadFile("/proc/sys/fs/pipe-max-size"); err == nil {
+		m.pipeMaxSize = strings.TrimSpace(string(raw))
 	}
 	if raw, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, line := range strings.Split(string(raw), "\n") {
@@ -1229,8 +1326,8 @@ func (r *report) print(w io.Writer, o options, runErr error) {
 	fmt.Fprintf(w, "# Live migration vs raw CRIU\n\n")
 	fmt.Fprintf(w, "- command: `%s`\n", strings.TrimSpace(r.command))
 	fmt.Fprintf(w, "- started %s, commit %s, %s\n", m.started.UTC().Format(time.RFC3339), m.commit, m.goVersion)
-	fmt.Fprintf(w, "- machine: %d CPUs (%s), %d MiB RAM (%d MiB available at start), kernel %s, %s, %s\n",
-		m.cpus, m.cpuModel, m.memTotalMiB, m.memAvailMiB, m.kernel, m.criu, m.python)
+	fmt.Fprintf(w, "- machine: %d CPUs (%s), %d MiB RAM (%d MiB available at start), kernel %s, %s, %s, fs.pipe-max-size %s at start\n",
+		m.cpus, m.cpuModel, m.memTotalMiB, m.memAvailMiB, m.kernel, m.criu, m.python, m.pipeMaxSize)
 	fmt.Fprintf(w, "- load average at start: %s; other local clusters' namespaces: %s\n", m.load, listOr(m.otherClusters, "none"))
 	var ms []string
 	for _, x := range (&bench{o: o}).methods() {
@@ -1240,21 +1337,41 @@ func (r *report) print(w io.Writer, o options, runErr error) {
 		o.warmup, o.runs, strings.Join(ms, ", "))
 
 	fmt.Fprintf(w, "## Results\n\n")
-	fmt.Fprintf(w, "| size | n | raw dump s | raw restore s | raw dump+restore s | ssi frozen s | ssi total s | ssi frozen / raw dump (target ≤ 1.1) | ssi total / raw dump+restore (target ≤ 1.3) |\n")
-	fmt.Fprintf(w, "|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(w, "Baseline (raw CRIU, dump to tmpfs then restore from it, no network):\n\n")
+	fmt.Fprintf(w, "| size | n | raw dump s | raw restore s | raw dump+restore s |\n|---|---|---|---|---|\n")
 	for _, s := range r.sizes {
 		if s.skipped != "" {
-			fmt.Fprintf(w, "| %d MiB | 0 | %s | | | | | | |\n", s.size, s.skipped)
+			fmt.Fprintf(w, "| %d MiB | 0 | %s | | |\n", s.size, s.skipped)
+			continue
+		}
+		dump := s.of(mRaw, func(x sample) float64 { return sec(x.dump) })
+		fmt.Fprintf(w, "| %d MiB | %d | %s | %s | %s |\n", s.size, dump.n, secs(dump),
+			secs(s.of(mRaw, func(x sample) float64 { return sec(x.restore) })),
+			secs(s.of(mRaw, func(x sample) float64 { return sec(x.dump + x.restore) })))
+	}
+	fmt.Fprintf(w, "\nMigrations (ratios: of the medians, against the raw medians of the same run):\n\n")
+	fmt.Fprintf(w, "| size | method | n | frozen s | total s | of which pages s | frozen / raw dump (target ≤ 1.1) | total / raw dump+restore (target ≤ 1.3) |\n")
+	fmt.Fprintf(w, "|---|---|---|---|---|---|---|---|\n")
+	for _, s := range r.sizes {
+		if s.skipped != "" {
+			fmt.Fprintf(w, "| %d MiB | | 0 | %s | | | | |\n", s.size, s.skipped)
 			continue
 		}
 		dump := s.of(mRaw, func(x sample) float64 { return sec(x.dump) })
 		rst := s.of(mRaw, func(x sample) float64 { return sec(x.restore) })
-		dr := s.of(mRaw, func(x sample) float64 { return sec(x.dump + x.restore) })
-		fr := s.of(mSSI, func(x sample) float64 { return x.stats.FrozenMS / 1000 })
-		tot := s.of(mSSI, func(x sample) float64 { return x.stats.TotalMS / 1000 })
-		fmt.Fprintf(w, "| %d MiB | %d | %s | %s | %s | %s | %s | %s | %s |\n", s.size, fr.n,
-			secs(dump), secs(rst), secs(dr), secs(fr), secs(tot),
-			ratio(fr.med, dump.med, 1.1), ratio(tot.med, dump.med+rst.med, 1.3))
+		for _, m := range []method{mSSI, mSSIPost} {
+			if !slices.Contains(o.methods, m) {
+				continue
+			}
+			fr := s.of(m, func(x sample) float64 { return x.stats.FrozenMS / 1000 })
+			tot := s.of(m, func(x sample) float64 { return x.stats.TotalMS / 1000 })
+			pages := "–"
+			if m == mSSIPost {
+				pages = secs(s.of(m, func(x sample) float64 { return x.stats.PagesMS / 1000 }))
+			}
+			fmt.Fprintf(w, "| %d MiB | %s | %d | %s | %s | %s | %s | %s |\n", s.size, m, fr.n, secs(fr), secs(tot), pages,
+				ratio(fr.med, dump.med, 1.1), ratio(tot.med, dump.med+rst.med, 1.3))
+		}
 	}
 
 	fmt.Fprintf(w, "\n## Where ssi's time goes (medians, s)\n\n")
@@ -1262,7 +1379,7 @@ func (r *report) print(w io.Writer, o options, runErr error) {
 	fmt.Fprintf(w, "| size | images MiB raw / ssi | raw dump | raw-keep dump | ssi dump_ms | raw-keep stream encode only | raw-keep stream in-process | ssi transfer_ms (MB/s) | raw restore | raw-keep restore | ssi restore_ms | ssi frozen − dump − transfer − restore | raw-keep dump+stream+restore | ssi frozen / that | ssi total − frozen | `ssi migrate` CLI wall |\n")
 	fmt.Fprintf(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, s := range r.sizes {
-		if s.skipped != "" || len(s.samples) == 0 {
+		if s.skipped != "" || s.of(mSSI, func(sample) float64 { return 0 }).n == 0 {
 			continue
 		}
 		imgRaw := s.of(mRaw, func(x sample) float64 { return float64(x.image) / (1 << 20) })
@@ -1294,15 +1411,40 @@ func (r *report) print(w io.Writer, o options, runErr error) {
 			med(s.of(mSSI, func(x sample) float64 { return sec(x.cli) })))
 	}
 
+	fmt.Fprintf(w, "\n## Where ssi-postcopy's time goes (medians, s)\n\n")
+	fmt.Fprintf(w, "ssi-postcopy: frozen = dump_ms (everything but the memory; CRIU then serves the pages) + transfer_ms (those images) + restore_ms (with --lazy-pages: no memory restored) + commit and resume; pages = after the resume, until the target has all the memory (the source's page server exited); total = frozen + pages + claim and prepare before + the rest of cleanup. The pages rate is lazy_bytes / pages_ms.\n\n")
+	fmt.Fprintf(w, "| size | images MiB | lazy MiB | dump_ms | transfer_ms | restore_ms | frozen − dump − transfer − restore | frozen | pages_ms (MB/s) | total − frozen − pages | total | `ssi migrate` CLI wall |\n")
+	fmt.Fprintf(w, "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, s := range r.sizes {
+		if s.skipped != "" || s.of(mSSIPost, func(sample) float64 { return 0 }).n == 0 {
+			continue
+		}
+		pc := func(f func(api.MigrateStats) float64) dist {
+			return s.of(mSSIPost, func(x sample) float64 { return f(x.stats) })
+		}
+		rate := pc(func(x api.MigrateStats) float64 { return float64(x.LazyBytes) / 1e6 / max(x.PagesMS/1000, 1e-6) })
+		fmt.Fprintf(w, "| %d MiB | %.1f | %.0f | %s | %s | %s | %s | %s | %s (%.0f) | %s | %s | %s |\n", s.size,
+			pc(func(x api.MigrateStats) float64 { return float64(x.ImageBytes) / (1 << 20) }).med,
+			pc(func(x api.MigrateStats) float64 { return float64(x.LazyBytes) / (1 << 20) }).med,
+			med(pc(func(x api.MigrateStats) float64 { return x.DumpMS / 1000 })),
+			med(pc(func(x api.MigrateStats) float64 { return x.TransferMS / 1000 })),
+			med(pc(func(x api.MigrateStats) float64 { return x.RestoreMS / 1000 })),
+			med(pc(func(x api.MigrateStats) float64 { return (x.FrozenMS - x.DumpMS - x.TransferMS - x.RestoreMS) / 1000 })),
+			med(pc(func(x api.MigrateStats) float64 { return x.FrozenMS / 1000 })),
+			med(pc(func(x api.MigrateStats) float64 { return x.PagesMS / 1000 })), rate.med,
+			med(pc(func(x api.MigrateStats) float64 { return (x.TotalMS - x.FrozenMS - x.PagesMS) / 1000 })),
+			med(pc(func(x api.MigrateStats) float64 { return x.TotalMS / 1000 })),
+			med(s.of(mSSIPost, func(x sample) float64 { return sec(x.cli) })))
+	}
 	fmt.Fprintf(w, "\n## CRIU's own figures for the raw runs (--display-stats, medians, s) and memory first touch\n\n")
 	fmt.Fprintf(w, "| size | method | dump wall | CRIU frozen | CRIU memory write | restore wall | CRIU restore | job start → ready (touching N MiB) |\n|---|---|---|---|---|---|---|---|\n")
 	for _, s := range r.sizes {
-		for _, mm := range []method{mRaw, mRawKeep, mSSI} {
+		for _, mm := range []method{mRaw, mRawKeep, mSSI, mSSIPost} {
 			if s.of(mm, func(x sample) float64 { return 0 }).n == 0 {
 				continue
 			}
-			if mm == mSSI {
-				fmt.Fprintf(w, "| %d MiB | ssi | | | | | | %s |\n", s.size, med(s.of(mm, func(x sample) float64 { return sec(x.ready) })))
+			if mm.isSSI() {
+				fmt.Fprintf(w, "| %d MiB | %s | | | | | | %s |\n", s.size, mm, med(s.of(mm, func(x sample) float64 { return sec(x.ready) })))
 				continue
 			}
 			fmt.Fprintf(w, "| %d MiB | %s | %s | %s | %s | %s | %s | %s |\n", s.size, mm,
@@ -1327,7 +1469,7 @@ func (r *report) print(w io.Writer, o options, runErr error) {
 		fmt.Fprintf(w, "| %d MiB | %s | %s → %s | %.0f%% | %.1f%% | %s |\n", s.size, s.noise.took.Round(time.Second), s.noise.loadStart, s.noise.loadEnd, 100*s.noise.busy, 100*s.noise.steal, rep)
 	}
 
-	fmt.Fprintf(w, "\n## Every run (s)\n\n| size | round | method | dump | stream in-process | transfer | restore | frozen | total | image MiB |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(w, "\n## Every run (s)\n\n| size | round | method | dump | stream in-process | transfer | restore | frozen | pages | total | image MiB | lazy MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, s := range r.sizes {
 		all := append(slices.Clone(s.warm), s.samples...)
 		for _, x := range all {
@@ -1335,16 +1477,20 @@ func (r *report) print(w io.Writer, o options, runErr error) {
 			if x.round <= 0 {
 				round = "warm-up"
 			}
-			if x.method == mSSI {
-				fmt.Fprintf(w, "| %d MiB | %s | ssi | %.3f | | %.3f | %.3f | %.3f | %.3f | %d |\n", s.size, round,
-					x.stats.DumpMS/1000, x.stats.TransferMS/1000, x.stats.RestoreMS/1000, x.stats.FrozenMS/1000, x.stats.TotalMS/1000, x.image>>20)
+			if x.method.isSSI() {
+				pages, lazy := "", ""
+				if x.stats.PostCopy {
+					pages, lazy = fmt.Sprintf("%.3f", x.stats.PagesMS/1000), strconv.FormatInt(x.stats.LazyBytes>>20, 10)
+				}
+				fmt.Fprintf(w, "| %d MiB | %s | %s | %.3f | | %.3f | %.3f | %.3f | %s | %.3f | %.1f | %s |\n", s.size, round, x.method,
+					x.stats.DumpMS/1000, x.stats.TransferMS/1000, x.stats.RestoreMS/1000, x.stats.FrozenMS/1000, pages, x.stats.TotalMS/1000, float64(x.image)/(1<<20), lazy)
 				continue
 			}
 			c := ""
 			if x.method == mRawKeep {
 				c = fmt.Sprintf("%.3f", x.stream.Seconds())
 			}
-			fmt.Fprintf(w, "| %d MiB | %s | %s | %.3f | %s | | %.3f | | %.3f | %d |\n", s.size, round, x.method,
+			fmt.Fprintf(w, "| %d MiB | %s | %s | %.3f | %s | | %.3f | | | %.3f | %d | |\n", s.size, round, x.method,
 				x.dump.Seconds(), c, x.restore.Seconds(), (x.dump + x.stream + x.restore).Seconds(), x.image>>20)
 		}
 	}
