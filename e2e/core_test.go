@@ -232,25 +232,23 @@ func TestCgroupLimits(t *testing.T) {
 	}
 }
 
-// TestRunAsUser: jobs run as the caller's uid; root may choose another user; a
-// non-root caller may not.
+// TestRunAsUser: jobs run as the account of the certificate's user; an admin
+// may choose another account; a user may not.
 func TestRunAsUser(t *testing.T) {
 	c := need(t)
 	if r := c.ssi(t, "run", "--user", "nobody", "--", "id", "-u"); r.code != 0 || r.stdout != "65534\n" {
-		t.Fatalf("root running as nobody: %v", r)
+		t.Fatalf("admin running as nobody: %v", r)
 	}
+	nobody := c.userConfig(t, "nobody", 65534, 65534)
 	asNobody := func(args ...string) result {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		cmd := c.cmd(ctx, args...)
-		cmd.Env = append(cmd.Env, "HOME=/nonexistent")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-		return runCmd(t, cmd)
+		return runCmd(t, c.as(ctx, nobody, 65534, 65534, args...))
 	}
 	if r := asNobody("run", "--", "sh", "-c", "id -u; id -g"); r.code != 0 || r.stdout != "65534\n65534\n" {
 		t.Fatalf("nobody's job: %v", r)
 	}
-	if r := asNobody("run", "--user", "root", "--", "id", "-u"); r.code != 1 || !strings.Contains(r.stderr, "only root may run jobs as another user") {
+	if r := asNobody("run", "--user", "root", "--", "id", "-u"); r.code != 1 || !strings.Contains(r.stderr, "only admins may run jobs as another user") {
 		t.Fatalf("nobody asking for root: %v", r)
 	}
 }
@@ -381,7 +379,7 @@ func TestBadInput(t *testing.T) {
 		{"malformed gpid", []string{"kill", "abc"}, nil, 2, `invalid gpid "abc"`},
 		{"bad signal", []string{"kill", "-s", "NOPE", "1"}, nil, 2, `invalid signal "NOPE"`},
 		{"unknown flag", []string{"run", "--bogus", "--", "true"}, nil, 2, "unknown flag: --bogus"},
-		{"unreachable cluster", []string{"ps", "-A"}, []string{"SSI_ENDPOINT=http://127.0.0.1:1"}, 1, "cannot reach the ssi agent at http://127.0.0.1:1"},
+		{"unreachable cluster", []string{"ps", "-A"}, []string{"SSI_ENDPOINT=127.0.0.1:1"}, 1, "cannot reach the ssi agent at https://127.0.0.1:1"},
 		{"no cluster configured", []string{"nodes"}, []string{"SSI_ENDPOINT=", "SSI_CONFIG=/nonexistent/ssi.json"}, 1, "no cluster configured"},
 	}
 	for _, tc := range cases {

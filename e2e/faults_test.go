@@ -78,7 +78,7 @@ func runFault(t *testing.T, c *testCluster, faulty, spec string) {
 	mctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	mig := c.cmd(mctx, "migrate", strconv.FormatUint(gpid, 10), "node2")
-	mig.Env = append(mig.Env, "SSI_ENDPOINT=http://"+c.Nodes[0].API())
+	mig.Env = append(mig.Env, "SSI_ENDPOINT="+c.Nodes[0].API())
 	var out, errb strings.Builder
 	mig.Stdout, mig.Stderr = &out, &errb
 	if err := mig.Start(); err != nil {

@@ -30,11 +30,19 @@ func ServerTLS(ca *CA, cert tls.Certificate, requireClient bool) *tls.Config {
 
 // ClientTLS returns the config of a TLS 1.3 client presenting cert and
 // trusting only ca.
+//
+// The certificate is presented even when the server's list of acceptable CAs
+// does not name its issuer (Go's default is to send none then): a certificate
+// of the wrong cluster is then refused by the server with a TLS alert that
+// says so, rather than looking like no certificate at all.
 func ClientTLS(ca *CA, cert tls.Certificate) *tls.Config {
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{cert},
-		RootCAs:      ca.Pool(),
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return &cert, nil
+		},
+		RootCAs: ca.Pool(),
 	}
 }
 
