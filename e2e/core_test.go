@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ssi-cluster/ssi/pidtable"
+	"github.com/ssi-cluster/ssi/pki"
 )
 
 // TestRunOnEachNode: an attached run on each node returns the job's stdout and
@@ -419,10 +420,11 @@ func TestBadInput(t *testing.T) {
 // how to start a cluster.
 func TestUnreachableMessageNamesSource(t *testing.T) {
 	c := need(t)
-	cfg := filepath.Join(t.TempDir(), "config.json")
-	if err := os.WriteFile(cfg, []byte(`{"endpoint": "http://127.0.0.1:1"}`), 0o600); err != nil {
+	uc, err := pki.NewUserConfig(c.ca(t), "127.0.0.1:1", "root", true, pki.Validity{})
+	if err != nil {
 		t.Fatal(err)
 	}
+	cfg := c.writeConfig(t, uc)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := c.cmd(ctx, "nodes")
@@ -439,10 +441,12 @@ func TestAgentEtcdDown(t *testing.T) {
 	c := need(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	dir := t.TempDir()
+	c.nodeCredentials(t, filepath.Join(dir, "pki"), "lonely")
 	cmd := exec.CommandContext(ctx, filepath.Join(c.bin, "ssi"), "agent", "--name", "lonely", "--listen", "127.0.0.1:0",
-		"--advertise", "127.0.0.1:7999", "--data-dir", t.TempDir(), "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-dial-timeout", "1s")
+		"--advertise", "127.0.0.1:7999", "--data-dir", dir, "--etcd-endpoints", "https://127.0.0.1:1", "--etcd-dial-timeout", "1s")
 	r := runCmd(t, cmd)
-	if r.code != 1 || !strings.Contains(r.stderr, "cannot reach etcd at http://127.0.0.1:1") {
+	if r.code != 1 || !strings.Contains(r.stderr, "cannot reach etcd at https://127.0.0.1:1") {
 		t.Fatalf("%v", r)
 	}
 	if n := strings.Count(strings.TrimRight(r.stderr, "\n"), "\n"); n != 0 {

@@ -101,6 +101,25 @@ func (c *testCluster) ca(t *testing.T) *pki.CA {
 	return ca
 }
 
+// nodeCredentials issues node name a certificate of the cluster CA into dir,
+// as a join would.
+func (c *testCluster) nodeCredentials(t *testing.T, dir, name string) {
+	t.Helper()
+	ca := c.ca(t)
+	key, err := pki.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.IssueNode(key.Public(), name, []string{"127.0.0.1"}, pki.Validity{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, _ := pki.EncodeKey(key)
+	if err := pki.SaveNode(dir, &pki.CA{Cert: ca.Cert, CertPEM: ca.CertPEM}, pki.EncodeCert(cert), kb); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // writeConfig writes a client config to a new file and returns its path.
 func (c *testCluster) writeConfig(t *testing.T, cfg *pki.ClientConfig) string {
 	t.Helper()

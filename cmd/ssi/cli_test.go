@@ -44,6 +44,22 @@ func FuzzParseSize(f *testing.F) {
 	})
 }
 
+func FuzzParseLabels(f *testing.F) {
+	f.Add("a=b", "c=")
+	f.Add("=x", "novalue")
+	f.Fuzz(func(t *testing.T, a, b string) {
+		m, err := parseLabels("--label", []string{a, b})
+		if err != nil {
+			return
+		}
+		for k := range m {
+			if k == "" {
+				t.Fatalf("parseLabels(%q, %q) accepted an empty key", a, b)
+			}
+		}
+	})
+}
+
 func TestHumanBytes(t *testing.T) {
 	for in, want := range map[int64]string{0: "0B", 1023: "1023B", 1536: "1.5K", 7 << 20: "7.0M", 300 << 20: "300M", 24 << 30: "24G"} {
 		if got := humanBytes(in); got != want {
