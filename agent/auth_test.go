@@ -166,3 +166,42 @@ func FuzzForwardedIdentity(f *testing.F) {
 		}
 	})
 }
+
+func TestImageLimits(t *testing.T) {
+	if got := imageBytesFor(0); got != maxImageBytes {
+		t.Errorf("no memory limit: %d", got)
+	}
+	if got := imageBytesFor(64 << 20); got != 128<<20+imageSlack {
+		t.Errorf("64 MiB job: %d", got)
+	}
+	if got := imageBytesFor(maxImageBytes); got != maxImageBytes {
+		t.Errorf("huge job: %d", got)
+	}
+	a := &Agent{cfg: Config{Name: "node2"}, streams: map[string]int{}}
+	var releases []func()
+	for range maxStreamsPerPeer {
+		r, err := a.acquireStream("node1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		releases = append(releases, r)
+	}
+	if _, err := a.acquireStream("node1"); !api.IsCode(err, api.CodeConflict) || !strings.Contains(err.Error(), "at most 2") {
+		t.Fatalf("stream over the limit: %v", err)
+	}
+	if r, err := a.acquireStream("node2"); err != nil {
+		t.Fatalf("another peer is limited separately: %v", err)
+	} else {
+		r()
+	}
+	releases[0]()
+	if r, err := a.acquireStream("node1"); err != nil {
+		t.Fatalf("after a release: %v", err)
+	} else {
+		r()
+	}
+	releases[1]()
+	if len(a.streams) != 0 {
+		t.Fatalf("streams left: %v", a.streams)
+	}
+}

@@ -217,7 +217,8 @@ func Up(ctx context.Context, c Config) (st *State, outcome Outcome, err error) {
 					return old, "", err
 				}
 			}
-			return old, Restarted, nil
+			// A cluster made before mTLS gets its CA on this restart.
+			return old, Restarted, old.writeConfig()
 		}
 		c.Log.Info("removing the previous, broken cluster", "cluster", c.Name)
 	}
@@ -258,23 +259,32 @@ func Up(ctx context.Context, c Config) (st *State, outcome Outcome, err error) {
 			return st, "", err
 		}
 	}
-	if c.ConfigFile != "" && !st.Insecure() {
-		// The admin's credentials: root's only (0600), like /etc/kubernetes/admin.conf.
-		if err := os.MkdirAll(filepath.Dir(c.ConfigFile), 0o755); err != nil {
-			return st, "", fmt.Errorf("localcluster: %w", err)
-		}
-		b, err := os.ReadFile(st.AdminConfig())
-		if err != nil {
-			return st, "", fmt.Errorf("localcluster: %w", err)
-		}
-		if err := os.WriteFile(c.ConfigFile, b, 0o600); err != nil {
-			return st, "", fmt.Errorf("localcluster: write CLI config: %w", err)
-		}
-		if err := os.Chmod(c.ConfigFile, 0o600); err != nil {
-			return st, "", fmt.Errorf("localcluster: %w", err)
-		}
+	if err := st.writeConfig(); err != nil {
+		return st, "", err
 	}
 	return st, Started, st.save()
+}
+
+// writeConfig copies the admin's config (root's only, 0600, like
+// /etc/kubernetes/admin.conf) to the cluster's ConfigFile, if it has one.
+func (s *State) writeConfig() error {
+	if s.ConfigFile == "" || s.Insecure() {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(s.ConfigFile), 0o755); err != nil {
+		return fmt.Errorf("localcluster: %w", err)
+	}
+	b, err := os.ReadFile(s.AdminConfig())
+	if err != nil {
+		return fmt.Errorf("localcluster: %w", err)
+	}
+	if err := os.WriteFile(s.ConfigFile, b, 0o600); err != nil {
+		return fmt.Errorf("localcluster: write CLI config: %w", err)
+	}
+	if err := os.Chmod(s.ConfigFile, 0o600); err != nil {
+		return fmt.Errorf("localcluster: %w", err)
+	}
+	return nil
 }
 
 func (s *State) node(name string) (*NodeState, error) {
