@@ -205,3 +205,21 @@ func TestImageLimits(t *testing.T) {
 		t.Fatalf("streams left: %v", a.streams)
 	}
 }
+
+// TestIncomingOnlyFromItsSource: later migration steps are accepted only from
+// the node that prepared the migration.
+func TestIncomingOnlyFromItsSource(t *testing.T) {
+	a := &Agent{cfg: Config{Name: "node3"}, incoming: map[uint64]*incoming{7: {id: "m1", from: "node1"}}}
+	if _, err := a.incomingFor(7, "m1", "node1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.incomingFor(7, "m1", "node2"); !api.IsCode(err, api.CodeForbidden) {
+		t.Fatalf("another node: %v", err)
+	}
+	if _, err := a.incomingFor(7, "m0", "node1"); !api.IsCode(err, api.CodeConflict) {
+		t.Fatalf("stale id: %v", err)
+	}
+	if _, err := a.incomingFor(8, "m1", "node1"); !api.IsCode(err, api.CodeConflict) {
+		t.Fatalf("other gpid: %v", err)
+	}
+}

@@ -363,6 +363,7 @@ func TestRoleBoundaries(t *testing.T) {
 	c := need(t)
 	base := func(node int) string { return "https://" + c.Nodes[node].API() }
 	node2 := c.nodeClient(t, 1)
+	node1 := c.nodeClient(t, 0)
 	uid, gid := ensureUser(t, "ssitest1")
 	_, _ = uid, gid
 	alice := c.userClient(t, "ssitest1", false)
@@ -389,6 +390,7 @@ func TestRoleBoundaries(t *testing.T) {
 		{"user asserts another user", alice, "POST", base(0) + "/v1/procs/" + v + "/signal", `{"signal":"KILL"}`, map[string]string{"X-Ssi-On-Behalf-Of": "root", "X-Ssi-Admin": "1"}, 403, "is set by agents only"},
 		{"user poses as a forwarding agent", alice, "POST", base(0) + "/v1/procs", `{"argv":["id"]}`, map[string]string{"X-Ssi-Forwarded-By": "node1"}, 403, "is set by agents only"},
 		{"prepare for a gpid the sender does not own", node2, "POST", base(2) + "/v1/migrations/" + v + "/prepare", fmt.Sprintf(`{"id":"x","proc":{"gpid":%d,"node":"node2","epoch":%d},"spec":{"gpid":%d}}`, victim, before.Epoch, victim), nil, 403, "from node node2, which does not own it (node1 does)"},
+		{"replayed prepare (stale migration id) from the owner", node1, "POST", base(2) + "/v1/migrations/" + v + "/prepare", fmt.Sprintf(`{"id":"old","proc":{"gpid":%d,"node":"node1","epoch":%d},"spec":{"gpid":%d}}`, victim, before.Epoch, victim), nil, 409, "names no migration old to node3 (replayed or stale request)"},
 		{"images for a migration never prepared", node2, "PUT", base(2) + "/v1/migrations/" + v + "/images", "x", map[string]string{"X-Ssi-Migration": "x"}, 409, "no prepared migration x"},
 		{"restore of a migration never prepared", node2, "POST", base(2) + "/v1/migrations/" + v + "/restore", `{"id":"x"}`, nil, 409, "no prepared migration x"},
 		{"unknown field", alice, "POST", base(0) + "/v1/procs", `{"argv":["id"],"privileged":true}`, nil, 400, `unknown field \"privileged\"`},
@@ -449,6 +451,17 @@ func TestJoinRefused(t *testing.T) {
 		if r.code != 1 || !strings.Contains(r.stderr, tc.want) {
 			t.Errorf("join with %.20q: %v; want exit 1 and %q", tc.token, r, tc.want)
 		}
+	}
+	// Admin actions sent to a node without the CA key are forwarded to the one
+	// with it, as the admin.
+	out := filepath.Join(t.TempDir(), "via-node2.json")
+	c.ok(t, "--endpoint", c.Nodes[1].API(), "user", "add", "ssitest3", "--out", out)
+	cfg, err := pki.LoadClientConfig(out)
+	if err != nil || cfg.User != "ssitest3" || cfg.Server != c.Nodes[1].API() {
+		t.Fatalf("user add via node2: %+v %v", cfg, err)
+	}
+	if r := c.ssi(t, "user", "add", "root", "--out", filepath.Join(t.TempDir(), "r.json")); r.code != 1 || !strings.Contains(r.stderr, "user root runs jobs as uid 0: it can only be an admin") {
+		t.Fatalf("user add root without --admin: %v", r)
 	}
 	// A real token works for the API (the cluster's own nodes 2 and 3 joined
 	// that way); a user's token request is refused above (TestUsersIsolated).
