@@ -179,7 +179,9 @@ func (a *Agent) connectEtcd(ctx context.Context) error {
 		}
 		if a.node != nil {
 			d := a.node.Dir
-			ec.TLS = &pidtable.TLSFiles{CertFile: filepath.Join(d, pki.NodeCertFile), KeyFile: filepath.Join(d, pki.NodeKeyFile), CAFile: filepath.Join(d, pki.CACertFile)}
+			// Nodes only: a user's certificate, from the same CA, must not
+			// open the process table.
+			ec.TLS = &pidtable.TLSFiles{CertFile: filepath.Join(d, pki.NodeCertFile), KeyFile: filepath.Join(d, pki.NodeKeyFile), CAFile: filepath.Join(d, pki.CACertFile), AllowedHostname: pki.NodeSAN}
 		}
 		e, err := pidtable.StartEmbedded(ctx, ec)
 		if err != nil {

@@ -309,6 +309,21 @@ func TestPlainClientsRefused(t *testing.T) {
 			}
 		})
 	}
+	// etcd admits node certificates only: a user's, admin or not, signed by
+	// the same CA, is refused.
+	etcdURL := "https://" + net.JoinHostPort(n1, "2379") + "/version"
+	if resp, err := c.nodeClient(t, 1).Get(etcdURL); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("etcd with a node certificate: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	for _, admin := range []bool{false, true} {
+		resp, err := c.userClient(t, "root", admin).Get(etcdURL)
+		if err == nil {
+			resp.Body.Close()
+			t.Fatalf("etcd answered a user certificate (admin %v): HTTP %d", admin, resp.StatusCode)
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := c.cmd(ctx, "--insecure", "--endpoint", "http://"+c.Endpoint(), "nodes")

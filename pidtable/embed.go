@@ -28,6 +28,9 @@ type EmbeddedConfig struct {
 // TLSFiles names the PEM files of a TLS identity and the CA to verify peers with.
 type TLSFiles struct {
 	CertFile, KeyFile, CAFile string
+	// AllowedHostname, when set, admits only client and peer certificates
+	// valid for this name (besides being signed by the CA).
+	AllowedHostname string
 }
 
 // Embedded is a running embedded etcd member.
@@ -58,6 +61,9 @@ func StartEmbedded(ctx context.Context, c EmbeddedConfig) (*Embedded, error) {
 			return nil, fmt.Errorf("pidtable: etcd with TLS needs https URLs, not %s and %s", c.ClientURL, c.PeerURL)
 		}
 		info := transport.TLSInfo{CertFile: c.TLS.CertFile, KeyFile: c.TLS.KeyFile, TrustedCAFile: c.TLS.CAFile, ClientCertAuth: true}
+		if c.TLS.AllowedHostname != "" {
+			info.AllowedHostnames = []string{c.TLS.AllowedHostname}
+		}
 		cfg.ClientTLSInfo, cfg.PeerTLSInfo = info, info
 		cfg.TlsMinVersion = "TLS1.3"
 	}

@@ -25,6 +25,11 @@ const (
 	OrgNodes   = "ssi:nodes"
 	OrgAdmins  = "ssi:admins"
 	nodePrefix = "node:"
+	// NodeSAN is a DNS name in every node certificate and in no user
+	// certificate: etcd, which checks SANs but not subjects, admits only
+	// certificates valid for it (its --client-cert-allowed-hostname). The
+	// .invalid TLD never resolves.
+	NodeSAN = "node.ssi.invalid"
 )
 
 // Lifetimes of what the CA issues.
@@ -284,7 +289,7 @@ func (ca *CA) IssueNode(pub crypto.PublicKey, name string, addrs []string, v Val
 		NotBefore:   nb,
 		NotAfter:    na,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		DNSNames:    []string{"localhost", name},
+		DNSNames:    []string{"localhost", name, NodeSAN},
 		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
 	}
 	for _, a := range addrs {
