@@ -91,6 +91,12 @@ func TestDecodeLimits(t *testing.T) {
 			t.Errorf("%s: %v, want a bad request", name, err)
 		}
 	}
+	// A large body followed by whitespace (curl, editors) is fine.
+	var req api.RunRequest
+	ok := `{"argv":["echo","` + strings.Repeat("a", 200<<10) + `"]}` + "\n\n"
+	if err := decode(httptest.NewRequest("POST", "/v1/procs", strings.NewReader(ok)), &req); err != nil {
+		t.Fatalf("large body with a trailing newline: %v", err)
+	}
 	for name, req := range map[string]api.RunRequest{
 		"too many args": {Argv: make([]string, maxArgs+1)},
 		"too big":       {Argv: []string{"echo", strings.Repeat("a", maxArgBytes)}},

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -78,8 +79,8 @@ func decode(r *http.Request, v any) error {
 	err := decodeJSON(body, v)
 	// Read to the end: a handler that streams its answer (migrate) must not
 	// leave the request half-read on a connection a proxy reuses.
-	n, _ := io.Copy(io.Discard, body)
-	if n > 0 && err == nil {
+	rest, _ := io.ReadAll(body)
+	if err == nil && len(bytes.TrimSpace(rest)) > 0 {
 		err = errors.New("trailing data after the JSON object")
 	}
 	if err != nil {
