@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
@@ -33,6 +34,12 @@ func ParseClientConfig(b []byte) (*ClientConfig, error) {
 		return nil, fmt.Errorf("config of %d bytes: at most %d", len(b), maxConfig)
 	}
 	var c ClientConfig
+	var old struct {
+		Endpoint string `json:"endpoint"`
+	}
+	if json.Unmarshal(b, &old) == nil && old.Endpoint != "" {
+		return nil, fmt.Errorf("a config from before mutual TLS ({\"endpoint\": %q}): it holds no credentials; ask an admin for a new one ('ssi user add'), or run 'make up' again for the local cluster", old.Endpoint)
+	}
 	dec := json.NewDecoder(strings.NewReader(string(b)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&c); err != nil {
@@ -50,20 +57,25 @@ func ParseClientConfig(b []byte) (*ClientConfig, error) {
 // LoadClientConfig reads a client config file. The file holds a private key:
 // one readable by others is refused.
 func LoadClientConfig(path string) (*ClientConfig, error) {
-	fi, err := os.Stat(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("config %s has mode %o: it holds a private key, make it private (chmod 600 %s)", path, fi.Mode().Perm(), path)
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
 	}
-	b, err := os.ReadFile(path)
+	b, err := io.ReadAll(io.LimitReader(f, maxConfig+1))
 	if err != nil {
 		return nil, err
 	}
 	c, err := ParseClientConfig(b)
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("config %s has mode %o: it holds a private key, make it private (chmod 600 %s)", path, fi.Mode().Perm(), path)
 	}
 	return c, nil
 }

@@ -115,7 +115,7 @@ func TestResolve(t *testing.T) {
 		{"flag overrides the server", "a:1", false, map[string]string{"SSI_ENDPOINT": "b:2", "SSI_CONFIG": cfg}, "a:1", "--endpoint", ""},
 		{"env next", "", false, map[string]string{"SSI_ENDPOINT": "b:2", "SSI_CONFIG": cfg}, "b:2", "SSI_ENDPOINT", ""},
 		{"key readable by others", "", false, map[string]string{"SSI_CONFIG": open}, "", "", "chmod 600"},
-		{"old insecure config", "", false, map[string]string{"SSI_CONFIG": old}, "", "", "config " + old},
+		{"old insecure config", "", false, map[string]string{"SSI_CONFIG": old}, "", "", "a config from before mutual TLS"},
 		{"nothing", "", false, map[string]string{"SSI_CONFIG": filepath.Join(dir, "none.json")}, "", "", "no cluster configured"},
 		{"no credentials, endpoint only", "", false, map[string]string{"SSI_ENDPOINT": "b:2", "SSI_CONFIG": filepath.Join(dir, "none.json")}, "", "", "no cluster configured"},
 		{"insecure", "http://a:1", true, map[string]string{"SSI_CONFIG": old}, "http://a:1", "--endpoint", ""},
