@@ -55,6 +55,10 @@ type Config struct {
 	// dir holds one.
 	Join  string
 	Token string
+	// InitCA makes an agent without a certificate create a new cluster CA even
+	// with an external etcd (--init-ca); without an external etcd the first
+	// agent always does.
+	InitCA bool
 	// AdminUser names the admin whose config the first agent of a cluster
 	// writes to <data-dir>/pki/admin.json (--admin-user, default root).
 	AdminUser string
@@ -105,6 +109,9 @@ func (c *Config) Validate() error {
 		}
 		if c.Insecure {
 			errs = append(errs, errors.New("--join needs TLS: it cannot be used with --insecure"))
+		}
+		if c.InitCA {
+			errs = append(errs, errors.New("--join and --init-ca exclude each other: join an existing cluster, or create a new one"))
 		}
 	}
 	if c.AdminUser == "" {

@@ -59,14 +59,14 @@ func (a *Agent) setupPKI(ctx context.Context) error {
 		if err := a.joinCluster(ctx); err != nil {
 			return err
 		}
-	case len(a.cfg.EtcdEndpoints) == 0:
+	case len(a.cfg.EtcdEndpoints) == 0 || a.cfg.InitCA:
 		host, _, _ := net.SplitHostPort(a.cfg.Advertise)
 		if _, err := pki.Bootstrap(dir, a.cfg.Name, []string{host}, a.cfg.Advertise, a.cfg.AdminUser); err != nil {
 			return fmt.Errorf("agent: create the cluster CA: %w", err)
 		}
 		a.log.Info("created the cluster CA and an admin config", "ca", filepath.Join(dir, pki.CACertFile), "admin_config", filepath.Join(dir, pki.AdminFile), "admin", a.cfg.AdminUser)
 	default:
-		return fmt.Errorf("%w: no node certificate in %s: join with --join ADDR --token TOKEN (an admin prints a token with 'ssi token create'), or run with --insecure for debugging", ErrJoin, dir)
+		return fmt.Errorf("%w: no node certificate in %s: join with --join ADDR --token TOKEN (an admin prints a token with 'ssi token create'); the first agent of a cluster on an external etcd creates the CA with --init-ca", ErrJoin, dir)
 	}
 	n, err := pki.LoadNode(dir)
 	if err != nil {

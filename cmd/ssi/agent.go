@@ -99,6 +99,7 @@ DATA-DIR/pki; restarts need no token.`,
 	f.DurationVar(&cfg.Retention, "retention", time.Hour, "how long ended jobs and their output are kept")
 	f.StringVar(&cfg.Join, "join", "", "join a cluster through the agent at HOST:PORT (with --token)")
 	f.StringVar(&cfg.Token, "token", "", "join token from 'ssi token create' (with --join)")
+	f.BoolVar(&cfg.InitCA, "init-ca", false, "create a new cluster CA even with --etcd-endpoints (first agent of a cluster on an external etcd)")
 	f.StringVar(&cfg.AdminUser, "admin-user", "root", "first agent of a cluster: the admin whose config it writes to DATA-DIR/pki/admin.json")
 	f.BoolVar(&cfg.Insecure, "insecure", false, "DEBUGGING ONLY: no TLS, no authentication; any client can run anything as any user, root included")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
