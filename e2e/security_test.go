@@ -480,8 +480,50 @@ func TestJoinRefused(t *testing.T) {
 	}
 	// A real token works for the API (the cluster's own nodes 2 and 3 joined
 	// that way); a user's token request is refused above (TestUsersIsolated).
+	if r := c.ssi(t, "token", "create", "--ttl", "1s"); r.code != 1 || !strings.Contains(r.stderr, "--ttl 1s: want 10s to 720h0m0s") {
+		t.Errorf("token with a 1s TTL: %v", r)
+	}
 	tok := strings.TrimSpace(c.ok(t, "token", "create", "--ttl", "1m"))
 	if _, err := pki.ParseToken(tok); err != nil || !strings.Contains(tok, hash) {
 		t.Fatalf("token create printed %q: %v", tok, err)
+	}
+}
+
+// TestPKIFiles: node1 alone holds the CA key; keys and the admin config are
+// readable by root only; a user whose unix account is missing gets an error
+// naming the node and the fix.
+func TestPKIFiles(t *testing.T) {
+	c := need(t)
+	mode := func(p string) os.FileMode {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Mode().Perm()
+	}
+	for i, n := range c.Nodes {
+		dir := filepath.Join(n.DataDir, "pki")
+		if m := mode(filepath.Join(dir, pki.NodeKeyFile)); m != 0o600 {
+			t.Errorf("%s node.key mode %o", n.Name, m)
+		}
+		_, err := os.Stat(filepath.Join(dir, pki.CAKeyFile))
+		if i == 0 && (err != nil || mode(filepath.Join(dir, pki.CAKeyFile)) != 0o600) {
+			t.Errorf("node1 ca.key: %v", err)
+		}
+		if i > 0 && err == nil {
+			t.Errorf("%s holds the CA key", n.Name)
+		}
+	}
+	if m := mode(c.admin); m != 0o600 {
+		t.Errorf("admin config mode %o", m)
+	}
+	ghost := c.userConfig(t, "ssitestghost", 0, 0) // no such unix account
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := c.cmd(ctx, "run", "--node", "node3", "--", "true")
+	cmd.Env = append(cmd.Env, "SSI_CONFIG="+ghost)
+	r := runCmd(t, cmd)
+	if r.code != 1 || !strings.Contains(r.stderr, `user "ssitestghost" does not exist on node node3`) || !strings.Contains(r.stderr, "useradd ssitestghost") {
+		t.Fatalf("user without a unix account: %v", r)
 	}
 }
