@@ -529,7 +529,17 @@ func (a *Agent) forgetMigrated(j *job) {
 			a.log.Warn("remove cgroup of migrated job", "gpid", j.gpid, "err", err)
 		}
 	}
-	time.AfterFunc(30*time.Second, func() { _ = os.RemoveAll(j.dir) })
+	// The directory lingers a while for followers; it is removed only if it
+	// still holds this moved-away copy: a job that came back meanwhile has a
+	// fresh directory at the same path (prepare removed moved.json with the old one).
+	time.AfterFunc(30*time.Second, func() {
+		a.mu.Lock()
+		back := a.jobs[j.gpid] != nil || a.incoming[j.gpid] != nil
+		a.mu.Unlock()
+		if _, err := os.Stat(filepath.Join(j.dir, shim.MovedFile)); err == nil && !back {
+			_ = os.RemoveAll(j.dir)
+		}
+	})
 }
 
 // incoming is a migration this node is the target of.
