@@ -96,6 +96,16 @@ func runFault(t *testing.T, c *testCluster, faulty, spec string) {
 			crashed = !agentOf().Agent.Alive()
 		}
 	}
+	if strings.HasSuffix(spec, "=exit") {
+		// The migrate command can see the agent's sockets close before its
+		// process is gone: wait for it to be gone, then restart it.
+		eventually(t, 10*time.Second, "faulty agent exited at its failpoint", func() error {
+			if agentOf().Agent.Alive() {
+				return fmt.Errorf("agent of %s still alive", faulty)
+			}
+			return nil
+		})
+	}
 	if !agentOf().Agent.Alive() {
 		c.startAgent(t, faulty)
 	}
