@@ -20,6 +20,9 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/ssi-cluster/ssi/pidtable"
 	"github.com/ssi-cluster/ssi/pki"
 )
 
@@ -525,5 +528,85 @@ func TestPKIFiles(t *testing.T) {
 	r := runCmd(t, cmd)
 	if r.code != 1 || !strings.Contains(r.stderr, `user "ssitestghost" does not exist on node node3`) || !strings.Contains(r.stderr, "useradd ssitestghost") {
 		t.Fatalf("user without a unix account: %v", r)
+	}
+}
+
+// TestReplayedPrepare: a prepare is checked against the process table, not the
+// sender's word. With the record naming a migration in flight (written here
+// directly, as node1 would at its claim), a prepare at an older epoch (a
+// replay) and one asking for another uid than the record's are refused, and
+// the target creates nothing.
+func TestReplayedPrepare(t *testing.T) {
+	c := need(t)
+	uid, gid := ensureUser(t, "ssitest1")
+	cfg := c.userConfig(t, "ssitest1", uid, gid)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	r := runCmd(t, c.as(ctx, cfg, uid, gid, "run", "-d", "--node", "node1", "--", "sleep", "600"))
+	gpid, err := strconv.ParseUint(strings.TrimSpace(r.stdout), 10, 64)
+	if r.code != 0 || err != nil {
+		t.Fatalf("run: %v", r)
+	}
+	defer c.kill(t, gpid)
+	creds, err := pki.LoadNode(filepath.Join(c.Nodes[0].DataDir, "pki"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ec, err := clientv3.New(clientv3.Config{Endpoints: []string{"https://" + net.JoinHostPort(c.Nodes[0].IP, "2379")}, TLS: creds.ClientTLS(), DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ec.Close()
+	store := pidtable.New(ec)
+	var cur pidtable.Proc
+	eventually(t, 10*time.Second, "job running", func() error {
+		p, _, err := store.Get(ctx, gpid)
+		if err != nil || p.State != pidtable.Running {
+			return fmt.Errorf("%+v %v", p, err)
+		}
+		cur = p
+		return nil
+	})
+	// Claim as node1 would, then put the record back at the end.
+	if _, err := store.Update(ctx, gpid, func(p *pidtable.Proc) error {
+		p.State, p.Migration = pidtable.Migrating, &pidtable.Migration{ID: "m-now", Target: "node3", Phase: "prepare", Started: time.Now().UTC()}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if _, err := store.Update(context.Background(), gpid, func(p *pidtable.Proc) error {
+			p.State, p.Migration = pidtable.Running, nil
+			return nil
+		}); err != nil {
+			t.Error(err)
+		}
+	}()
+	node1 := c.nodeClient(t, 0)
+	url := "https://" + c.Nodes[2].API() + fmt.Sprintf("/v1/migrations/%d/prepare", gpid)
+	body := func(epoch uint64, specUID int) []byte {
+		b, _ := json.Marshal(map[string]any{
+			"id":   "m-now",
+			"proc": map[string]any{"gpid": gpid, "node": "node1", "epoch": epoch},
+			"spec": map[string]any{"gpid": gpid, "uid": specUID, "gid": gid, "argv": []string{"sleep", "600"}, "workdir": "/"},
+		})
+		return b
+	}
+	for _, tc := range []struct {
+		name   string
+		body   []byte
+		status int
+		want   string
+	}{
+		{"older epoch", body(cur.Epoch-1, uid), 409, fmt.Sprintf("at epoch %d, but the record is at epoch %d (replayed or stale request)", cur.Epoch-1, cur.Epoch)},
+		{"root instead of the job's uid", body(cur.Epoch, 0), 403, fmt.Sprintf("asks for uid 0 gid %d, but the job runs as %d:%d", gid, uid, gid)},
+	} {
+		status, got := call(t, node1, "POST", url, tc.body, nil)
+		if status != tc.status || !strings.Contains(got, tc.want) {
+			t.Errorf("%s: HTTP %d %s; want %d and %q", tc.name, status, got, tc.status, tc.want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(c.Nodes[2].DataDir, "jobs", strconv.FormatUint(gpid, 10))); err == nil {
+		t.Error("a refused prepare created the job's directory on node3")
 	}
 }
