@@ -2,7 +2,7 @@
 NODES ?= 3
 SHELL := /bin/bash
 
-.PHONY: help deps build up down status test unit e2e bench bench-migrate lint
+.PHONY: help deps build up down status test unit e2e fuzz bench bench-migrate lint
 
 help: ## list targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ unit: build ## run the tests that need neither root nor a cluster
 
 e2e: build ## run the multi-node end-to-end tests only (as root)
 	go test -count=1 -v -timeout 20m ./e2e/
+
+fuzz: ## run every fuzz target (decoders of untrusted input) for FUZZTIME (default 10s) each
+	hack/fuzz.sh
 
 bench: deps build ## cluster-core benchmarks: run latency, spawn throughput, ps -A (docs/BENCHMARKS.md)
 	go run ./hack/bench

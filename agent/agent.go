@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ssi-cluster/ssi/pidtable"
+	"github.com/ssi-cluster/ssi/pki"
 )
 
 // ErrEtcdUnreachable is returned by Run when etcd cannot be contacted at start.
@@ -62,6 +64,12 @@ type Agent struct {
 	// with a proxied stream.
 	fwd  *http.Transport
 	peer *http.Transport
+
+	// node is this node's certificate and the cluster CA; nil with --insecure.
+	node *pki.Node
+	// streams counts image streams in flight per peer node.
+	streamsMu sync.Mutex
+	streams   map[string]int
 }
 
 // New checks cfg and returns an agent ready to Run.
@@ -78,6 +86,7 @@ func New(cfg Config) (*Agent, error) {
 		jobsDir:  filepath.Join(cfg.DataDir, "jobs"),
 		jobs:     map[uint64]*job{},
 		incoming: map[uint64]*incoming{},
+		streams:  map[string]int{},
 		rnd:      mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid()))),
 		fwd:      newTransport(),
 		peer:     newTransport(),
@@ -94,9 +103,15 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer lock.Close()
+	if err := a.setupPKI(ctx); err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", a.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("agent: --listen %s: %w", a.cfg.Listen, err)
+	}
+	if a.node != nil {
+		ln = tls.NewListener(ln, a.node.ServerTLS(false))
 	}
 	defer ln.Close()
 	if err := a.connectEtcd(ctx); err != nil {
@@ -114,7 +129,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.publishStatus(ctx, a.measure()); err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
+	srv := &http.Server{
+		Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: maxHeaderBytes,
+		BaseContext: func(net.Listener) context.Context { return ctx },
+		// Failed handshakes (plain HTTP on the TLS port, unknown CAs) are the
+		// clients' problem; they are told so, not the agent's log.
+		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
+	}
 	var wg sync.WaitGroup
 	loops, stop := context.WithCancel(ctx)
 	defer stop()
@@ -152,12 +173,19 @@ func (a *Agent) Run(ctx context.Context) error {
 func (a *Agent) connectEtcd(ctx context.Context) error {
 	endpoints := a.cfg.EtcdEndpoints
 	if len(endpoints) == 0 {
-		e, err := pidtable.StartEmbedded(ctx, pidtable.EmbeddedConfig{
+		ec := pidtable.EmbeddedConfig{
 			Name:      a.cfg.Name,
 			Dir:       filepath.Join(a.cfg.DataDir, "etcd"),
 			ClientURL: a.cfg.EtcdClientURL,
 			PeerURL:   a.cfg.EtcdPeerURL,
-		})
+		}
+		if a.node != nil {
+			d := a.node.Dir
+			// Nodes only: a user's certificate, from the same CA, must not
+			// open the process table.
+			ec.TLS = &pidtable.TLSFiles{CertFile: filepath.Join(d, pki.NodeCertFile), KeyFile: filepath.Join(d, pki.NodeKeyFile), CAFile: filepath.Join(d, pki.CACertFile), AllowedHostname: pki.NodeSAN}
+		}
+		e, err := pidtable.StartEmbedded(ctx, ec)
 		if err != nil {
 			return err
 		}
@@ -166,7 +194,11 @@ func (a *Agent) connectEtcd(ctx context.Context) error {
 		a.log.Info("embedded etcd started", "client_url", a.cfg.EtcdClientURL)
 	}
 	// The client's own zap logs would duplicate, as JSON, the errors returned here.
-	c, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: a.cfg.EtcdDialTimeout, Logger: zap.NewNop()})
+	cc := clientv3.Config{Endpoints: endpoints, DialTimeout: a.cfg.EtcdDialTimeout, Logger: zap.NewNop()}
+	if a.node != nil {
+		cc.TLS = a.node.ClientTLS() // etcd accepts only certificates of the cluster CA
+	}
+	c, err := clientv3.New(cc)
 	if err != nil {
 		return fmt.Errorf("%w at %s: %w", ErrEtcdUnreachable, strings.Join(endpoints, ","), err)
 	}
@@ -226,6 +258,11 @@ func (a *Agent) join(ctx context.Context) error {
 	}
 	if _, err := a.newSession(ctx); err != nil {
 		return err
+	}
+	if a.node != nil && a.node.CA.Key != nil {
+		if err := a.store.SetCANode(ctx, name); err != nil {
+			return err
+		}
 	}
 	return a.publishStatus(ctx, a.measure())
 }

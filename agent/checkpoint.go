@@ -67,10 +67,7 @@ func (a *Agent) handleCheckpoint(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	if err := mayControl(callerOf(r), p); err != nil {
-		a.writeError(w, r, err)
-		return
-	}
+	// owned has authorized the caller for p.
 	// A checkpoint must not stop half-way because the client went away.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), checkpointTimeout)
 	defer cancel()
@@ -80,14 +77,6 @@ func (a *Agent) handleCheckpoint(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusCreated, res)
-}
-
-// mayControl checks that who may act on p: its user, or root.
-func mayControl(who caller, p pidtable.Proc) error {
-	if who.uid == 0 || (who.user != "" && who.user == p.User) {
-		return nil
-	}
-	return api.Errorf(api.CodeForbidden, "gpid %d belongs to %s; you are %s", p.GPID, p.User, who.user)
 }
 
 // checkpoint saves a checkpoint of p, a job running here.
@@ -293,8 +282,12 @@ func (a *Agent) handleCheckpoints(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
+	who := callerOf(r)
 	out := make([]api.CheckpointInfo, 0, len(cs))
 	for _, c := range cs {
+		if authorize(who, c.GPID, c.Proc.User) != nil {
+			continue // users see their own checkpoints; admins all
+		}
 		out = append(out, api.CheckpointInfo{Checkpoint: c, NodeReady: snap.Ready(c.Node)})
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -318,7 +311,7 @@ func (a *Agent) checkpointFor(r *http.Request) (pidtable.Checkpoint, int64, erro
 func (a *Agent) handleDeleteCheckpoint(w http.ResponseWriter, r *http.Request) {
 	c, rev, err := a.checkpointFor(r)
 	if err == nil {
-		err = mayControl(callerOf(r), c.Proc)
+		err = authorize(callerOf(r), c.GPID, c.Proc.User)
 	}
 	if err == nil && c.State != pidtable.Ready {
 		err = api.Errorf(api.CodeConflict, "checkpoint %s is still being saved; retry when it is done", c.Name)
@@ -333,7 +326,7 @@ func (a *Agent) handleDeleteCheckpoint(w http.ResponseWriter, r *http.Request) {
 			a.writeError(w, r, err)
 			return
 		}
-		if snap.Ready(c.Node) && r.Header.Get(api.HeaderForwarded) == "" {
+		if snap.Ready(c.Node) && !forwarded(r) {
 			a.forward(w, r, c.Node)
 			return
 		}
@@ -356,6 +349,9 @@ func (a *Agent) handleDeleteCheckpoint(w http.ResponseWriter, r *http.Request) {
 // handleCheckpointImages is GET /v1/checkpoints/{name}/images, agent to agent:
 // the holder streams the checkpoint to the node restoring it.
 func (a *Agent) handleCheckpointImages(w http.ResponseWriter, r *http.Request) {
+	if _, ok := a.requireNode(w, r); !ok {
+		return
+	}
 	c, _, err := a.checkpointFor(r)
 	if err == nil && (c.Node != a.cfg.Name || c.State != pidtable.Ready) {
 		err = api.Errorf(api.CodeConflict, "checkpoint %s is not held here ready (%s on %s)", c.Name, c.State, c.Node)
@@ -384,7 +380,7 @@ func (a *Agent) handleCheckpointRestore(w http.ResponseWriter, r *http.Request) 
 	}
 	c, _, err := a.checkpointFor(r)
 	if err == nil {
-		err = mayControl(callerOf(r), c.Proc)
+		err = authorize(callerOf(r), c.GPID, c.Proc.User)
 	}
 	if err == nil && c.State != pidtable.Ready {
 		err = api.Errorf(api.CodeConflict, "checkpoint %s is still being saved; retry when it is done", c.Name)
@@ -394,14 +390,14 @@ func (a *Agent) handleCheckpointRestore(w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	target := req.Node
-	if r.Header.Get(api.HeaderForwarded) == "" || target == "" {
+	if !forwarded(r) || target == "" {
 		if target, err = a.place(r.Context(), api.RunRequest{Node: req.Node, Placement: req.Placement, CPUs: c.Proc.CPUs, Memory: c.Proc.Memory}); err != nil {
 			a.writeError(w, r, err)
 			return
 		}
 	}
 	if target != a.cfg.Name {
-		if r.Header.Get(api.HeaderForwarded) != "" {
+		if forwarded(r) {
 			a.writeError(w, r, api.Errorf(api.CodeConflict, "restore forwarded to %s arrived at %s", target, a.cfg.Name))
 			return
 		}
@@ -639,7 +635,7 @@ func (a *Agent) fetchCheckpoint(ctx context.Context, holder pidtable.Node, name,
 			return 0, err
 		}
 	}
-	u := fmt.Sprintf("http://%s/v1/checkpoints/%s/images", holder.Addr, url.PathEscape(name))
+	u := fmt.Sprintf("%s://%s/v1/checkpoints/%s/images", a.scheme(), holder.Addr, url.PathEscape(name))
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return 0, err

@@ -48,8 +48,22 @@ type Config struct {
 	// ShimExe is the ssi-shim binary each job's shim and init run from
 	// (--shim-binary).
 	ShimExe string
-	Version string
-	Log     *slog.Logger
+	// Insecure turns off TLS and authentication (--insecure): debugging only.
+	Insecure bool
+	// Join and Token make a new node join a cluster (--join ADDR --token TOKEN):
+	// the agent at Join issues this node's certificate. Ignored once the data
+	// dir holds one.
+	Join  string
+	Token string
+	// InitCA makes an agent without a certificate create a new cluster CA even
+	// with an external etcd (--init-ca); without an external etcd the first
+	// agent always does.
+	InitCA bool
+	// AdminUser names the admin whose config the first agent of a cluster
+	// writes to <data-dir>/pki/admin.json (--admin-user, default root).
+	AdminUser string
+	Version   string
+	Log       *slog.Logger
 }
 
 var nodeNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)
@@ -75,12 +89,33 @@ func (c *Config) Validate() error {
 	}
 	if len(c.EtcdEndpoints) == 0 {
 		host, _, _ := net.SplitHostPort(c.Advertise)
+		scheme := "https://"
+		if c.Insecure {
+			scheme = "http://"
+		}
 		if c.EtcdClientURL == "" {
-			c.EtcdClientURL = "http://" + net.JoinHostPort(host, "2379")
+			c.EtcdClientURL = scheme + net.JoinHostPort(host, "2379")
 		}
 		if c.EtcdPeerURL == "" {
-			c.EtcdPeerURL = "http://" + net.JoinHostPort(host, "2380")
+			c.EtcdPeerURL = scheme + net.JoinHostPort(host, "2380")
 		}
+	}
+	if (c.Join == "") != (c.Token == "") {
+		errs = append(errs, errors.New("--join and --token go together: --join ADDR --token TOKEN (from 'ssi token create')"))
+	}
+	if c.Join != "" {
+		if _, _, err := net.SplitHostPort(c.Join); err != nil {
+			errs = append(errs, fmt.Errorf("--join %q: want HOST:PORT of an agent of the cluster: %w", c.Join, err))
+		}
+		if c.Insecure {
+			errs = append(errs, errors.New("--join needs TLS: it cannot be used with --insecure"))
+		}
+		if c.InitCA {
+			errs = append(errs, errors.New("--join and --init-ca exclude each other: join an existing cluster, or create a new one"))
+		}
+	}
+	if c.AdminUser == "" {
+		c.AdminUser = "root"
 	}
 	if c.EtcdDialTimeout == 0 {
 		c.EtcdDialTimeout = 5 * time.Second

@@ -19,7 +19,7 @@ func TestConfigValidate(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if c.EtcdClientURL != "http://10.0.0.1:2379" || c.Advertise != "10.0.0.1:7070" || c.CgroupParent != "/ssi" || c.LeaseTTL != 5 {
+	if c.EtcdClientURL != "https://10.0.0.1:2379" || c.Advertise != "10.0.0.1:7070" || c.CgroupParent != "/ssi" || c.LeaseTTL != 5 {
 		t.Fatalf("defaults not filled: %+v", c)
 	}
 	cases := []struct {
@@ -34,6 +34,9 @@ func TestConfigValidate(t *testing.T) {
 		{func(c *Config) { c.Placement = "best" }, "--placement"},
 		{func(c *Config) { c.CgroupParent = "ssi" }, `--cgroup-parent "ssi"`},
 		{func(c *Config) { c.ShimExe = "/nonexistent/ssi-shim" }, `--shim-binary "/nonexistent/ssi-shim"`},
+		{func(c *Config) { c.Join = "10.0.0.2:7070" }, "--join and --token go together"},
+		{func(c *Config) { c.Join, c.Token = "nope", "t" }, `--join "nope"`},
+		{func(c *Config) { c.Join, c.Token, c.Insecure = "10.0.0.2:7070", "t", true }, "cannot be used with --insecure"},
 	}
 	for _, tc := range cases {
 		c := good()

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,6 +20,9 @@ import (
 
 // maxRequestBody bounds JSON request bodies (argv and env included).
 const maxRequestBody = 1 << 20
+
+// maxHeaderBytes bounds request headers.
+const maxHeaderBytes = 64 << 10
 
 func (a *Agent) routes() http.Handler {
 	mux := http.NewServeMux()
@@ -43,7 +47,11 @@ func (a *Agent) routes() http.Handler {
 	mux.HandleFunc("POST /v1/migrations/{gpid}/restore", a.handleRestore)
 	mux.HandleFunc("POST /v1/migrations/{gpid}/abort", a.handleAbort)
 	mux.HandleFunc("POST /v1/migrations/{gpid}/resume", a.handleResume)
-	return mux
+	// Cluster membership and credentials (pki.go).
+	mux.HandleFunc("POST /v1/tokens", a.handleCreateToken)
+	mux.HandleFunc("POST /v1/users", a.handleAddUser)
+	mux.HandleFunc("POST /v1/join", a.handleJoin)
+	return a.authenticate(mux)
 }
 
 // writeError sends err as an api.Error; errors that are not *api.Error are
@@ -70,23 +78,34 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func decode(r *http.Request, v any) error {
+	if r.ContentLength > maxRequestBody {
+		return api.Errorf(api.CodeBadRequest, "request body of %d bytes: at most %d (argv and env included)", r.ContentLength, maxRequestBody)
+	}
 	body := io.LimitReader(r.Body, maxRequestBody+1)
-	err := json.NewDecoder(body).Decode(v)
+	err := decodeJSON(body, v)
 	// Read to the end: a handler that streams its answer (migrate) must not
 	// leave the request half-read on a connection a proxy reuses.
-	_, _ = io.Copy(io.Discard, body)
+	rest, _ := io.ReadAll(body)
+	if err == nil && len(bytes.TrimSpace(rest)) > 0 {
+		err = errors.New("trailing data after the JSON object")
+	}
 	if err != nil {
-		return api.Errorf(api.CodeBadRequest, "malformed request body: %v", err)
+		return api.Errorf(api.CodeBadRequest, "malformed request body (at most %d bytes of one JSON object with known fields): %v", maxRequestBody, err)
 	}
 	return nil
 }
 
-func callerOf(r *http.Request) caller {
-	uid, err := strconv.Atoi(r.Header.Get(api.HeaderUID))
-	if err != nil {
-		uid = -1
+// decodeJSON decodes one JSON object, refusing fields the API does not have.
+func decodeJSON(r io.Reader, v any) error {
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
 	}
-	return caller{user: r.Header.Get(api.HeaderUser), uid: uid}
+	if dec.More() {
+		return errors.New("trailing data after the JSON object")
+	}
+	return nil
 }
 
 func pathGPID(r *http.Request) (uint64, error) {
@@ -109,12 +128,16 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	who := callerOf(r)
-	if who.user == "" || who.uid < 0 {
-		a.writeError(w, r, api.Errorf(api.CodeBadRequest, "request carries no caller identity (%s, %s headers)", api.HeaderUser, api.HeaderUID))
+	if who.user == "" {
+		if a.node == nil {
+			a.writeError(w, r, api.Errorf(api.CodeBadRequest, "request carries no caller identity (%s, %s headers)", api.HeaderUser, api.HeaderUID))
+		} else {
+			a.writeError(w, r, api.Errorf(api.CodeForbidden, "a node certificate (%s) cannot run jobs; use a user's config", who.node))
+		}
 		return
 	}
 	target := req.Node
-	if r.Header.Get(api.HeaderForwarded) == "" || target == "" {
+	if !forwarded(r) || target == "" {
 		var err error
 		if target, err = a.place(r.Context(), req); err != nil {
 			a.writeError(w, r, err)
@@ -122,7 +145,7 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if target != a.cfg.Name {
-		if r.Header.Get(api.HeaderForwarded) != "" {
+		if forwarded(r) {
 			a.writeError(w, r, api.Errorf(api.CodeConflict, "job forwarded to %s arrived at %s", target, a.cfg.Name))
 			return
 		}
@@ -193,11 +216,12 @@ func (a *Agent) forward(w http.ResponseWriter, r *http.Request, node string) {
 		a.writeError(w, r, api.Errorf(api.CodeNotReady, "node %s is NotReady (its agent is not running); try again when it is back", node))
 		return
 	}
-	target := &url.URL{Scheme: "http", Host: n.Addr}
+	target := &url.URL{Scheme: a.scheme(), Host: n.Addr}
+	who := callerOf(r)
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
-			pr.Out.Header.Set(api.HeaderForwarded, a.cfg.Name)
+			a.setForwardHeaders(pr.Out.Header, who)
 		},
 		Transport:     a.fwd,
 		FlushInterval: -1,
@@ -224,10 +248,14 @@ func (a *Agent) owned(w http.ResponseWriter, r *http.Request) (p pidtable.Proc, 
 		a.writeError(w, r, err)
 		return p, false
 	}
+	if err := authorize(callerOf(r), p.GPID, p.User); err != nil {
+		a.writeError(w, r, err)
+		return p, false
+	}
 	if p.Node == a.cfg.Name {
 		return p, true
 	}
-	if r.Header.Get(api.HeaderForwarded) != "" {
+	if forwarded(r) {
 		a.writeError(w, r, api.Errorf(api.CodeConflict, "gpid %d is owned by %s, not %s; retry", gpid, p.Node, a.cfg.Name))
 		return p, false
 	}
@@ -280,6 +308,12 @@ func (a *Agent) handleWait(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
+	if cur, _, err := a.store.Get(r.Context(), gpid); err == nil {
+		if err := authorize(callerOf(r), gpid, cur.User); err != nil {
+			a.writeError(w, r, err)
+			return
+		}
+	}
 	p, err := a.store.WaitEnded(r.Context(), gpid)
 	if err != nil {
 		if errors.Is(err, pidtable.ErrNotFound) {
@@ -298,9 +332,13 @@ func (a *Agent) handlePS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	user, exited := r.URL.Query().Get("user"), r.URL.Query().Get("exited") != ""
+	who := callerOf(r)
+	if !who.admin {
+		user = who.user // a user sees only their own jobs, even with -A
+	}
 	out := make([]api.ProcInfo, 0, len(snap.Procs))
 	for _, p := range snap.Procs {
-		if (user != "" && p.User != user) || (!exited && p.State.Ended()) {
+		if (user != "" && p.User != user) || (!who.admin && who.user == "") || (!exited && p.State.Ended()) {
 			continue
 		}
 		out = append(out, procInfo(snap, p))
@@ -329,6 +367,10 @@ func (a *Agent) handleProc(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(err, pidtable.ErrNotFound) {
 			err = api.Errorf(api.CodeNotFound, "no such process: gpid %d (see ssi ps -A)", gpid)
 		}
+		a.writeError(w, r, err)
+		return
+	}
+	if err := authorize(callerOf(r), gpid, p.User); err != nil {
 		a.writeError(w, r, err)
 		return
 	}

@@ -48,12 +48,6 @@ func (a *Agent) jobDir(gpid uint64) string {
 	return filepath.Join(a.jobsDir, strconv.FormatUint(gpid, 10))
 }
 
-// caller is who sent a request.
-type caller struct {
-	user string
-	uid  int
-}
-
 // spawn starts req on this node and returns its gpid.
 func (a *Agent) spawn(ctx context.Context, req api.RunRequest, who caller) (api.RunResponse, error) {
 	if err := validateRun(req); err != nil {
@@ -63,15 +57,18 @@ func (a *Agent) spawn(ctx context.Context, req api.RunRequest, who caller) (api.
 	if name == "" {
 		name = who.user
 	}
-	if name != who.user && who.uid != 0 {
-		return api.RunResponse{}, api.Errorf(api.CodeForbidden, "--user %s: only root may run jobs as another user (you are %s)", name, who.user)
+	if name != who.user && !who.admin {
+		return api.RunResponse{}, api.Errorf(api.CodeForbidden, "--user %s: only admins may run jobs as another user (you are %s)", name, who)
 	}
 	u, err := user.Lookup(name)
 	if err != nil {
-		return api.RunResponse{}, api.Errorf(api.CodeBadRequest, "user %q does not exist on node %s: %v", name, a.cfg.Name, err)
+		return api.RunResponse{}, api.Errorf(api.CodeBadRequest, "user %q does not exist on node %s: an ssi user runs as the unix account of the same name on every node; create it there (useradd %s): %v", name, a.cfg.Name, name, err)
 	}
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
+	if (uid == 0 || gid == 0) && !who.admin {
+		return api.RunResponse{}, api.Errorf(api.CodeForbidden, "user %s maps to a uid or gid 0 account on node %s: only admins may run jobs as root", name, a.cfg.Name)
+	}
 	var groups []int
 	if ids, err := u.GroupIds(); err == nil {
 		for _, g := range ids {
@@ -149,10 +146,30 @@ func (a *Agent) spawn(ctx context.Context, req api.RunRequest, who caller) (api.
 	return api.RunResponse{GPID: p.GPID, Node: a.cfg.Name}, nil
 }
 
+// Limits of a run request: argv and env are stored in the job's record and
+// spec, so they are bounded well below etcd's request limit (1.5 MiB).
+const (
+	maxArgs     = 4096
+	maxArgBytes = 256 << 10
+)
+
 // validateRun checks what can be checked without the node.
 func validateRun(req api.RunRequest) error {
 	if len(req.Argv) == 0 || req.Argv[0] == "" {
 		return api.Errorf(api.CodeBadRequest, "no command given")
+	}
+	if len(req.Argv)+len(req.Env) > maxArgs {
+		return api.Errorf(api.CodeBadRequest, "%d arguments and environment entries: at most %d", len(req.Argv)+len(req.Env), maxArgs)
+	}
+	size := 0
+	for _, s := range append(req.Argv[:len(req.Argv):len(req.Argv)], req.Env...) {
+		size += len(s) + 1
+		if strings.IndexByte(s, 0) >= 0 {
+			return api.Errorf(api.CodeBadRequest, "argument or environment entry %.40q contains a NUL byte", s)
+		}
+	}
+	if size > maxArgBytes {
+		return api.Errorf(api.CodeBadRequest, "argv and env are %d bytes: at most %d (the kernel's ARG_MAX is not the limit: the job's record must fit in etcd)", size, maxArgBytes)
 	}
 	for _, e := range req.Env {
 		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {

@@ -37,8 +37,25 @@ const migrationTimeout = 5 * time.Minute
 // etcdStepTimeout bounds one record update of a migration step.
 const etcdStepTimeout = 10 * time.Second
 
-// maxImageBytes bounds what a target accepts in one image stream.
-const maxImageBytes = 64 << 30
+// Limits of what a target accepts: maxImageBytes bounds one image stream (and
+// a job with a memory limit gets imageBytesFor), maxStreamsPerPeer the image
+// streams one source node may have in flight at once.
+const (
+	maxImageBytes     = 64 << 30
+	maxStreamsPerPeer = 2
+	// imageSlack covers what a job's images hold beyond its memory: CRIU's
+	// metadata, the job's log.
+	imageSlack = 256 << 20
+)
+
+// imageBytesFor is the largest image stream accepted for a job with the given
+// memory limit (0: none): its pages cannot exceed the limit.
+func imageBytesFor(memory int64) int64 {
+	if memory > 0 && memory < (maxImageBytes-imageSlack)/2 {
+		return 2*memory + imageSlack
+	}
+	return maxImageBytes
+}
 
 // imagesRoot is this agent's memory-backed directory for images in flight. It is
 // keyed by the data dir, which is unique per agent on a machine: node names are
@@ -537,7 +554,7 @@ func (m *migration) release(ctx context.Context, why string) error {
 }
 
 func (m *migration) url(step string) string {
-	return fmt.Sprintf("http://%s/v1/migrations/%d/%s", m.target.Addr, m.gpid, step)
+	return fmt.Sprintf("%s://%s/v1/migrations/%d/%s", m.a.scheme(), m.target.Addr, m.gpid, step)
 }
 
 // stepTimeout bounds each call to the target, so that a target cut off
@@ -709,12 +726,23 @@ func (a *Agent) forgetMigrated(j *job) {
 			a.log.Warn("remove cgroup of migrated job", "gpid", j.gpid, "err", err)
 		}
 	}
-	time.AfterFunc(30*time.Second, func() { _ = os.RemoveAll(j.dir) })
+	// The directory lingers a while for followers; it is removed only if it
+	// still holds this moved-away copy: a job that came back meanwhile has a
+	// fresh directory at the same path (prepare removed moved.json with the old one).
+	time.AfterFunc(30*time.Second, func() {
+		a.mu.Lock()
+		back := a.jobs[j.gpid] != nil || a.incoming[j.gpid] != nil
+		a.mu.Unlock()
+		if _, err := os.Stat(filepath.Join(j.dir, shim.MovedFile)); err == nil && !back {
+			_ = os.RemoveAll(j.dir)
+		}
+	})
 }
 
 // incoming is a migration this node is the target of.
 type incoming struct {
 	id     string
+	from   string // the source node: the only one that may drive this migration
 	proc   pidtable.Proc
 	dir    string
 	images string
@@ -723,6 +751,10 @@ type incoming struct {
 }
 
 func (a *Agent) handlePrepare(w http.ResponseWriter, r *http.Request) {
+	from, ok := a.requireNode(w, r)
+	if !ok {
+		return
+	}
 	gpid, err := pathGPID(r)
 	if err != nil {
 		a.writeError(w, r, err)
@@ -730,6 +762,10 @@ func (a *Agent) handlePrepare(w http.ResponseWriter, r *http.Request) {
 	}
 	var req api.PrepareRequest
 	if err := decode(r, &req); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if err := a.checkPrepare(r.Context(), from, gpid, &req); err != nil {
 		a.writeError(w, r, err)
 		return
 	}
@@ -762,7 +798,7 @@ func (a *Agent) prepare(gpid uint64, req api.PrepareRequest) error {
 	}
 	a.abortIncoming(gpid) // a stale attempt
 	a.removeJobDir(gpid)
-	in := &incoming{id: req.ID, proc: req.Proc, dir: a.jobDir(gpid), images: a.imagesDir("in", gpid)}
+	in := &incoming{id: req.ID, from: req.Proc.Node, proc: req.Proc, dir: a.jobDir(gpid), images: a.imagesDir("in", gpid)}
 	spec := req.Spec
 	spec.Node, spec.Cgroup = a.cfg.Name, isolate.CgroupPath(a.cfg.CgroupParent, a.cfg.Name, gpid)
 	for _, d := range []string{in.dir, in.images, stageDir(in)} {
@@ -789,29 +825,43 @@ func (a *Agent) prepare(gpid uint64, req api.PrepareRequest) error {
 }
 
 // incomingFor returns the prepared migration of gpid with the given id.
-func (a *Agent) incomingFor(gpid uint64, id string) (*incoming, error) {
+// Only the node that prepared it may drive it (from).
+func (a *Agent) incomingFor(gpid uint64, id, from string) (*incoming, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	in := a.incoming[gpid]
 	if in == nil || in.id != id {
 		return nil, api.Errorf(api.CodeConflict, "no prepared migration %s of gpid %d on %s", id, gpid, a.cfg.Name)
 	}
+	if in.from != from {
+		return nil, api.Errorf(api.CodeForbidden, "migration %s of gpid %d is driven by node %s, not %s", id, gpid, in.from, from)
+	}
 	return in, nil
 }
 
 func (a *Agent) handleImages(w http.ResponseWriter, r *http.Request) {
+	from, ok := a.requireNode(w, r)
+	if !ok {
+		return
+	}
 	gpid, err := pathGPID(r)
 	if err != nil {
 		a.writeError(w, r, err)
 		return
 	}
-	in, err := a.incomingFor(gpid, r.Header.Get("X-Ssi-Migration"))
+	in, err := a.incomingFor(gpid, r.Header.Get("X-Ssi-Migration"), from)
 	if err != nil {
 		a.writeError(w, r, err)
 		return
 	}
+	release, err := a.acquireStream(from)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	defer release()
 	stage := stageDir(in)
-	_, err = migrate.ReadStream(r.Body, map[string]string{"images": in.images, "job": stage}, maxImageBytes)
+	_, err = migrate.ReadStream(r.Body, map[string]string{"images": in.images, "job": stage}, imageBytesFor(in.proc.Memory))
 	// Read the stream to its end (tar padding) so the connection is reusable
 	// rather than closed under a request that picks it up next.
 	_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 1<<20))
@@ -833,11 +883,11 @@ func (a *Agent) handleImages(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *Agent) handleRestore(w http.ResponseWriter, r *http.Request) {
-	gpid, req, ok := a.stepRequest(w, r)
+	gpid, req, from, ok := a.stepRequest(w, r)
 	if !ok {
 		return
 	}
-	in, err := a.incomingFor(gpid, req.ID)
+	in, err := a.incomingFor(gpid, req.ID, from)
 	if err != nil {
 		a.writeError(w, r, err)
 		return
@@ -920,11 +970,15 @@ func (a *Agent) watchIncoming(gpid uint64, in *incoming) {
 }
 
 func (a *Agent) handleAbort(w http.ResponseWriter, r *http.Request) {
-	gpid, req, ok := a.stepRequest(w, r)
+	gpid, req, from, ok := a.stepRequest(w, r)
 	if !ok {
 		return
 	}
-	if _, err := a.incomingFor(gpid, req.ID); err != nil {
+	if _, err := a.incomingFor(gpid, req.ID, from); err != nil {
+		if api.IsCode(err, api.CodeForbidden) {
+			a.writeError(w, r, err)
+			return
+		}
 		w.WriteHeader(http.StatusNoContent) // nothing to discard
 		return
 	}
@@ -1013,13 +1067,13 @@ func (a *Agent) rollbackOrphanMigration(ctx context.Context, p pidtable.Proc, j 
 func stageDir(in *incoming) string { return filepath.Join(in.dir, ".incoming") }
 
 func (a *Agent) handleResume(w http.ResponseWriter, r *http.Request) {
-	gpid, req, ok := a.stepRequest(w, r)
+	gpid, req, from, ok := a.stepRequest(w, r)
 	if !ok {
 		return
 	}
-	in, err := a.incomingFor(gpid, req.ID)
+	in, err := a.incomingFor(gpid, req.ID, from)
 	if err != nil {
-		if j := a.localJob(gpid); j != nil {
+		if j := a.localJob(gpid); j != nil && !api.IsCode(err, api.CodeForbidden) {
 			w.WriteHeader(http.StatusNoContent) // resumed already (watchIncoming)
 			return
 		}
@@ -1072,16 +1126,19 @@ func (a *Agent) removeStaleImages() {
 
 // stepRequest decodes the gpid and body of a restore, resume or abort request,
 // answering the error itself when ok is false.
-func (a *Agent) stepRequest(w http.ResponseWriter, r *http.Request) (gpid uint64, req api.RestoreRequest, ok bool) {
+func (a *Agent) stepRequest(w http.ResponseWriter, r *http.Request) (gpid uint64, req api.RestoreRequest, from string, ok bool) {
+	if from, ok = a.requireNode(w, r); !ok {
+		return 0, req, "", false
+	}
 	gpid, err := pathGPID(r)
 	if err == nil {
 		err = decode(r, &req)
 	}
 	if err != nil {
 		a.writeError(w, r, err)
-		return 0, req, false
+		return 0, req, "", false
 	}
-	return gpid, req, true
+	return gpid, req, from, true
 }
 
 // dumpAttempts bounds the dumps tried when they collide (see dump).

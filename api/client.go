@@ -3,7 +3,10 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -18,31 +21,67 @@ import (
 type Client struct {
 	base string
 	hc   *http.Client
+	tls  *tls.Config // nil: plain HTTP, identity in headers (--insecure)
 	user string
 	uid  int
 }
 
-// NewClient returns a client for the agent at endpoint (http://host:port or
-// host:port) acting for user/uid.
+// NewClient returns an insecure client (plain HTTP, for agents started with
+// --insecure) for the agent at endpoint (http://host:port or host:port) that
+// asserts user/uid in headers.
 func NewClient(endpoint, user string, uid int) (*Client, error) {
 	if !strings.Contains(endpoint, "://") {
 		endpoint = "http://" + endpoint
 	}
 	u, err := url.Parse(endpoint)
-	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return nil, fmt.Errorf("invalid endpoint %q: want http://HOST:PORT", endpoint)
+	if err != nil || u.Host == "" || u.Scheme != "http" {
+		return nil, fmt.Errorf("invalid endpoint %q: want http://HOST:PORT (plain HTTP is for --insecure only)", endpoint)
 	}
-	tr := &http.Transport{
+	return &Client{base: strings.TrimRight(u.String(), "/"), hc: &http.Client{Transport: transport(nil)}, user: user, uid: uid}, nil
+}
+
+// NewTLSClient returns a client for the agent at endpoint (https://host:port or
+// host:port) over mutual TLS: conf carries the client certificate, which is
+// the caller's identity, and the CA the agent's certificate must chain to.
+func NewTLSClient(endpoint string, conf *tls.Config) (*Client, error) {
+	if !strings.Contains(endpoint, "://") {
+		endpoint = "https://" + endpoint
+	}
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Host == "" || u.Scheme != "https" {
+		return nil, fmt.Errorf("invalid endpoint %q: want HOST:PORT or https://HOST:PORT", endpoint)
+	}
+	return &Client{base: strings.TrimRight(u.String(), "/"), hc: &http.Client{Transport: transport(conf)}, tls: conf}, nil
+}
+
+func transport(conf *tls.Config) *http.Transport {
+	return &http.Transport{
 		Proxy:               nil, // the cluster network is never behind an HTTP proxy
 		MaxIdleConnsPerHost: 64,
 		IdleConnTimeout:     30 * time.Second,
 		DialContext:         (&net.Dialer{Timeout: 3 * time.Second}).DialContext,
+		TLSClientConfig:     conf,
+		ForceAttemptHTTP2:   false,
 	}
-	return &Client{base: strings.TrimRight(u.String(), "/"), hc: &http.Client{Transport: tr}, user: user, uid: uid}, nil
 }
 
-// For returns a client for the agent at addr (host:port), acting as the same user.
-func (c *Client) For(addr string) (*Client, error) { return NewClient(addr, c.user, c.uid) }
+// For returns a client for the agent at addr (host:port) with the same
+// credentials.
+func (c *Client) For(addr string) (*Client, error) {
+	if c.tls != nil {
+		return NewTLSClient(addr, c.tls)
+	}
+	return NewClient(addr, c.user, c.uid)
+}
+
+// User is the user the client acts as: the certificate's, or the one an
+// insecure client asserts.
+func (c *Client) User() string {
+	if c.tls != nil && len(c.tls.Certificates) > 0 && c.tls.Certificates[0].Leaf != nil {
+		return c.tls.Certificates[0].Leaf.Subject.CommonName
+	}
+	return c.user
+}
 
 // Endpoint returns the agent's base URL.
 func (c *Client) Endpoint() string { return c.base }
@@ -81,12 +120,17 @@ func (c *Client) send(ctx context.Context, method, path string, in any) (*http.R
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	req.Header.Set(HeaderUser, c.user)
-	req.Header.Set(HeaderUID, strconv.Itoa(c.uid))
+	if c.tls == nil {
+		req.Header.Set(HeaderUser, c.user)
+		req.Header.Set(HeaderUID, strconv.Itoa(c.uid))
+	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
+		}
+		if refused(err) {
+			return nil, fmt.Errorf("%w at %s: %w", ErrRefused, c.base, err)
 		}
 		return nil, fmt.Errorf("%w at %s: %w", ErrUnreachable, c.base, err)
 	}
@@ -156,4 +200,19 @@ func (c *Client) Logs(ctx context.Context, gpid uint64, follow bool, offset int6
 func (c *Client) Nodes(ctx context.Context) ([]NodeInfo, error) {
 	var out []NodeInfo
 	return out, c.do(ctx, http.MethodGet, "/v1/nodes", nil, &out)
+}
+
+// refused reports whether err is a TLS refusal: the agent refused our
+// certificate (a TLS alert), or we refused the agent's.
+func refused(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "remote error" {
+		return true
+	}
+	var ua x509.UnknownAuthorityError
+	var ci x509.CertificateInvalidError
+	var hn x509.HostnameError
+	var cv *tls.CertificateVerificationError
+	var rh tls.RecordHeaderError
+	return errors.As(err, &ua) || errors.As(err, &ci) || errors.As(err, &hn) || errors.As(err, &cv) || errors.As(err, &rh)
 }

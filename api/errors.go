@@ -11,12 +11,13 @@ type Code string
 
 // Error codes and the HTTP statuses they travel with.
 const (
-	CodeBadRequest Code = "bad_request" // 400: the request is wrong; fix it
-	CodeForbidden  Code = "forbidden"   // 403
-	CodeNotFound   Code = "not_found"   // 404: unknown gpid or node
-	CodeConflict   Code = "conflict"    // 409: the job is not in a state for this
-	CodeNotReady   Code = "not_ready"   // 503: the node that must act is NotReady
-	CodeInternal   Code = "internal"    // 500
+	CodeBadRequest      Code = "bad_request"     // 400: the request is wrong; fix it
+	CodeUnauthenticated Code = "unauthenticated" // 401: no valid client certificate
+	CodeForbidden       Code = "forbidden"       // 403: the caller may not do this
+	CodeNotFound        Code = "not_found"       // 404: unknown gpid or node
+	CodeConflict        Code = "conflict"        // 409: the job is not in a state for this
+	CodeNotReady        Code = "not_ready"       // 503: the node that must act is NotReady
+	CodeInternal        Code = "internal"        // 500
 )
 
 // Status returns the HTTP status for c.
@@ -24,6 +25,8 @@ func (c Code) Status() int {
 	switch c {
 	case CodeBadRequest:
 		return http.StatusBadRequest
+	case CodeUnauthenticated:
+		return http.StatusUnauthorized
 	case CodeForbidden:
 		return http.StatusForbidden
 	case CodeNotFound:
@@ -57,3 +60,7 @@ func IsCode(err error, c Code) bool {
 
 // ErrUnreachable wraps failures to reach the agent at all.
 var ErrUnreachable = errors.New("cannot reach the ssi agent")
+
+// ErrRefused wraps TLS failures: the agent refused the client's certificate, or
+// the client refused the agent's.
+var ErrRefused = errors.New("TLS handshake with the ssi agent failed")

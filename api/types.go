@@ -4,12 +4,16 @@ import (
 	"github.com/ssi-cluster/ssi/pidtable"
 )
 
-// Headers carrying the caller's identity. Until mutual TLS lands (issue 5) the
-// agent trusts them: the cluster network must be trusted.
+// Headers. HeaderUser and HeaderUID carry the caller's identity only on an
+// agent started with --insecure; otherwise the identity is the verified client
+// certificate. HeaderForwarded, HeaderOnBehalfOf and HeaderAdmin are set by an
+// agent that forwards a request and are accepted only from a node certificate.
 const (
-	HeaderUser      = "X-Ssi-User"
-	HeaderUID       = "X-Ssi-Uid"
-	HeaderForwarded = "X-Ssi-Forwarded-By"
+	HeaderUser       = "X-Ssi-User"
+	HeaderUID        = "X-Ssi-Uid"
+	HeaderForwarded  = "X-Ssi-Forwarded-By"
+	HeaderOnBehalfOf = "X-Ssi-On-Behalf-Of"
+	HeaderAdmin      = "X-Ssi-Admin"
 )
 
 // RunRequest asks for a job to be started.

@@ -389,7 +389,7 @@ func runCheckpointFault(t *testing.T, c *testCluster, point, action string, kept
 	cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	cmd := c.cmd(cctx, args...)
-	cmd.Env = append(cmd.Env, "SSI_ENDPOINT=http://"+c.Nodes[0].API())
+	cmd.Env = append(cmd.Env, "SSI_ENDPOINT="+c.Nodes[0].API())
 	r := runCmd(t, cmd)
 	t.Logf("ssi %s with %s=%s: %v", strings.Join(args, " "), point, action, r)
 	if r.code == 0 && point != "restore/after-running" {

@@ -26,6 +26,9 @@ var cluster *testCluster
 type testCluster struct {
 	*localcluster.State
 	bin string // directory holding ssi and ssi-shim
+	// admin is the admin's client config (root's, mode 0600); tmp holds the
+	// configs of the test users.
+	admin, tmp string
 }
 
 func TestMain(m *testing.M) {
@@ -77,13 +80,15 @@ func runMain(m *testing.M) int {
 		Name: fmt.Sprintf("e2e%d", pid%100000), Nodes: 3, Subnet: fmt.Sprintf("10.213.%d.0/24", pid%250),
 		Binary:  filepath.Join(bin, "ssi"),
 		DataDir: filepath.Join(tmp, "data"), StateDir: filepath.Join(tmp, "state"), Log: log,
+		ConfigFile: filepath.Join(tmp, "admin.json"),
 	}
 	st, _, err := localcluster.Up(ctx, cfg)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: cluster up: %v\n", err)
 		return 1
 	}
-	cluster = &testCluster{State: st, bin: bin}
+	cluster = &testCluster{State: st, bin: bin, admin: cfg.ConfigFile, tmp: tmp}
+	defer cluster.removeUsers()
 	code := m.Run()
 	// Keep the agents' logs of the last run for post-mortems.
 	keep := filepath.Join(os.TempDir(), "ssi-e2e-logs")
@@ -127,10 +132,10 @@ func (r result) String() string {
 	return fmt.Sprintf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 }
 
-// cmd prepares `ssi args...` against the cluster, as root.
+// cmd prepares `ssi args...` against the cluster, as root with the admin's config.
 func (c *testCluster) cmd(ctx context.Context, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, filepath.Join(c.bin, "ssi"), args...)
-	cmd.Env = []string{"SSI_ENDPOINT=" + c.Endpoint(), "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"}
+	cmd.Env = []string{"SSI_CONFIG=" + c.admin, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"}
 	cmd.Dir = "/"
 	return cmd
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ssi-cluster/ssi/pidtable"
+	"github.com/ssi-cluster/ssi/pki"
 )
 
 // TestRunOnEachNode: an attached run on each node returns the job's stdout and
@@ -232,25 +233,23 @@ func TestCgroupLimits(t *testing.T) {
 	}
 }
 
-// TestRunAsUser: jobs run as the caller's uid; root may choose another user; a
-// non-root caller may not.
+// TestRunAsUser: jobs run as the account of the certificate's user; an admin
+// may choose another account; a user may not.
 func TestRunAsUser(t *testing.T) {
 	c := need(t)
 	if r := c.ssi(t, "run", "--user", "nobody", "--", "id", "-u"); r.code != 0 || r.stdout != "65534\n" {
-		t.Fatalf("root running as nobody: %v", r)
+		t.Fatalf("admin running as nobody: %v", r)
 	}
+	nobody := c.userConfig(t, "nobody", 65534, 65534)
 	asNobody := func(args ...string) result {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		cmd := c.cmd(ctx, args...)
-		cmd.Env = append(cmd.Env, "HOME=/nonexistent")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-		return runCmd(t, cmd)
+		return runCmd(t, c.as(ctx, nobody, 65534, 65534, args...))
 	}
 	if r := asNobody("run", "--", "sh", "-c", "id -u; id -g"); r.code != 0 || r.stdout != "65534\n65534\n" {
 		t.Fatalf("nobody's job: %v", r)
 	}
-	if r := asNobody("run", "--user", "root", "--", "id", "-u"); r.code != 1 || !strings.Contains(r.stderr, "only root may run jobs as another user") {
+	if r := asNobody("run", "--user", "root", "--", "id", "-u"); r.code != 1 || !strings.Contains(r.stderr, "only admins may run jobs as another user") {
 		t.Fatalf("nobody asking for root: %v", r)
 	}
 }
@@ -381,7 +380,7 @@ func TestBadInput(t *testing.T) {
 		{"malformed gpid", []string{"kill", "abc"}, nil, 2, `invalid gpid "abc"`},
 		{"bad signal", []string{"kill", "-s", "NOPE", "1"}, nil, 2, `invalid signal "NOPE"`},
 		{"unknown flag", []string{"run", "--bogus", "--", "true"}, nil, 2, "unknown flag: --bogus"},
-		{"unreachable cluster", []string{"ps", "-A"}, []string{"SSI_ENDPOINT=http://127.0.0.1:1"}, 1, "cannot reach the ssi agent at http://127.0.0.1:1"},
+		{"unreachable cluster", []string{"ps", "-A"}, []string{"SSI_ENDPOINT=127.0.0.1:1"}, 1, "cannot reach the ssi agent at https://127.0.0.1:1"},
 		{"no cluster configured", []string{"nodes"}, []string{"SSI_ENDPOINT=", "SSI_CONFIG=/nonexistent/ssi.json"}, 1, "no cluster configured"},
 	}
 	for _, tc := range cases {
@@ -421,10 +420,11 @@ func TestBadInput(t *testing.T) {
 // how to start a cluster.
 func TestUnreachableMessageNamesSource(t *testing.T) {
 	c := need(t)
-	cfg := filepath.Join(t.TempDir(), "config.json")
-	if err := os.WriteFile(cfg, []byte(`{"endpoint": "http://127.0.0.1:1"}`), 0o600); err != nil {
+	uc, err := pki.NewUserConfig(c.ca(t), "127.0.0.1:1", "root", true, pki.Validity{})
+	if err != nil {
 		t.Fatal(err)
 	}
+	cfg := c.writeConfig(t, uc)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := c.cmd(ctx, "nodes")
@@ -441,10 +441,12 @@ func TestAgentEtcdDown(t *testing.T) {
 	c := need(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	dir := t.TempDir()
+	c.nodeCredentials(t, filepath.Join(dir, "pki"), "lonely")
 	cmd := exec.CommandContext(ctx, filepath.Join(c.bin, "ssi"), "agent", "--name", "lonely", "--listen", "127.0.0.1:0",
-		"--advertise", "127.0.0.1:7999", "--data-dir", t.TempDir(), "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-dial-timeout", "1s")
+		"--advertise", "127.0.0.1:7999", "--data-dir", dir, "--etcd-endpoints", "https://127.0.0.1:1", "--etcd-dial-timeout", "1s")
 	r := runCmd(t, cmd)
-	if r.code != 1 || !strings.Contains(r.stderr, "cannot reach etcd at http://127.0.0.1:1") {
+	if r.code != 1 || !strings.Contains(r.stderr, "cannot reach etcd at https://127.0.0.1:1") {
 		t.Fatalf("%v", r)
 	}
 	if n := strings.Count(strings.TrimRight(r.stderr, "\n"), "\n"); n != 0 {

@@ -98,7 +98,7 @@ func runFault(t *testing.T, c *testCluster, faulty, spec string, postcopy bool) 
 		args = append(args, "--postcopy")
 	}
 	mig := c.cmd(mctx, args...)
-	mig.Env = append(mig.Env, "SSI_ENDPOINT=http://"+c.Nodes[0].API())
+	mig.Env = append(mig.Env, "SSI_ENDPOINT="+c.Nodes[0].API())
 	var out, errb strings.Builder
 	mig.Stdout, mig.Stderr = &out, &errb
 	if err := mig.Start(); err != nil {
@@ -115,6 +115,16 @@ func runFault(t *testing.T, c *testCluster, faulty, spec string, postcopy bool) 
 		case <-time.After(20 * time.Millisecond):
 			crashed = !agentOf().Agent.Alive()
 		}
+	}
+	if strings.HasSuffix(spec, "=exit") {
+		// The migrate command can see the agent's sockets close before its
+		// process is gone: wait for it to be gone, then restart it.
+		eventually(t, 10*time.Second, "faulty agent exited at its failpoint", func() error {
+			if agentOf().Agent.Alive() {
+				return fmt.Errorf("agent of %s still alive", faulty)
+			}
+			return nil
+		})
 	}
 	if !agentOf().Agent.Alive() {
 		c.startAgent(t, faulty)

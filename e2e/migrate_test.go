@@ -160,20 +160,22 @@ func TestMigratePipeline(t *testing.T) {
 	gpid := c.detach(t, "--node", "node2", "--", "sh", "-c",
 		`(sleep 600 & sleep 600 & wait) & i=0; while :; do i=$((i+1)); echo $i; sleep 0.05; done | cat | cat`)
 	defer c.kill(t, gpid)
-	var before int
+	// 7 processes stay (sh, the subshell and its two sleeps, the loop's
+	// subshell, two cats); the loop's "sleep 0.05" comes and goes, so a sample
+	// shows 7 or 8: comparing one sample before with one after was flaky.
+	const stay = 7
 	eventually(t, 5*time.Second, "stats", func() error {
 		p := c.proc(t, gpid)
-		if p.Stats == nil || p.Stats.Procs < 6 {
+		if p.Stats == nil || p.Stats.Procs < stay {
 			return fmt.Errorf("stats %+v", p.Stats)
 		}
-		before = p.Stats.Procs
 		return nil
 	})
 	c.migrate(t, gpid, "node3")
 	eventually(t, 5*time.Second, "all processes moved", func() error {
 		p := c.proc(t, gpid)
-		if p.Node != "node3" || p.Stats == nil || p.Stats.Procs != before {
-			return fmt.Errorf("%s, stats %+v, want %d processes", p.Node, p.Stats, before)
+		if p.Node != "node3" || p.Stats == nil || p.Stats.Procs < stay || p.Stats.Procs > stay+1 {
+			return fmt.Errorf("%s, stats %+v, want %d or %d processes", p.Node, p.Stats, stay, stay+1)
 		}
 		return nil
 	})

@@ -109,7 +109,7 @@ func runPartition(t *testing.T, c *testCluster, hold, phase string) {
 	mctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
 	mig := c.cmd(mctx, "migrate", g, "node2")
-	mig.Env = append(mig.Env, "SSI_ENDPOINT=http://"+c.Nodes[0].API())
+	mig.Env = append(mig.Env, "SSI_ENDPOINT="+c.Nodes[0].API())
 	var out, errb strings.Builder
 	mig.Stdout, mig.Stderr = &out, &errb
 	if err := mig.Start(); err != nil {
@@ -176,7 +176,7 @@ func TestMigrationEtcdOutage(t *testing.T) {
 	mctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	mig := c.cmd(mctx, "migrate", g, "node2")
-	mig.Env = append(mig.Env, "SSI_ENDPOINT=http://"+c.Nodes[1].API())
+	mig.Env = append(mig.Env, "SSI_ENDPOINT="+c.Nodes[1].API())
 	var out, errb strings.Builder
 	mig.Stdout, mig.Stderr = &out, &errb
 	if err := mig.Start(); err != nil {

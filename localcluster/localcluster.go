@@ -22,8 +22,10 @@ import (
 	"time"
 
 	"github.com/ssi-cluster/ssi/agent"
+	"github.com/ssi-cluster/ssi/api"
 	"github.com/ssi-cluster/ssi/isolate"
 	"github.com/ssi-cluster/ssi/netns"
+	"github.com/ssi-cluster/ssi/pki"
 	"github.com/ssi-cluster/ssi/shim"
 )
 
@@ -80,8 +82,40 @@ type NodeState struct {
 // API returns the node's agent address.
 func (n NodeState) API() string { return net.JoinHostPort(n.IP, strconv.Itoa(APIPort)) }
 
-// Endpoint is the CLI endpoint of the cluster (node1's agent).
-func (s *State) Endpoint() string { return "http://" + s.Nodes[0].API() }
+// Endpoint is the CLI endpoint of the cluster (node1's agent), HOST:PORT.
+func (s *State) Endpoint() string { return s.Nodes[0].API() }
+
+// Insecure reports whether the cluster's agents run with --insecure.
+func (s *State) Insecure() bool {
+	for _, a := range s.AgentArgs {
+		if a == "--insecure" {
+			return true
+		}
+	}
+	return false
+}
+
+// AdminConfig is the path of the admin client config node1's agent wrote when
+// it created the cluster CA.
+func (s *State) AdminConfig() string {
+	return filepath.Join(s.Nodes[0].DataDir, "pki", pki.AdminFile)
+}
+
+// Client returns an API client acting as the cluster's admin.
+func (s *State) Client() (*api.Client, error) {
+	if s.Insecure() {
+		return api.NewClient(s.Endpoint(), "root", 0)
+	}
+	c, err := pki.LoadClientConfig(s.AdminConfig())
+	if err != nil {
+		return nil, fmt.Errorf("localcluster: %w", err)
+	}
+	conf, err := c.TLS()
+	if err != nil {
+		return nil, fmt.Errorf("localcluster: %w", err)
+	}
+	return api.NewTLSClient(s.Endpoint(), conf)
+}
 
 // CgroupParent is the cgroup parent the cluster's agents use.
 func (s *State) CgroupParent() string { return "/ssi-" + s.Name }
@@ -118,7 +152,7 @@ func (s *State) save() error {
 // Healthy reports whether every node's agent runs and answers.
 func (s *State) Healthy(ctx context.Context) bool {
 	for _, n := range s.Nodes {
-		if !n.Agent.Alive() || ping(ctx, n.API()) != nil {
+		if !n.Agent.Alive() || ping(ctx, n) != nil {
 			return false
 		}
 	}
@@ -183,7 +217,8 @@ func Up(ctx context.Context, c Config) (st *State, outcome Outcome, err error) {
 					return old, "", err
 				}
 			}
-			return old, Restarted, nil
+			// A cluster made before mTLS gets its CA on this restart.
+			return old, Restarted, old.writeConfig()
 		}
 		c.Log.Info("removing the previous, broken cluster", "cluster", c.Name)
 	}
@@ -224,16 +259,32 @@ func Up(ctx context.Context, c Config) (st *State, outcome Outcome, err error) {
 			return st, "", err
 		}
 	}
-	if c.ConfigFile != "" {
-		if err := os.MkdirAll(filepath.Dir(c.ConfigFile), 0o755); err != nil {
-			return st, "", fmt.Errorf("localcluster: %w", err)
-		}
-		b, _ := json.Marshal(map[string]string{"endpoint": st.Endpoint()})
-		if err := os.WriteFile(c.ConfigFile, append(b, '\n'), 0o644); err != nil {
-			return st, "", fmt.Errorf("localcluster: write CLI config: %w", err)
-		}
+	if err := st.writeConfig(); err != nil {
+		return st, "", err
 	}
 	return st, Started, st.save()
+}
+
+// writeConfig copies the admin's config (root's only, 0600, like
+// /etc/kubernetes/admin.conf) to the cluster's ConfigFile, if it has one.
+func (s *State) writeConfig() error {
+	if s.ConfigFile == "" || s.Insecure() {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(s.ConfigFile), 0o755); err != nil {
+		return fmt.Errorf("localcluster: %w", err)
+	}
+	b, err := os.ReadFile(s.AdminConfig())
+	if err != nil {
+		return fmt.Errorf("localcluster: %w", err)
+	}
+	if err := os.WriteFile(s.ConfigFile, b, 0o600); err != nil {
+		return fmt.Errorf("localcluster: write CLI config: %w", err)
+	}
+	if err := os.Chmod(s.ConfigFile, 0o600); err != nil {
+		return fmt.Errorf("localcluster: %w", err)
+	}
+	return nil
 }
 
 func (s *State) node(name string) (*NodeState, error) {
@@ -270,7 +321,23 @@ func (s *State) StartAgentEnv(ctx context.Context, node string, env []string) er
 	defer logf.Close()
 	args := []string{"agent", "--name", n.Name, "--listen", n.API(), "--data-dir", n.DataDir, "--cgroup-parent", s.CgroupParent()}
 	if n.Name != s.Nodes[0].Name {
-		args = append(args, "--etcd-endpoints", "http://"+net.JoinHostPort(s.Nodes[0].IP, "2379"))
+		scheme := "https://"
+		if s.Insecure() {
+			scheme = "http://"
+		}
+		args = append(args, "--etcd-endpoints", scheme+net.JoinHostPort(s.Nodes[0].IP, "2379"))
+		if !s.Insecure() && !pki.HasNodeCert(filepath.Join(n.DataDir, "pki")) {
+			// First start: join through node1 with a fresh, short-lived token.
+			cl, err := s.Client()
+			if err != nil {
+				return err
+			}
+			tok, err := cl.CreateToken(ctx, 10*time.Minute)
+			if err != nil {
+				return fmt.Errorf("localcluster: join token for %s: %w", node, err)
+			}
+			args = append(args, "--join", s.Nodes[0].API(), "--token", tok.Token)
+		}
 	}
 	cmd := exec.Command(s.Binary, append(args, s.AgentArgs...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -291,7 +358,7 @@ func (s *State) StartAgentEnv(ctx context.Context, node string, env []string) er
 			return ctx.Err()
 		case <-time.After(50 * time.Millisecond):
 		}
-		if ping(ctx, n.API()) == nil {
+		if ping(ctx, *n) == nil {
 			return s.save()
 		}
 		if time.Now().After(deadline) {
@@ -335,11 +402,22 @@ func stopProc(id shim.ProcID, sig syscall.Signal, timeout time.Duration) error {
 	return nil
 }
 
-func ping(ctx context.Context, addr string) error {
+// ping asks n's agent for its health, as n itself (its node certificate) once
+// it has one; plain HTTP for an --insecure agent, which has none.
+func ping(ctx context.Context, n NodeState) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1/healthz", nil)
-	resp, err := (&http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}).Do(req)
+	tr := &http.Transport{Proxy: nil, DisableKeepAlives: true}
+	url := "http://" + n.API() + "/v1/healthz"
+	if dir := filepath.Join(n.DataDir, "pki"); pki.HasNodeCert(dir) {
+		creds, err := pki.LoadNode(dir)
+		if err != nil {
+			return err
+		}
+		tr.TLSClientConfig, url = creds.ClientTLS(), "https://"+n.API()+"/v1/healthz"
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := (&http.Client{Transport: tr}).Do(req)
 	if err != nil {
 		return err
 	}

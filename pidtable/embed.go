@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 )
 
@@ -19,6 +20,17 @@ type EmbeddedConfig struct {
 	PeerURL   string
 	// StartTimeout bounds how long to wait for the member to be ready.
 	StartTimeout time.Duration
+	// TLS, when set, makes the member serve clients and peers over TLS and
+	// accept only certificates signed by TLS.CAFile (the URLs must be https).
+	TLS *TLSFiles
+}
+
+// TLSFiles names the PEM files of a TLS identity and the CA to verify peers with.
+type TLSFiles struct {
+	CertFile, KeyFile, CAFile string
+	// AllowedHostname, when set, admits only client and peer certificates
+	// valid for this name (besides being signed by the CA).
+	AllowedHostname string
 }
 
 // Embedded is a running embedded etcd member.
@@ -44,6 +56,17 @@ func StartEmbedded(ctx context.Context, c EmbeddedConfig) (*Embedded, error) {
 	cfg.ListenPeerUrls = []url.URL{*pu}
 	cfg.AdvertisePeerUrls = []url.URL{*pu}
 	cfg.InitialCluster = cfg.InitialClusterFromName(c.Name)
+	if c.TLS != nil {
+		if cu.Scheme != "https" || pu.Scheme != "https" {
+			return nil, fmt.Errorf("pidtable: etcd with TLS needs https URLs, not %s and %s", c.ClientURL, c.PeerURL)
+		}
+		info := transport.TLSInfo{CertFile: c.TLS.CertFile, KeyFile: c.TLS.KeyFile, TrustedCAFile: c.TLS.CAFile, ClientCertAuth: true}
+		if c.TLS.AllowedHostname != "" {
+			info.AllowedHostnames = []string{c.TLS.AllowedHostname}
+		}
+		cfg.ClientTLSInfo, cfg.PeerTLSInfo = info, info
+		cfg.TlsMinVersion = "TLS1.3"
+	}
 	cfg.LogLevel = "error"
 	// Status keys are rewritten every second: keep history short.
 	cfg.AutoCompactionMode = "periodic"

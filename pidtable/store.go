@@ -113,9 +113,26 @@ func (s *Store) Get(ctx context.Context, gpid uint64) (Proc, int64, error) {
 	if len(resp.Kvs) == 0 {
 		return Proc{}, 0, fmt.Errorf("%w: gpid %d", ErrNotFound, gpid)
 	}
-	var p Proc
-	if err := json.Unmarshal(resp.Kvs[0].Value, &p); err != nil {
+	p, err := DecodeProc(resp.Kvs[0].Value)
+	if err != nil {
 		return Proc{}, 0, fmt.Errorf("pidtable: decode gpid %d: %w", gpid, err)
+	}
+	return p, resp.Kvs[0].ModRevision, nil
+}
+
+// getForUpdate is Get for a read-modify-write: it refuses a record with fields
+// this version would drop (ErrNewerRecord).
+func (s *Store) getForUpdate(ctx context.Context, gpid uint64) (Proc, int64, error) {
+	resp, err := s.c.Get(ctx, ProcKey(gpid))
+	if err != nil {
+		return Proc{}, 0, fmt.Errorf("pidtable: get gpid %d: %w", gpid, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return Proc{}, 0, fmt.Errorf("%w: gpid %d", ErrNotFound, gpid)
+	}
+	p, err := decodeProcForUpdate(resp.Kvs[0].Value)
+	if err != nil {
+		return Proc{}, 0, fmt.Errorf("pidtable: gpid %d: %w", gpid, err)
 	}
 	return p, resp.Kvs[0].ModRevision, nil
 }
@@ -131,7 +148,7 @@ func (s *Store) Update(ctx context.Context, gpid uint64, fn func(*Proc) error) (
 // UpdateRev is Update, also returning the record's new mod revision.
 func (s *Store) UpdateRev(ctx context.Context, gpid uint64, fn func(*Proc) error) (Proc, int64, error) {
 	for range maxCASRetries {
-		p, rev, err := s.Get(ctx, gpid)
+		p, rev, err := s.getForUpdate(ctx, gpid)
 		if err != nil {
 			return Proc{}, 0, err
 		}

@@ -25,12 +25,18 @@ func agentCmd(e *env) *cobra.Command {
 		logFormat string
 	)
 	c := &cobra.Command{
-		Use:   "agent --name NAME --listen HOST:PORT --data-dir DIR [--etcd-endpoints URLS]",
+		Use:   "agent --name NAME --listen HOST:PORT --data-dir DIR [--join ADDR --token TOKEN] [--etcd-endpoints URLS]",
 		Short: "Run the node agent",
 		Long: `Run the node agent of this machine. Without --etcd-endpoints it also runs an
 embedded single-member etcd on the advertised address (ports 2379/2380): start
 the first node that way and point the others at it, or point every agent at an
-external etcd cluster. Jobs survive a restart of their agent.`,
+external etcd cluster. Jobs survive a restart of their agent.
+
+Everything is mutual TLS. The first agent (no --join) creates the cluster CA in
+DATA-DIR/pki (ca.key, mode 0600: protect it) and an admin config,
+DATA-DIR/pki/admin.json. Other agents join once with --join ADDR --token TOKEN
+(an admin prints a token with 'ssi token create') and keep their certificate in
+DATA-DIR/pki; restarts need no token.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
@@ -81,8 +87,8 @@ external etcd cluster. Jobs survive a restart of their agent.`,
 	f.StringVar(&cfg.Advertise, "advertise", "", "API address others use (default: --listen)")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for job state and output, and the embedded etcd (required)")
 	f.StringSliceVar(&cfg.EtcdEndpoints, "etcd-endpoints", nil, "external etcd client URLs; empty: run an embedded etcd")
-	f.StringVar(&cfg.EtcdClientURL, "etcd-client-url", "", "embedded etcd client URL (default http://ADVERTISE-HOST:2379)")
-	f.StringVar(&cfg.EtcdPeerURL, "etcd-peer-url", "", "embedded etcd peer URL (default http://ADVERTISE-HOST:2380)")
+	f.StringVar(&cfg.EtcdClientURL, "etcd-client-url", "", "embedded etcd client URL (default https://ADVERTISE-HOST:2379)")
+	f.StringVar(&cfg.EtcdPeerURL, "etcd-peer-url", "", "embedded etcd peer URL (default https://ADVERTISE-HOST:2380)")
 	f.DurationVar(&cfg.EtcdDialTimeout, "etcd-dial-timeout", 5*time.Second, "give up reaching etcd at start after this long")
 	f.Float64Var(&cfg.CPUs, "cpus", 0, "CPUs offered to jobs (default: all)")
 	f.StringVar(&memory, "memory", "", "memory offered to jobs (default: all), e.g. 16G")
@@ -91,6 +97,11 @@ external etcd cluster. Jobs survive a restart of their agent.`,
 	f.StringVar(&cfg.ShimExe, "shim-binary", "", "the ssi-shim binary (default: ssi-shim beside this binary)")
 	f.StringVar(&cfg.CgroupParent, "cgroup-parent", "/ssi", "cgroup under which job cgroups (NODE/GPID) are created")
 	f.DurationVar(&cfg.Retention, "retention", time.Hour, "how long ended jobs and their output are kept")
+	f.StringVar(&cfg.Join, "join", "", "join a cluster through the agent at HOST:PORT (with --token)")
+	f.StringVar(&cfg.Token, "token", "", "join token from 'ssi token create' (with --join)")
+	f.BoolVar(&cfg.InitCA, "init-ca", false, "create a new cluster CA even with --etcd-endpoints (first agent of a cluster on an external etcd)")
+	f.StringVar(&cfg.AdminUser, "admin-user", "root", "first agent of a cluster: the admin whose config it writes to DATA-DIR/pki/admin.json")
+	f.BoolVar(&cfg.Insecure, "insecure", false, "DEBUGGING ONLY: no TLS, no authentication; any client can run anything as any user, root included")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	return c

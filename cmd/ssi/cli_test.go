@@ -11,6 +11,7 @@ import (
 
 	"github.com/ssi-cluster/ssi/api"
 	"github.com/ssi-cluster/ssi/pidtable"
+	"github.com/ssi-cluster/ssi/pki"
 )
 
 func TestParseSize(t *testing.T) {
@@ -43,6 +44,22 @@ func FuzzParseSize(f *testing.F) {
 	})
 }
 
+func FuzzParseLabels(f *testing.F) {
+	f.Add("a=b", "c=")
+	f.Add("=x", "novalue")
+	f.Fuzz(func(t *testing.T, a, b string) {
+		m, err := parseLabels("--label", []string{a, b})
+		if err != nil {
+			return
+		}
+		for k := range m {
+			if k == "" {
+				t.Fatalf("parseLabels(%q, %q) accepted an empty key", a, b)
+			}
+		}
+	})
+}
+
 func TestHumanBytes(t *testing.T) {
 	for in, want := range map[int64]string{0: "0B", 1023: "1023B", 1536: "1.5K", 7 << 20: "7.0M", 300 << 20: "300M", 24 << 30: "24G"} {
 		if got := humanBytes(in); got != want {
@@ -62,42 +79,60 @@ func TestElapsed(t *testing.T) {
 	}
 }
 
-func TestResolveEndpoint(t *testing.T) {
+func TestResolve(t *testing.T) {
 	dir := t.TempDir()
-	cfg := filepath.Join(dir, "c.json")
-	if err := os.WriteFile(cfg, []byte(`{"endpoint":"http://10.0.0.1:7070"}`), 0o600); err != nil {
+	ca, err := pki.NewCA("t")
+	if err != nil {
 		t.Fatal(err)
 	}
-	bad := filepath.Join(dir, "bad.json")
-	if err := os.WriteFile(bad, []byte(`{"endpoint":`), 0o600); err != nil {
+	uc, err := pki.NewUserConfig(ca, "10.0.0.1:7070", "alice", false, pki.Validity{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "c.json")
+	if err := uc.Write(cfg); err != nil {
+		t.Fatal(err)
+	}
+	open := filepath.Join(dir, "open.json")
+	if err := uc.Write(open); err != nil {
+		t.Fatal(err)
+	}
+	_ = os.Chmod(open, 0o644)
+	old := filepath.Join(dir, "old.json")
+	if err := os.WriteFile(old, []byte(`{"endpoint":"http://10.0.0.1:7070"}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	envOf := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 	cases := []struct {
 		name      string
 		flag      string
+		insecure  bool
 		env       map[string]string
 		want, src string
 		wantErr   string
 	}{
-		{"flag wins", "http://a:1", map[string]string{"SSI_ENDPOINT": "http://b:2"}, "http://a:1", "--endpoint", ""},
-		{"env next", "", map[string]string{"SSI_ENDPOINT": "http://b:2", "SSI_CONFIG": cfg}, "http://b:2", "SSI_ENDPOINT", ""},
-		{"config file", "", map[string]string{"SSI_CONFIG": cfg}, "http://10.0.0.1:7070", cfg, ""},
-		{"malformed config", "", map[string]string{"SSI_CONFIG": bad}, "", "", "config " + bad},
-		{"nothing", "", map[string]string{"SSI_CONFIG": filepath.Join(dir, "none.json")}, "", "", "no cluster configured"},
+		{"config file", "", false, map[string]string{"SSI_CONFIG": cfg}, "10.0.0.1:7070", cfg, ""},
+		{"flag overrides the server", "a:1", false, map[string]string{"SSI_ENDPOINT": "b:2", "SSI_CONFIG": cfg}, "a:1", "--endpoint", ""},
+		{"env next", "", false, map[string]string{"SSI_ENDPOINT": "b:2", "SSI_CONFIG": cfg}, "b:2", "SSI_ENDPOINT", ""},
+		{"key readable by others", "", false, map[string]string{"SSI_CONFIG": open}, "", "", "chmod 600"},
+		{"old insecure config", "", false, map[string]string{"SSI_CONFIG": old}, "", "", "a config from before mutual TLS"},
+		{"nothing", "", false, map[string]string{"SSI_CONFIG": filepath.Join(dir, "none.json")}, "", "", "no cluster configured"},
+		{"no credentials, endpoint only", "", false, map[string]string{"SSI_ENDPOINT": "b:2", "SSI_CONFIG": filepath.Join(dir, "none.json")}, "", "", "no cluster configured"},
+		{"insecure", "http://a:1", true, map[string]string{"SSI_CONFIG": old}, "http://a:1", "--endpoint", ""},
+		{"insecure without endpoint", "", true, map[string]string{"SSI_CONFIG": old}, "", "", "--insecure: no endpoint"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			e := &env{getenv: envOf(c.env), endpoint: c.flag}
-			got, src, err := e.resolveEndpoint()
+			e := &env{getenv: envOf(c.env), endpoint: c.flag, insecure: c.insecure}
+			got, err := e.resolve()
 			if c.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
 					t.Fatalf("err %v, want %q", err, c.wantErr)
 				}
 				return
 			}
-			if err != nil || got != c.want || src != c.src {
-				t.Fatalf("got %q from %q (%v), want %q from %q", got, src, err, c.want, c.src)
+			if err != nil || got.endpoint != c.want || got.source != c.src || (got.cfg == nil) != c.insecure {
+				t.Fatalf("got %+v (%v), want %q from %q", got, err, c.want, c.src)
 			}
 		})
 	}
@@ -111,7 +146,7 @@ func TestUsageErrors(t *testing.T) {
 		{"run", "--constraint", "novalue", "--", "x"}, {"run", "--placement", "best", "--", "x"},
 	} {
 		var out, errb bytes.Buffer
-		e := &env{stdout: &out, stderr: &errb, getenv: func(string) string { return "" }, endpoint: "http://127.0.0.1:1"}
+		e := &env{stdout: &out, stderr: &errb, getenv: func(string) string { return "" }, endpoint: "127.0.0.1:1"}
 		root := newRoot(e)
 		root.SetArgs(args)
 		err := root.ExecuteContext(context.Background())

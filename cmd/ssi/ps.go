@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os/user"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -41,11 +40,7 @@ records (see docs/CLI.md for the schema). Ended jobs are listed with --exited.`,
 			}
 			who := ""
 			if !all {
-				u, err := user.Current()
-				if err != nil {
-					return fmt.Errorf("who am I: %w", err)
-				}
-				who = u.Username
+				who = cl.User()
 			}
 			procs, err := cl.PS(cmd.Context(), who, exited)
 			if err != nil {

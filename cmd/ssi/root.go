@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ssi-cluster/ssi/api"
+	"github.com/ssi-cluster/ssi/pki"
 )
 
 // version is the ssi version, set with -ldflags "-X main.version=...".
@@ -54,6 +54,7 @@ type env struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
 	endpoint       string // --endpoint
+	insecure       bool   // --insecure
 }
 
 func run(ctx context.Context, args []string) int {
@@ -85,83 +86,123 @@ func newRoot(e *env) *cobra.Command {
   ssi ps -A            every process on every node
   ssi nodes            the nodes and their load
 
-The CLI talks to any node agent: --endpoint, else $SSI_ENDPOINT, else the
-"endpoint" of the config file ($SSI_CONFIG, ~/.config/ssi/config.json or
-/etc/ssi/config.json, which 'make up' writes for the local cluster).`,
+The CLI talks to any node agent over mutual TLS, as the user named in its
+config file: $SSI_CONFIG, else ~/.config/ssi/config.json, else
+/etc/ssi/config.json ('make up' writes that one, for an admin). An admin makes
+configs with 'ssi user add NAME --out FILE'. --endpoint or $SSI_ENDPOINT
+override the config's server.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       version,
 	}
-	root.PersistentFlags().StringVar(&e.endpoint, "endpoint", "", "agent API address (http://HOST:PORT)")
+	root.PersistentFlags().StringVar(&e.endpoint, "endpoint", "", "agent API address (HOST:PORT; default: the config file's server)")
+	root.PersistentFlags().BoolVar(&e.insecure, "insecure", false, "DEBUGGING ONLY: plain HTTP without authentication, for agents started with --insecure")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &exitError{code: exitUsage, err: fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
 	root.SetOut(e.stdout)
 	root.SetErr(e.stderr)
-	root.AddCommand(runCmd(e), psCmd(e), nodesCmd(e), killCmd(e), logsCmd(e), waitCmd(e), migrateCmd(e), checkpointCmd(e), checkpointsCmd(e), restoreCmd(e), agentCmd(e), localCmd(e), simCmd(e))
+	root.AddCommand(runCmd(e), psCmd(e), nodesCmd(e), killCmd(e), logsCmd(e), waitCmd(e), migrateCmd(e), checkpointCmd(e), checkpointsCmd(e), restoreCmd(e), agentCmd(e), localCmd(e), simCmd(e), userCmd(e), tokenCmd(e))
 	return root
 }
 
-// configFile is the CLI's config.
-type configFile struct {
-	Endpoint string `json:"endpoint"`
+// defaultConfigs are the config files tried when SSI_CONFIG is not set, in order.
+func (e *env) defaultConfigs() []string {
+	var paths []string
+	if home := e.getenv("HOME"); home != "" {
+		paths = append(paths, filepath.Join(home, ".config", "ssi", "config.json"))
+	}
+	return append(paths, "/etc/ssi/config.json")
 }
 
-// resolveEndpoint finds the agent endpoint and says where it came from.
-func (e *env) resolveEndpoint() (endpoint, source string, err error) {
+// target is what the CLI connects with: an endpoint, where it came from, and
+// (unless --insecure) the credentials of a client config file.
+type target struct {
+	endpoint, source string
+	cfg              *pki.ClientConfig // nil with --insecure
+}
+
+// resolve finds the credentials (the file named by SSI_CONFIG, else the first
+// default config that exists) and the endpoint (--endpoint, else SSI_ENDPOINT,
+// else the config's server).
+func (e *env) resolve() (target, error) {
+	var t target
 	if e.endpoint != "" {
-		return e.endpoint, "--endpoint", nil
+		t.endpoint, t.source = e.endpoint, "--endpoint"
+	} else if v := e.getenv("SSI_ENDPOINT"); v != "" {
+		t.endpoint, t.source = v, "SSI_ENDPOINT"
 	}
-	if v := e.getenv("SSI_ENDPOINT"); v != "" {
-		return v, "SSI_ENDPOINT", nil
-	}
-	var paths []string
+	paths := e.defaultConfigs()
 	if p := e.getenv("SSI_CONFIG"); p != "" {
-		paths = append(paths, p)
-	} else {
-		if home := e.getenv("HOME"); home != "" {
-			paths = append(paths, filepath.Join(home, ".config", "ssi", "config.json"))
-		}
-		paths = append(paths, "/etc/ssi/config.json")
+		paths = []string{p}
 	}
 	for _, p := range paths {
-		b, err := os.ReadFile(p)
+		c, err := pki.LoadClientConfig(p)
 		if errors.Is(err, os.ErrNotExist) {
 			continue
 		}
+		if err != nil && e.insecure {
+			continue // --insecure needs no credentials
+		}
 		if err != nil {
-			return "", "", fmt.Errorf("read config %s: %w", p, err)
+			return t, fmt.Errorf("%w (an admin makes one with 'ssi user add NAME --out FILE')", err)
 		}
-		var c configFile
-		if err := json.Unmarshal(b, &c); err != nil || c.Endpoint == "" {
-			return "", "", fmt.Errorf("config %s: want {\"endpoint\": \"http://HOST:PORT\"} (%v)", p, err)
+		if t.endpoint == "" {
+			t.endpoint, t.source = c.Server, p
 		}
-		return c.Endpoint, p, nil
+		t.cfg = c
+		break
 	}
-	return "", "", fmt.Errorf("no cluster configured: no --endpoint, SSI_ENDPOINT or config file (%s); start a local cluster with 'make up'", strings.Join(paths, ", "))
+	if e.insecure {
+		t.cfg = nil
+		if t.endpoint == "" {
+			return t, errors.New("--insecure: no endpoint: give --endpoint http://HOST:PORT or SSI_ENDPOINT")
+		}
+		return t, nil
+	}
+	if t.cfg == nil {
+		return t, fmt.Errorf("no cluster configured: no config file (%s); ask an admin for one ('ssi user add NAME --out FILE') and set SSI_CONFIG, or start a local cluster with 'make up'", strings.Join(paths, ", "))
+	}
+	return t, nil
 }
 
-// client returns an API client acting as the calling user.
+// client returns an API client acting as the user of the config file (or,
+// with --insecure, as the calling unix user, trusted on its word).
 func (e *env) client() (*api.Client, string, error) {
-	ep, src, err := e.resolveEndpoint()
+	t, err := e.resolve()
 	if err != nil {
 		return nil, "", err
 	}
-	u, err := user.Current()
-	if err != nil {
-		return nil, "", fmt.Errorf("who am I: %w", err)
+	if e.insecure {
+		fmt.Fprintln(e.stderr, "ssi: WARNING: --insecure: plain HTTP, no authentication; works only with agents started with --insecure")
+		u, err := user.Current()
+		if err != nil {
+			return nil, "", fmt.Errorf("who am I: %w", err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		c, err := api.NewClient(t.endpoint, u.Username, uid)
+		if err != nil {
+			return nil, "", fmt.Errorf("%w (from %s)", err, t.source)
+		}
+		return c, t.source, nil
 	}
-	uid, _ := strconv.Atoi(u.Uid)
-	c, err := api.NewClient(ep, u.Username, uid)
+	conf, err := t.cfg.TLS()
 	if err != nil {
-		return nil, "", fmt.Errorf("%w (from %s)", err, src)
+		return nil, "", err
 	}
-	return c, src, nil
+	c, err := api.NewTLSClient(t.endpoint, conf)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w (from %s)", err, t.source)
+	}
+	return c, t.source, nil
 }
 
 // explain rewrites errors for humans: an unreachable agent says where the
 // endpoint came from and how to start a cluster.
 func explain(err error, src string) error {
+	if errors.Is(err, api.ErrRefused) {
+		return fmt.Errorf("%w (endpoint from %s); your certificate may have expired or be from another cluster: ask an admin for a new config ('ssi user add')", err, src)
+	}
 	if errors.Is(err, api.ErrUnreachable) {
 		return fmt.Errorf("%w (endpoint from %s); is the cluster up? start a local one with 'make up', or point --endpoint/SSI_ENDPOINT at a running agent", err, src)
 	}

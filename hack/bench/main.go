@@ -95,6 +95,7 @@ import (
 	"github.com/ssi-cluster/ssi/api"
 	"github.com/ssi-cluster/ssi/joblog"
 	"github.com/ssi-cluster/ssi/localcluster"
+	"github.com/ssi-cluster/ssi/pki"
 )
 
 // Bounds of single operations.
@@ -333,13 +334,21 @@ func (b *bench) up(ctx context.Context, what string) error {
 		return fmt.Errorf("cluster up: %w", err)
 	}
 	b.st = st
-	b.env = append(os.Environ(), "SSI_ENDPOINT="+st.Endpoint())
+	b.env = append(os.Environ(), "SSI_CONFIG="+st.AdminConfig(), "SSI_ENDPOINT="+st.Endpoint())
 	b.user, b.uid = "root", os.Geteuid()
 	b.wd, _ = os.Getwd()
-	if b.api, err = api.NewClient(st.Endpoint(), b.user, b.uid); err != nil {
+	if b.api, err = st.Client(); err != nil {
 		return err
 	}
-	b.hc = &http.Client{Transport: &http.Transport{Proxy: nil, DisableCompression: true,
+	admin, err := pki.LoadClientConfig(st.AdminConfig())
+	if err != nil {
+		return err
+	}
+	conf, err := admin.TLS()
+	if err != nil {
+		return err
+	}
+	b.hc = &http.Client{Transport: &http.Transport{Proxy: nil, DisableCompression: true, TLSClientConfig: conf,
 		DialContext: (&net.Dialer{Timeout: 3 * time.Second}).DialContext}}
 	if err := b.waitReady(ctx); err != nil {
 		return err
@@ -872,7 +881,7 @@ func (b *bench) killAll(ctx context.Context) error {
 	}
 	addr := map[string]string{}
 	for _, n := range b.st.Nodes {
-		addr[n.Name] = "http://" + n.API()
+		addr[n.Name] = n.API()
 	}
 	b.log.Info("killing jobs", "jobs", len(procs))
 	for node, gpids := range byNode {
@@ -1004,12 +1013,10 @@ func (b *bench) waitStats(ctx context.Context, want int) (int, error) {
 func (b *bench) rawGet(ctx context.Context, path string) (int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, cmdTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.st.Endpoint()+path, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+b.st.Endpoint()+path, nil)
 	if err != nil {
 		return 0, err
 	}
-	req.Header.Set(api.HeaderUser, b.user)
-	req.Header.Set(api.HeaderUID, strconv.Itoa(b.uid))
 	resp, err := b.hc.Do(req)
 	if err != nil {
 		return 0, err

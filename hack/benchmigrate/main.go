@@ -364,8 +364,8 @@ func (b *bench) up(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("cluster up: %w", err)
 	}
-	b.env = append(os.Environ(), "SSI_ENDPOINT="+st.Endpoint())
-	if b.api, err = api.NewClient(st.Endpoint(), "root", os.Geteuid()); err != nil {
+	b.env = append(os.Environ(), "SSI_CONFIG="+st.AdminConfig(), "SSI_ENDPOINT="+st.Endpoint())
+	if b.api, err = st.Client(); err != nil {
 		return err
 	}
 	deadline := time.Now().Add(readyLimit)
