@@ -16,6 +16,10 @@ import (
 // recentWindow is how long a placement is remembered: a few status periods.
 const recentWindow = 5 * time.Second
 
+// recentMargin is how long before a node's figures a placement still counts:
+// the time to start a job (forwarding, gpid, shim) is well below it.
+const recentMargin = 500 * time.Millisecond
+
 // placed is one placement decision of this agent.
 type placed struct {
 	node   string
@@ -53,7 +57,11 @@ func (r *recentPlacements) adjust(nodes []placement.Node, updated map[string]tim
 	}
 	for _, p := range r.list {
 		i, ok := idx[p.node]
-		if !ok || !p.at.After(updated[p.node]) {
+		// A placement shortly before the figures were measured may not be in
+		// them yet (the job was still being started): count it too. Counting
+		// a job twice for a moment spreads a burst a little more; missing
+		// it would send the next jobs to the same node.
+		if !ok || !p.at.After(updated[p.node].Add(-recentMargin)) {
 			continue
 		}
 		n := &nodes[i]

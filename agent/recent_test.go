@@ -38,7 +38,7 @@ func TestLeastLoadedBurstSpreads(t *testing.T) {
 	}
 	// Once a node's figures are newer than a placement, it is not counted twice.
 	for name := range updated {
-		updated[name] = measured.Add(time.Second)
+		updated[name] = measured.Add(time.Second + recentMargin)
 	}
 	nodes := append([]placement.Node(nil), base...)
 	r.adjust(nodes, updated)
