@@ -306,9 +306,9 @@ func (a *Agent) checkpointFor(r *http.Request) (pidtable.Checkpoint, int64, erro
 	return c, rev, err
 }
 
-// handleDeleteCheckpoint is DELETE /v1/checkpoints/{name}, served by the node
-// holding it (or anywhere, for the record, when that node is gone).
-func (a *Agent) handleDeleteCheckpoint(w http.ResponseWriter, r *http.Request) {
+// usableCheckpoint reads the request's checkpoint for its caller: it must
+// exist, be the caller's (or the caller an admin), and be completely saved.
+func (a *Agent) usableCheckpoint(r *http.Request) (pidtable.Checkpoint, int64, error) {
 	c, rev, err := a.checkpointFor(r)
 	if err == nil {
 		err = authorize(callerOf(r), c.GPID, c.Proc.User)
@@ -316,6 +316,13 @@ func (a *Agent) handleDeleteCheckpoint(w http.ResponseWriter, r *http.Request) {
 	if err == nil && c.State != pidtable.Ready {
 		err = api.Errorf(api.CodeConflict, "checkpoint %s is still being saved; retry when it is done", c.Name)
 	}
+	return c, rev, err
+}
+
+// handleDeleteCheckpoint is DELETE /v1/checkpoints/{name}, served by the node
+// holding it (or anywhere, for the record, when that node is gone).
+func (a *Agent) handleDeleteCheckpoint(w http.ResponseWriter, r *http.Request) {
+	c, rev, err := a.usableCheckpoint(r)
 	if err != nil {
 		a.writeError(w, r, err)
 		return
@@ -378,31 +385,13 @@ func (a *Agent) handleCheckpointRestore(w http.ResponseWriter, r *http.Request) 
 		a.writeError(w, r, err)
 		return
 	}
-	c, _, err := a.checkpointFor(r)
-	if err == nil {
-		err = authorize(callerOf(r), c.GPID, c.Proc.User)
-	}
-	if err == nil && c.State != pidtable.Ready {
-		err = api.Errorf(api.CodeConflict, "checkpoint %s is still being saved; retry when it is done", c.Name)
-	}
+	c, _, err := a.usableCheckpoint(r)
 	if err != nil {
 		a.writeError(w, r, err)
 		return
 	}
-	target := req.Node
-	if !forwarded(r) || target == "" {
-		if target, err = a.place(r.Context(), api.RunRequest{Node: req.Node, Placement: req.Placement, CPUs: c.Proc.CPUs, Memory: c.Proc.Memory}); err != nil {
-			a.writeError(w, r, err)
-			return
-		}
-	}
-	if target != a.cfg.Name {
-		if forwarded(r) {
-			a.writeError(w, r, api.Errorf(api.CodeConflict, "restore forwarded to %s arrived at %s", target, a.cfg.Name))
-			return
-		}
-		req.Node = target
-		a.forwardJSON(w, r, target, req)
+	pr := api.RunRequest{Node: req.Node, Placement: req.Placement, CPUs: c.Proc.CPUs, Memory: c.Proc.Memory}
+	if !a.servesHere(w, r, pr, func(node string) any { req.Node = node; return req }) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), checkpointTimeout)

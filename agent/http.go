@@ -136,21 +136,7 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	target := req.Node
-	if !forwarded(r) || target == "" {
-		var err error
-		if target, err = a.place(r.Context(), req); err != nil {
-			a.writeError(w, r, err)
-			return
-		}
-	}
-	if target != a.cfg.Name {
-		if forwarded(r) {
-			a.writeError(w, r, api.Errorf(api.CodeConflict, "job forwarded to %s arrived at %s", target, a.cfg.Name))
-			return
-		}
-		req.Node = target
-		a.forwardJSON(w, r, target, req)
+	if !a.servesHere(w, r, req, func(node string) any { req.Node = node; return req }) {
 		return
 	}
 	resp, err := a.spawn(r.Context(), req, who)
@@ -159,6 +145,31 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusCreated, resp)
+}
+
+// servesHere routes a request that starts a job somewhere (a run, a restore):
+// the agent the client reached places it (pr carries the node, policy and
+// resources), and forwards it, body(target) re-encoded, to the chosen node,
+// which serves it without placing again. It returns true when this node is
+// the one to serve it; otherwise the response has been written.
+func (a *Agent) servesHere(w http.ResponseWriter, r *http.Request, pr api.RunRequest, body func(target string) any) bool {
+	target := pr.Node
+	if !forwarded(r) || target == "" {
+		var err error
+		if target, err = a.place(r.Context(), pr); err != nil {
+			a.writeError(w, r, err)
+			return false
+		}
+	}
+	if target == a.cfg.Name {
+		return true
+	}
+	if forwarded(r) {
+		a.writeError(w, r, api.Errorf(api.CodeConflict, "request forwarded to %s arrived at %s", target, a.cfg.Name))
+		return false
+	}
+	a.forwardJSON(w, r, target, body(target))
+	return false
 }
 
 // place runs the placement policy over a fresh snapshot.

@@ -92,29 +92,7 @@ func TestMigrationPartition(t *testing.T) {
 }
 
 func runPartition(t *testing.T, c *testCluster, hold, phase string) {
-	ctx := context.Background()
-	c.stopAgent(t, "node3", syscall.SIGTERM)
-	if err := c.StartAgentEnv(ctx, "node3", []string{"SSI_FAILPOINTS=" + hold + "=sleep(3s)"}); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		c.stopAgent(t, "node3", syscall.SIGTERM)
-		c.startAgent(t, "node3")
-	}()
-	gpid := c.detach(t, "--node", "node3", "--", "python3", counterPath(t), "8", "0.02")
-	g := strconv.FormatUint(gpid, 10)
-	defer c.kill(t, gpid)
-	c.waitTicks(t, gpid, 5)
-
-	mctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
-	defer cancel()
-	mig := c.cmd(mctx, "migrate", g, "node2")
-	mig.Env = append(mig.Env, "SSI_ENDPOINT="+c.Nodes[0].API())
-	var out, errb strings.Builder
-	mig.Stdout, mig.Stderr = &out, &errb
-	if err := mig.Start(); err != nil {
-		t.Fatal(err)
-	}
+	gpid, _, mig, out, errb := c.heldMigration(t, hold+"=sleep(3s)", 0)
 	start := time.Now()
 	// Wait until the source holds at the failpoint: the record shows the
 	// phase (or, after the commit, the new owner), then cut.
@@ -159,29 +137,7 @@ func runPartition(t *testing.T, c *testCluster, hold, phase string) {
 // lost or left behind.
 func TestMigrationEtcdOutage(t *testing.T) {
 	c := need(t)
-	ctx := context.Background()
-	c.stopAgent(t, "node3", syscall.SIGTERM)
-	if err := c.StartAgentEnv(ctx, "node3", []string{"SSI_FAILPOINTS=migrate/source/after-transfer=sleep(2s)"}); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		c.stopAgent(t, "node3", syscall.SIGTERM)
-		c.startAgent(t, "node3")
-	}()
-	gpid := c.detach(t, "--node", "node3", "--", "python3", counterPath(t), "8", "0.02")
-	g := strconv.FormatUint(gpid, 10)
-	defer c.kill(t, gpid)
-	c.waitTicks(t, gpid, 5)
-
-	mctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	mig := c.cmd(mctx, "migrate", g, "node2")
-	mig.Env = append(mig.Env, "SSI_ENDPOINT="+c.Nodes[1].API())
-	var out, errb strings.Builder
-	mig.Stdout, mig.Stderr = &out, &errb
-	if err := mig.Start(); err != nil {
-		t.Fatal(err)
-	}
+	gpid, g, mig, out, errb := c.heldMigration(t, "migrate/source/after-transfer=sleep(2s)", 1)
 	eventually(t, 20*time.Second, "migration past transfer", func() error {
 		if p := c.proc(t, gpid); p.Migration == nil || p.Migration.Phase != "transfer" {
 			return fmt.Errorf("record: %s, migration %+v", p.State, p.Migration)
@@ -236,4 +192,35 @@ func TestMigrationEtcdOutage(t *testing.T) {
 			return nil
 		})
 	}
+}
+
+// heldMigration restarts node3's agent with the failpoint spec, starts a
+// self-checking job there and, through the agent of c.Nodes[entry], a
+// migration of it to node2, and returns without waiting for it. The agent is
+// restarted without failpoints and the job killed when the test ends.
+func (c *testCluster) heldMigration(t *testing.T, spec string, entry int) (gpid uint64, g string, mig *exec.Cmd, out, errb *strings.Builder) {
+	t.Helper()
+	ctx := context.Background()
+	c.stopAgent(t, "node3", syscall.SIGTERM)
+	if err := c.StartAgentEnv(ctx, "node3", []string{"SSI_FAILPOINTS=" + spec}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.stopAgent(t, "node3", syscall.SIGTERM)
+		c.startAgent(t, "node3")
+	})
+	gpid = c.detach(t, "--node", "node3", "--", "python3", counterPath(t), "8", "0.02")
+	g = strconv.FormatUint(gpid, 10)
+	t.Cleanup(func() { c.kill(t, gpid) })
+	c.waitTicks(t, gpid, 5)
+	mctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	t.Cleanup(cancel)
+	mig = c.cmd(mctx, "migrate", g, "node2")
+	mig.Env = append(mig.Env, "SSI_ENDPOINT="+c.Nodes[entry].API())
+	out, errb = &strings.Builder{}, &strings.Builder{}
+	mig.Stdout, mig.Stderr = out, errb
+	if err := mig.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return gpid, g, mig, out, errb
 }
