@@ -47,9 +47,9 @@ func unauthenticated(r *http.Request) bool {
 }
 
 // authenticate establishes the caller of every request. With TLS the identity
-// is the verified client certificate: a user's, or a node's, which alone may
-// assert the user of a request it forwards (HeaderOnBehalfOf). With --insecure
-// the identity headers are believed, as the warning at start says.
+// is the verified client certificate: a user's, or a node's, which acts for
+// itself only (migration steps, checkpoint images). With --insecure the
+// identity headers are believed, as the warning at start says.
 func (a *Agent) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var who caller
@@ -75,7 +75,9 @@ func (a *Agent) authenticate(next http.Handler) http.Handler {
 }
 
 // callerFromIdentity derives the caller of a request from its certificate's
-// identity and, for a node, the user it forwards for.
+// identity. A node acts only for itself: an agent that cannot serve a user's
+// request redirects the client to the agent that can, so no agent ever
+// asserts a user (and a stolen node key does not make its holder any user).
 func callerFromIdentity(id pki.Identity, h http.Header) (caller, error) {
 	if !id.Node {
 		for _, k := range []string{api.HeaderOnBehalfOf, api.HeaderAdmin, api.HeaderForwarded} {
@@ -85,14 +87,12 @@ func callerFromIdentity(id pki.Identity, h http.Header) (caller, error) {
 		}
 		return caller{user: id.Name, admin: id.Admin}, nil
 	}
-	who := caller{node: id.Name}
-	if u := h.Get(api.HeaderOnBehalfOf); u != "" {
-		if err := pki.CheckName(u); err != nil {
-			return caller{}, api.Errorf(api.CodeBadRequest, "%s: %v", api.HeaderOnBehalfOf, err)
+	for _, k := range []string{api.HeaderOnBehalfOf, api.HeaderAdmin} {
+		if h.Get(k) != "" {
+			return caller{}, api.Errorf(api.CodeForbidden, "header %s: a node certificate (%s) cannot act for a user", k, id.Name)
 		}
-		who.user, who.admin = u, h.Get(api.HeaderAdmin) == "1"
 	}
-	return who, nil
+	return caller{node: id.Name}, nil
 }
 
 // insecureCaller is the --insecure identity: whatever the headers say; uid 0
@@ -106,21 +106,6 @@ func insecureCaller(r *http.Request) caller {
 	return caller{user: u, uid: uid, admin: u != "" && uid == 0, node: r.Header.Get(api.HeaderForwarded)}
 }
 
-// setForwardHeaders marks a request this agent forwards for who.
-func (a *Agent) setForwardHeaders(h http.Header, who caller) {
-	h.Set(api.HeaderForwarded, a.cfg.Name)
-	if a.node == nil {
-		return // --insecure: the client's own identity headers travel on
-	}
-	h.Del(api.HeaderOnBehalfOf)
-	h.Del(api.HeaderAdmin)
-	if who.user != "" {
-		h.Set(api.HeaderOnBehalfOf, who.user)
-		if who.admin {
-			h.Set(api.HeaderAdmin, "1")
-		}
-	}
-}
 
 // forwarded reports whether r was forwarded by another agent (only a node may
 // say so; authenticate refuses the header from anyone else).

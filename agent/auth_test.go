@@ -32,9 +32,9 @@ func TestCallerFromIdentity(t *testing.T) {
 		{"user claims to forward", pki.Identity{Name: "alice"}, hdr(api.HeaderForwarded, "node1"), caller{}, api.CodeForbidden},
 		{"user headers are ignored", pki.Identity{Name: "alice"}, hdr(api.HeaderUser, "root", api.HeaderUID, "0"), caller{user: "alice"}, ""},
 		{"node for itself", pki.Identity{Name: "node2", Node: true}, hdr(api.HeaderForwarded, "node2"), caller{node: "node2"}, ""},
-		{"node forwarding for a user", pki.Identity{Name: "node2", Node: true}, hdr(api.HeaderOnBehalfOf, "alice"), caller{node: "node2", user: "alice"}, ""},
-		{"node forwarding for an admin", pki.Identity{Name: "node2", Node: true}, hdr(api.HeaderOnBehalfOf, "root", api.HeaderAdmin, "1"), caller{node: "node2", user: "root", admin: true}, ""},
-		{"node forwarding a bad name", pki.Identity{Name: "node2", Node: true}, hdr(api.HeaderOnBehalfOf, "../x"), caller{}, api.CodeBadRequest},
+		{"node claims to act for a user", pki.Identity{Name: "node2", Node: true}, hdr(api.HeaderOnBehalfOf, "alice"), caller{}, api.CodeForbidden},
+		{"node claims to act for an admin", pki.Identity{Name: "node2", Node: true}, hdr(api.HeaderOnBehalfOf, "root", api.HeaderAdmin, "1"), caller{}, api.CodeForbidden},
+		{"node claims admin", pki.Identity{Name: "node2", Node: true}, hdr(api.HeaderAdmin, "1"), caller{}, api.CodeForbidden},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -146,7 +146,7 @@ func FuzzRunRequest(f *testing.F) {
 }
 
 // FuzzForwardedIdentity: whatever headers come with a certificate, a user
-// certificate yields exactly its user, and a node's forwarded user is a valid name.
+// certificate yields exactly its user, and a node certificate no user at all.
 func FuzzForwardedIdentity(f *testing.F) {
 	f.Add("alice", false, false, "", "", "")
 	f.Add("node1", true, false, "root", "1", "node1")
@@ -167,8 +167,8 @@ func FuzzForwardedIdentity(f *testing.F) {
 		if !node && (who.user != name || who.admin != id.Admin || who.node != "") {
 			t.Fatalf("user %+v became %+v", id, who)
 		}
-		if node && who.user != "" && pki.CheckName(who.user) != nil {
-			t.Fatalf("node forwarded for invalid user %q", who.user)
+		if node && (who.user != "" || who.admin || who.node != name) {
+			t.Fatalf("node %+v became %+v", id, who)
 		}
 	})
 }

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,7 +11,6 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/ssi-cluster/ssi/api"
@@ -391,7 +389,7 @@ func (a *Agent) handleCheckpointRestore(w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	pr := api.RunRequest{Node: req.Node, Placement: req.Placement, CPUs: c.Proc.CPUs, Memory: c.Proc.Memory}
-	if !a.servesHere(w, r, pr, func(node string) any { req.Node = node; return req }) {
+	if !a.servesHere(w, r, pr) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), checkpointTimeout)
@@ -702,15 +700,3 @@ func (a *Agent) reconcileCheckpoints(ctx context.Context) error {
 	return nil
 }
 
-// forwardJSON sends a decoded request, re-encoded, to node's agent.
-func (a *Agent) forwardJSON(w http.ResponseWriter, r *http.Request, node string, req any) {
-	body, err := json.Marshal(req)
-	if err != nil {
-		a.writeError(w, r, err)
-		return
-	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	r.ContentLength = int64(len(body))
-	r.Header.Set("Content-Length", strconv.Itoa(len(body)))
-	a.forward(w, r, node)
-}

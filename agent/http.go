@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httputil"
 	"net/url"
 	"strconv"
 	"time"
@@ -136,7 +135,7 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	if !a.servesHere(w, r, req, func(node string) any { req.Node = node; return req }) {
+	if !a.servesHere(w, r, req) {
 		return
 	}
 	resp, err := a.spawn(r.Context(), req, who)
@@ -149,26 +148,31 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 
 // servesHere routes a request that starts a job somewhere (a run, a restore):
 // the agent the client reached places it (pr carries the node, policy and
-// resources), and forwards it, body(target) re-encoded, to the chosen node,
-// which serves it without placing again. It returns true when this node is
-// the one to serve it; otherwise the response has been written.
-func (a *Agent) servesHere(w http.ResponseWriter, r *http.Request, pr api.RunRequest, body func(target string) any) bool {
-	target := pr.Node
-	if !forwarded(r) || target == "" {
-		var err error
-		if target, err = a.place(r.Context(), pr); err != nil {
-			a.writeError(w, r, err)
-			return false
-		}
+// resources) and redirects the client to the chosen node with ?node=NODE,
+// which then serves it (placement there only checks that it may). It returns
+// true when this node is the one to serve it; otherwise the response has
+// been written.
+func (a *Agent) servesHere(w http.ResponseWriter, r *http.Request, pr api.RunRequest) bool {
+	placed := r.URL.Query().Get("node")
+	if placed != "" {
+		pr.Node = placed // by the agent that redirected the client here
+	}
+	target, err := a.place(r.Context(), pr)
+	if err != nil {
+		a.writeError(w, r, err)
+		return false
+	}
+	if placed == "" {
+		a.recent.add(placedJob{node: target, at: time.Now(), cpus: pr.CPUs, memory: pr.Memory})
 	}
 	if target == a.cfg.Name {
 		return true
 	}
-	if forwarded(r) {
-		a.writeError(w, r, api.Errorf(api.CodeConflict, "request forwarded to %s arrived at %s", target, a.cfg.Name))
+	if placed != "" {
+		a.writeError(w, r, api.Errorf(api.CodeConflict, "request placed on %s arrived at %s", target, a.cfg.Name))
 		return false
 	}
-	a.forwardJSON(w, r, target, body(target))
+	a.forward(w, r, target, "node", target)
 	return false
 }
 
@@ -198,7 +202,6 @@ func (a *Agent) place(ctx context.Context, req api.RunRequest) (string, error) {
 	a.rndMu.Unlock()
 	switch {
 	case err == nil:
-		a.recent.add(placed{node: name, at: time.Now(), cpus: req.CPUs, memory: req.Memory})
 		return name, nil
 	case errors.Is(err, placement.ErrUnknownNode):
 		return "", api.Errorf(api.CodeNotFound, "%v", err)
@@ -211,8 +214,13 @@ func (a *Agent) place(ctx context.Context, req api.RunRequest) (string, error) {
 	}
 }
 
-// forward proxies r to node's agent, streaming the response.
-func (a *Agent) forward(w http.ResponseWriter, r *http.Request, node string) {
+// forward sends the client to node's agent: a 307 redirect to the same
+// request there, which the client repeats (same method, body and its own
+// certificate) directly to that agent. An agent never relays a user's request
+// under its own identity, so a node certificate never acts for a user; and
+// streams (logs -f, a migration's progress) run straight from the node that
+// serves them. query, if set, is added to the request's query.
+func (a *Agent) forward(w http.ResponseWriter, r *http.Request, node string, query ...string) {
 	snap, err := a.store.NodesSnapshot(r.Context())
 	if err != nil {
 		a.writeError(w, r, err)
@@ -227,20 +235,13 @@ func (a *Agent) forward(w http.ResponseWriter, r *http.Request, node string) {
 		a.writeError(w, r, api.Errorf(api.CodeNotReady, "node %s is NotReady (its agent is not running); try again when it is back", node))
 		return
 	}
-	target := &url.URL{Scheme: a.scheme(), Host: n.Addr}
-	who := callerOf(r)
-	proxy := &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(target)
-			a.setForwardHeaders(pr.Out.Header, who)
-		},
-		Transport:     a.fwd,
-		FlushInterval: -1,
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			a.writeError(w, r, api.Errorf(api.CodeNotReady, "node %s at %s did not answer: %v", node, n.Addr, err))
-		},
+	q := r.URL.Query()
+	for i := 0; i+1 < len(query); i += 2 {
+		q.Set(query[i], query[i+1])
 	}
-	proxy.ServeHTTP(w, r)
+	u := url.URL{Scheme: a.scheme(), Host: n.Addr, Path: r.URL.Path, RawQuery: q.Encode()}
+	w.Header().Set("Location", u.String())
+	w.WriteHeader(http.StatusTemporaryRedirect)
 }
 
 // owned returns gpid's record when this node owns it; otherwise it forwards the

@@ -20,8 +20,8 @@ const recentWindow = 5 * time.Second
 // the time to start a job (forwarding, gpid, shim) is well below it.
 const recentMargin = 500 * time.Millisecond
 
-// placed is one placement decision of this agent.
-type placed struct {
+// placedJob is one placement decision of this agent.
+type placedJob struct {
 	node   string
 	at     time.Time
 	cpus   float64
@@ -31,11 +31,11 @@ type placed struct {
 // recentPlacements remembers this agent's placements of the last few seconds.
 type recentPlacements struct {
 	mu   sync.Mutex
-	list []placed
+	list []placedJob
 }
 
 // add records a placement at now.
-func (r *recentPlacements) add(p placed) {
+func (r *recentPlacements) add(p placedJob) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	cut := 0

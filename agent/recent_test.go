@@ -29,7 +29,7 @@ func TestLeastLoadedBurstSpreads(t *testing.T) {
 			t.Fatal(err)
 		}
 		count[name]++
-		r.add(placed{node: name, at: measured.Add(time.Duration(i+1) * time.Millisecond)})
+		r.add(placedJob{node: name, at: measured.Add(time.Duration(i+1) * time.Millisecond)})
 	}
 	for _, n := range base {
 		if count[n.Name] != 2 {
@@ -52,8 +52,8 @@ func TestLeastLoadedBurstSpreads(t *testing.T) {
 func TestRecentPlacementsForget(t *testing.T) {
 	var r recentPlacements
 	t0 := time.Now()
-	r.add(placed{node: "a", at: t0})
-	r.add(placed{node: "a", at: t0.Add(recentWindow + time.Second)})
+	r.add(placedJob{node: "a", at: t0})
+	r.add(placedJob{node: "a", at: t0.Add(recentWindow + time.Second)})
 	if len(r.list) != 1 {
 		t.Fatalf("old placement kept: %+v", r.list)
 	}

@@ -6,8 +6,10 @@ import (
 
 // Headers. HeaderUser and HeaderUID carry the caller's identity only on an
 // agent started with --insecure; otherwise the identity is the verified client
-// certificate. HeaderForwarded, HeaderOnBehalfOf and HeaderAdmin are set by an
-// agent that forwards a request and are accepted only from a node certificate.
+// certificate. HeaderForwarded marks an agent-to-agent call and is accepted
+// only from a node certificate. HeaderOnBehalfOf and HeaderAdmin are refused
+// from anyone: agents redirect clients rather than act for them (kept so that
+// an old agent's attempt gets a clear error).
 const (
 	HeaderUser       = "X-Ssi-User"
 	HeaderUID        = "X-Ssi-Uid"
