@@ -304,7 +304,7 @@ func (m *migration) Dump(ctx context.Context) (int64, error) {
 	} else if err := m.a.dump(ctx, checkpoint.DumpOpts{
 		PID: init, ImagesDir: m.images, LeaveStopped: true,
 		Flags: checkpoint.Flags{FileLocks: true},
-	}); err != nil {
+	}, m.j); err != nil {
 		return 0, err
 	}
 	// The tree is stopped; let the shim drain what it had written to its pipes,
@@ -465,7 +465,7 @@ func (m *migration) lazyDump(ctx context.Context) error {
 		m.a.dumpBackoff()
 	}
 	if err != nil {
-		return err
+		return explainDumpError(err, m.j)
 	}
 	// Noted in the job dir: should this agent die before the commit, its
 	// successor kills this CRIU (which holds the tree) before resuming the job.
@@ -1149,11 +1149,11 @@ const dumpAttempts = 6
 // machine (or a shared file system) two jobs started in the same directory
 // cannot be dumped at the very same moment. A failed dump leaves the tree
 // running, so a retry starts afresh.
-func (a *Agent) dump(ctx context.Context, o checkpoint.DumpOpts) error {
+func (a *Agent) dump(ctx context.Context, o checkpoint.DumpOpts, j *job) error {
 	for attempt := 1; ; attempt++ {
 		err := checkpoint.Dump(ctx, o)
 		if !checkpoint.IsProcDirCollision(err) || attempt == dumpAttempts || ctx.Err() != nil {
-			return err
+			return explainDumpError(err, j)
 		}
 		a.log.Info("dump collided with another dump in the same working directory; retrying", "pid", o.PID, "attempt", attempt)
 		if err := emptyDir(o.ImagesDir); err != nil {
@@ -1161,6 +1161,17 @@ func (a *Agent) dump(ctx context.Context, o checkpoint.DumpOpts) error {
 		}
 		a.dumpBackoff()
 	}
+}
+
+// explainDumpError says plainly why CRIU could not dump a job that does not
+// run as root (see checkpoint.IsUnprivilegedProc).
+func explainDumpError(err error, j *job) error {
+	if !checkpoint.IsUnprivilegedProc(err) {
+		return err
+	}
+	var spec shim.Spec
+	_ = shim.ReadJSON(j.dir, shim.SpecFile, &spec)
+	return api.Errorf(api.CodeConflict, "gpid %d runs as uid %d: this version of ssi can checkpoint and migrate only jobs that run as root. CRIU must mount a /proc for the job's PID namespace with the job's own credentials, which a non-root job may not do; the job keeps running here (%v)", j.gpid, spec.UID, err)
 }
 
 // emptyDir removes what a failed dump wrote into dir.

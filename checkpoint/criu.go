@@ -385,3 +385,23 @@ func IsProcDirCollision(err error) bool {
 	}
 	return false
 }
+
+// IsUnprivilegedProc reports whether err is a dump that failed because the
+// dumped task is not root and its PID namespace is not the one of the /proc
+// it sees: CRIU's parasite, running with the task's credentials, then has to
+// mount a /proc of its own in the task's working directory, which an
+// unprivileged task may not (EPERM), or cannot even create the directory for
+// (EACCES, EROFS).
+func IsUnprivilegedProc(err error) bool {
+	var ce *CRIUError
+	if !errors.As(err, &ce) {
+		return false
+	}
+	for _, l := range ce.Lines {
+		if strings.Contains(l, "parasite.c") && (strings.Contains(l, "can't dump unprivileged task whose /proc doesn't belong to it") ||
+			strings.Contains(l, "Can't create a directory (-13)") || strings.Contains(l, "Can't create a directory (-30)")) {
+			return true
+		}
+	}
+	return false
+}
