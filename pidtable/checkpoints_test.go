@@ -3,6 +3,8 @@ package pidtable
 import (
 	"context"
 	"errors"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -96,4 +98,20 @@ func TestRecreateOnlyOnce(t *testing.T) {
 	if won != 1 || lost != 7 {
 		t.Fatalf("recreate: %d won, %d refused; want 1 and 7", won, lost)
 	}
+}
+
+// FuzzValidCheckpointName: a name that passes is safe as one path element of
+// the checkpoint store and as one etcd key segment.
+func FuzzValidCheckpointName(f *testing.F) {
+	for _, s := range []string{"a", "..", "a/b", "42-20261126-193000.123", "\x00", "a\nb"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		if ValidCheckpointName(name) != nil {
+			return
+		}
+		if name == "." || name == ".." || strings.ContainsAny(name, "/\\\x00\n") || len(name) > 63 || filepath.Base(name) != name {
+			t.Fatalf("unsafe name %q accepted", name)
+		}
+	})
 }
