@@ -523,7 +523,7 @@ func (a *Agent) restoreCheckpoint(ctx context.Context, c pidtable.Checkpoint, as
 		images = a.imagesDir("ckpt", gpid)
 		from = filepath.Join(dir, ".incoming")
 		t := time.Now()
-		n, err := a.fetchCheckpoint(ctx, holder, c.Name, images, from)
+		n, err := a.fetchCheckpoint(ctx, holder, c, images, from)
 		if err != nil {
 			return fail(err)
 		}
@@ -616,7 +616,8 @@ func (a *Agent) claimError(err error) error {
 
 // fetchCheckpoint streams checkpoint name from its holder: images into images,
 // the job files into jobFiles. It returns the bytes received.
-func (a *Agent) fetchCheckpoint(ctx context.Context, holder pidtable.Node, name, images, jobFiles string) (int64, error) {
+func (a *Agent) fetchCheckpoint(ctx context.Context, holder pidtable.Node, c pidtable.Checkpoint, images, jobFiles string) (int64, error) {
+	name := c.Name
 	for _, d := range []string{images, jobFiles} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return 0, err
@@ -641,7 +642,8 @@ func (a *Agent) fetchCheckpoint(ctx context.Context, holder pidtable.Node, name,
 		}
 		return 0, fmt.Errorf("fetch checkpoint %s from %s: HTTP %d", name, holder.Name, resp.StatusCode)
 	}
-	n, err := migrate.ReadStream(resp.Body, map[string]string{"images": images, "job": jobFiles}, maxImageBytes)
+	// No more than the job's memory limit allows (its pages cannot exceed it).
+	n, err := migrate.ReadStream(resp.Body, map[string]string{"images": images, "job": jobFiles}, imageBytesFor(c.Proc.Memory))
 	if err != nil {
 		return n, api.Errorf(api.CodeConflict, "checkpoint %s from %s: %v", name, holder.Name, err)
 	}
