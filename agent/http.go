@@ -347,7 +347,7 @@ func (a *Agent) handleNodes(w http.ResponseWriter, r *http.Request) {
 	for _, n := range snap.Nodes {
 		ni := api.NodeInfo{Node: n}
 		if st, ok := snap.Status[n.Name]; ok {
-			ni.Ready, ni.Load, ni.Jobs, ni.ReservedCPUs, ni.ReservedMemory = true, st.Load, st.Jobs, st.ReservedCPUs, st.ReservedMemory
+			ni.Ready, ni.Load, ni.Demand, ni.Jobs, ni.ReservedCPUs, ni.ReservedMemory = true, st.Load, st.Demand, st.Jobs, st.ReservedCPUs, st.ReservedMemory
 		}
 		out = append(out, ni)
 	}

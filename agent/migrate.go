@@ -302,6 +302,7 @@ func (m *migration) Commit(ctx context.Context) error {
 	p.Node, p.Epoch, p.State = m.target.Name, p.Epoch+1, pidtable.Running
 	p.PID, p.InitPID, p.Migration = m.restored.MainPID, m.restored.Init.PID, nil
 	p.MigrationError, p.MigrationFailed = "", time.Time{}
+	p.Arrived = time.Now().UTC()
 	_, err = m.a.store.Swap(ctx, p, m.rev)
 	if err == nil {
 		return failpoint.Hit("migrate/source/after-commit")
@@ -584,7 +585,7 @@ func (a *Agent) prepare(gpid uint64, req api.PrepareRequest) error {
 		a.discard(in)
 		return err
 	}
-	cg, err := isolate.CreateCgroup(spec.Cgroup, isolate.Limits{CPUs: req.Proc.CPUs, Memory: req.Proc.Memory})
+	cg, err := isolate.CreateCgroup(spec.Cgroup, a.limits(req.Proc.CPUs, req.Proc.Memory))
 	if err != nil {
 		a.discard(in)
 		return err

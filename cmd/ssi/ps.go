@@ -28,8 +28,9 @@ func psCmd(e *env) *cobra.Command {
 Columns: GPID, NODE, PID (host PID of the job's main process on its node),
 USER, STAT (state letter from the node; ? when the node is NotReady), %CPU (of
 one core, over the last second), RSS, ELAPSED, COMMAND. -o wide adds the job's
-state, limits and start time and does not cut the command; -o json prints the
-records (see docs/CLI.md for the schema). Ended jobs are listed with --exited.`,
+state, limits, PIN (pinned with ssi run --pin: the balancer never moves it) and
+start time and does not cut the command; -o json prints the records (see
+docs/CLI.md for the schema). Ended jobs are listed with --exited.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if output != "" && output != "wide" && output != "json" {
@@ -77,7 +78,7 @@ func printProcs(w io.Writer, procs []api.ProcInfo, wide bool, now time.Time) {
 	tw := tabwriter.NewWriter(bw, 0, 0, 2, ' ', 0)
 	hdr := "GPID\tNODE\tPID\tUSER\tSTAT\t%CPU\tRSS\tELAPSED\t"
 	if wide {
-		hdr += "STATE\tCPUS\tMEMORY\tSTARTED\t"
+		hdr += "STATE\tCPUS\tMEMORY\tPIN\tSTARTED\t"
 	}
 	fmt.Fprintln(tw, hdr+"COMMAND")
 	for _, p := range procs {
@@ -105,7 +106,11 @@ func printProcs(w io.Writer, procs []api.ProcInfo, wide bool, now time.Time) {
 			if p.Memory > 0 {
 				mem = humanBytes(p.Memory)
 			}
-			line += fmt.Sprintf("%s\t%s\t%s\t%s\t", p.State, cpus, mem, p.Created.Local().Format(time.DateTime))
+			pin := "-"
+			if p.Pinned {
+				pin = "pin"
+			}
+			line += fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t", p.State, cpus, mem, pin, p.Created.Local().Format(time.DateTime))
 		} else if len(command) > 60 {
 			command = command[:57] + "..."
 		}
