@@ -55,6 +55,11 @@ type Agent struct {
 	rndMu sync.Mutex
 	rnd   *mrand.Rand
 
+	// events writes the cluster's event log; balancer is the balancer's
+	// leader-side state (used while this agent leads).
+	events   *eventLog
+	balancer *balancer
+
 	// fwd carries forwarded client requests, peer the agent-to-agent migration
 	// traffic: separate pools, so a long image upload never shares a connection
 	// with a proxied stream.
@@ -69,7 +74,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	var seed [16]byte
 	_, _ = rand.Read(seed[:])
-	return &Agent{
+	a := &Agent{
 		cfg:      cfg,
 		log:      cfg.Log.With("node", cfg.Name),
 		instance: hex.EncodeToString(seed[:8]),
@@ -79,7 +84,10 @@ func New(cfg Config) (*Agent, error) {
 		rnd:      mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid()))),
 		fwd:      newTransport(),
 		peer:     newTransport(),
-	}, nil
+	}
+	a.events = &eventLog{a: a}
+	a.balancer = newBalancer(a, a.events)
+	return a, nil
 }
 
 // Run serves until ctx is cancelled. Jobs keep running after Run returns.
@@ -116,7 +124,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	loops, stop := context.WithCancel(ctx)
 	defer stop()
-	for _, loop := range []func(context.Context){a.statusLoop, a.gcLoop} {
+	loopFuncs := []func(context.Context){a.statusLoop, a.gcLoop}
+	if !a.cfg.NoBalancer {
+		loopFuncs = append(loopFuncs, a.balancerLoop)
+	}
+	for _, loop := range loopFuncs {
 		wg.Add(1)
 		go func() { defer wg.Done(); loop(loops) }()
 	}

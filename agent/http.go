@@ -31,6 +31,9 @@ func (a *Agent) routes() http.Handler {
 	mux.HandleFunc("GET /v1/procs/{gpid}/wait", a.handleWait)
 	mux.HandleFunc("GET /v1/nodes", a.handleNodes)
 	mux.HandleFunc("POST /v1/procs/{gpid}/migrate", a.handleMigrate)
+	mux.HandleFunc("GET /v1/balancer", a.handleBalance)
+	mux.HandleFunc("PUT /v1/balancer", a.handleSetBalance)
+	mux.HandleFunc("GET /v1/events", a.handleEvents)
 	// Agent to agent: the target side of a migration.
 	mux.HandleFunc("POST /v1/migrations/{gpid}/prepare", a.handlePrepare)
 	mux.HandleFunc("PUT /v1/migrations/{gpid}/images", a.handleImages)

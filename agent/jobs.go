@@ -92,6 +92,7 @@ func (a *Agent) spawn(ctx context.Context, req api.RunRequest, who caller) (api.
 	p, err := a.store.Create(ctx, pidtable.Proc{
 		Node: a.cfg.Name, User: u.Username, UID: uid, GID: gid, Argv: req.Argv,
 		Workdir: workdir, CPUs: req.CPUs, Memory: req.Memory, Pinned: req.Pin,
+		Constraints: req.Constraints,
 	})
 	if err != nil {
 		if errors.Is(err, pidtable.ErrNodeNotReady) {

@@ -68,6 +68,9 @@ type Proc struct {
 	// MigrationFailed when); cleared by a migration that succeeds.
 	MigrationError  string    `json:"migration_error,omitempty"`
 	MigrationFailed time.Time `json:"migration_failed,omitzero"`
+	// Constraints are the labels a node must carry to run the job (ssi run
+	// --constraint); the balancer moves the job only to such nodes. Immutable.
+	Constraints map[string]string `json:"constraints,omitempty"`
 	// Pinned jobs (ssi run --pin) are never moved by the balancer; an explicit
 	// ssi migrate still moves them. Immutable.
 	Pinned bool `json:"pinned,omitempty"`

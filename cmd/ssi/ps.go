@@ -164,7 +164,9 @@ func nodesCmd(e *env) *cobra.Command {
 		Short: "List the nodes of the cluster",
 		Long: `List nodes: name, agent address, Ready/NotReady (NotReady once its agent has
 not renewed its lease for 5 s), the CPUs and memory it offers, its load (CPU
-demand of its jobs, in cores) and its number of live jobs.`,
+its jobs use, in cores), their demand (CPU they want: use plus time spent
+waiting for a CPU; above CPUS when the node is overloaded) and its number of
+live jobs.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if output != "" && output != "json" {
@@ -184,13 +186,13 @@ demand of its jobs, in cores) and its number of live jobs.`,
 			bw := bufio.NewWriter(e.stdout)
 			defer bw.Flush()
 			tw := tabwriter.NewWriter(bw, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tADDRESS\tSTATUS\tCPUS\tMEMORY\tLOAD\tJOBS")
+			fmt.Fprintln(tw, "NAME\tADDRESS\tSTATUS\tCPUS\tMEMORY\tLOAD\tDEMAND\tJOBS")
 			for _, n := range nodes {
 				status := "NotReady"
 				if n.Ready {
 					status = "Ready"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%g\t%s\t%.2f\t%d\n", n.Name, n.Addr, status, n.CPUs, humanBytes(n.Memory), n.Load, n.Jobs)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%g\t%s\t%.2f\t%.2f\t%d\n", n.Name, n.Addr, status, n.CPUs, humanBytes(n.Memory), n.Load, n.Demand, n.Jobs)
 			}
 			return tw.Flush()
 		},
