@@ -58,7 +58,9 @@ type balancer struct {
 	clients  map[string]*api.Client
 	// rejected remembers the last rejection logged per job, for dedupe.
 	rejected map[uint64]rejection
-	enabled  bool
+	// demand is each live job's demand as the last round saw it.
+	demand  map[uint64]float64
+	enabled bool
 }
 
 type rejection struct {
@@ -165,17 +167,19 @@ func (b *balancer) round(ctx context.Context, lease clientv3.LeaseID) error {
 	return a.store.PublishBalancerStatus(ctx, b.status(now), lease)
 }
 
-// view builds the policy's input from a snapshot: Ready nodes with their
-// demand (not their CPU use, which a full node caps at its CPUs) and the
-// migrations in flight from or to each, and the running jobs of Ready nodes
-// that have been measured once.
+// view builds the policy's input from a snapshot: Ready nodes with the
+// migrations in flight from or to each, and the running jobs of Ready nodes.
+//
+// A node's load is the sum of the demands of the jobs the process table puts
+// on it, not the node's published sum: a node publishes every second, so right
+// after a move the target's last figures lack the job and the source's still
+// have it, and a round that believed them would send the next job to a node
+// that is fuller than it looks (and later move jobs back). A job's demand is
+// from its owner's status; a job not in it yet (it just arrived) keeps the
+// demand its previous node or an earlier round saw, else counts as one CPU.
 func (b *balancer) view(snap *pidtable.Snapshot, now time.Time) ([]placement.BalanceNode, []placement.BalanceJob) {
 	b.mu.Lock()
-	mine := make(map[uint64]pidtable.InflightMove, len(b.inflight))
-	for g, m := range b.inflight {
-		mine[g] = m
-	}
-	b.mu.Unlock()
+	defer b.mu.Unlock()
 	inflight := map[string]int{}
 	counted := map[uint64]bool{}
 	for _, p := range snap.Procs {
@@ -185,42 +189,62 @@ func (b *balancer) view(snap *pidtable.Snapshot, now time.Time) ([]placement.Bal
 			counted[p.GPID] = true
 		}
 	}
-	for g, m := range mine {
+	for g, m := range b.inflight {
 		if !counted[g] { // started, not yet claimed by the source
 			inflight[m.From]++
 			inflight[m.To]++
 		}
 	}
-	nodes := make([]placement.BalanceNode, 0, len(snap.Nodes))
-	for _, n := range snap.Nodes {
-		pn := placement.Node{Name: n.Name, CPUs: n.CPUs, Memory: n.Memory, Labels: n.Labels}
-		if st, ok := snap.Status[n.Name]; ok {
-			pn.Ready, pn.Load, pn.Jobs, pn.ReservedCPUs, pn.ReservedMemory = true, st.Demand, st.Jobs, st.ReservedCPUs, st.ReservedMemory
-		}
-		nodes = append(nodes, placement.BalanceNode{Node: pn, Inflight: inflight[n.Name]})
-	}
+	load := map[string]float64{}
 	var jobs []placement.BalanceJob
+	seen := map[uint64]float64{}
 	for _, p := range snap.Procs {
 		if p.State != pidtable.Running && p.State != pidtable.Migrating {
 			continue
 		}
 		st, ready := snap.Status[p.Node]
+		if !ready {
+			continue
+		}
 		ps, measured := st.Procs[p.GPID]
-		if !ready || !measured || p.Started.IsZero() {
+		demand := ps.Demand
+		if !measured {
+			demand = 1
+			if d, ok := b.demand[p.GPID]; ok {
+				demand = d
+			}
+			for _, other := range snap.Status {
+				if o, ok := other.Procs[p.GPID]; ok {
+					demand = o.Demand
+				}
+			}
+		}
+		seen[p.GPID] = demand
+		load[p.Node] += demand
+		if p.Started.IsZero() {
 			continue
 		}
 		arrived := p.Arrived
 		if arrived.IsZero() {
 			arrived = p.Started
 		}
-		_, moving := mine[p.GPID]
+		_, moving := b.inflight[p.GPID]
 		jobs = append(jobs, placement.BalanceJob{
 			GPID: p.GPID, Node: p.Node,
 			Age: max(now.Sub(p.Started), 0), Resident: max(now.Sub(arrived), 0),
-			Demand: ps.Demand, Memory: ps.RSS,
+			Demand: demand, Memory: ps.RSS,
 			CPUs: p.CPUs, MemoryRequest: p.Memory, Constraints: p.Constraints,
 			Pinned: p.Pinned, Migrating: moving || p.State == pidtable.Migrating,
 		})
+	}
+	b.demand = seen
+	nodes := make([]placement.BalanceNode, 0, len(snap.Nodes))
+	for _, n := range snap.Nodes {
+		pn := placement.Node{Name: n.Name, CPUs: n.CPUs, Memory: n.Memory, Labels: n.Labels}
+		if st, ok := snap.Status[n.Name]; ok {
+			pn.Ready, pn.Load, pn.Jobs, pn.ReservedCPUs, pn.ReservedMemory = true, load[n.Name], st.Jobs, st.ReservedCPUs, st.ReservedMemory
+		}
+		nodes = append(nodes, placement.BalanceNode{Node: pn, Inflight: inflight[n.Name]})
 	}
 	return nodes, jobs
 }

@@ -54,7 +54,8 @@ func (a *Agent) statusLoop(ctx context.Context) {
 // nothing of how many jobs compete; the second is not: 8 CPU-bound jobs on one
 // CPU use 1 core and demand 8. Sampling the R state of threads instead would
 // see a job that runs half the time as 0 or 1 at random; schedstat integrates
-// over the whole interval. (cgroup v1 cpu.stat nr_throttled counts only quota
+// over the whole interval; it stands in only on a job's first sample, when
+// there is no interval yet. (cgroup v1 cpu.stat nr_throttled counts only quota
 // throttling, not contention.)
 func (a *Agent) measure() pidtable.NodeStatus {
 	a.mu.Lock()
@@ -78,15 +79,19 @@ func (a *Agent) measure() pidtable.NodeStatus {
 			}
 			// Figures are the job's own: ssi's init (PID 1 of the job) is left out.
 			sched := map[int]time.Duration{}
+			runnable := 0
 			if pids, err := j.cgroup.Pids(); err == nil {
 				for _, pid := range pids {
 					if pid != j.state.Init.PID {
 						ps.Procs++
 						ps.RSS += rss(pid)
-						threadDemand(pid, sched)
+						runnable += threadDemand(pid, sched)
 					}
 				}
 			}
+			// First sample (a job just started, or just restored here by a
+			// migration): no interval yet, so the runnable threads stand in.
+			ps.Demand = float64(runnable)
 			if !first {
 				var busy time.Duration
 				for tid, t := range sched {
@@ -111,12 +116,13 @@ func (a *Agent) measure() pidtable.NodeStatus {
 
 // threadDemand adds to out, for each thread of pid, the time it has run plus
 // the time it has waited runnable since it started (/proc/PID/task/TID/schedstat:
-// "run_ns wait_ns timeslices"). Threads that are gone are skipped.
-func threadDemand(pid int, out map[int]time.Duration) {
+// "run_ns wait_ns timeslices"), and returns how many of them are runnable now
+// (state R). Threads that are gone are skipped.
+func threadDemand(pid int, out map[int]time.Duration) (runnable int) {
 	dir := "/proc/" + strconv.Itoa(pid) + "/task"
 	tasks, err := os.ReadDir(dir)
 	if err != nil {
-		return
+		return 0
 	}
 	for _, t := range tasks {
 		tid, err := strconv.Atoi(t.Name())
@@ -137,7 +143,14 @@ func threadDemand(pid int, out map[int]time.Duration) {
 			continue
 		}
 		out[tid] = time.Duration(run + wait)
+		if st, err := os.ReadFile(dir + "/" + t.Name() + "/stat"); err == nil {
+			// The state follows the command name, which ends at the last ')'.
+			if i := strings.LastIndexByte(string(st), ')'); i > 0 && i+2 < len(st) && st[i+2] == 'R' {
+				runnable++
+			}
+		}
 	}
+	return runnable
 }
 
 var pageSize = int64(os.Getpagesize())
