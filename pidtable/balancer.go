@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-		"time"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )

@@ -385,8 +385,8 @@ type measurement struct {
 	moved    int
 	failed   int
 	// back counts moves node2 -> node1.
-	back int
-	start    time.Time
+	back  int
+	start time.Time
 	// work is the sum of the jobs' solo times (from the iterations), longest
 	// the longest job's.
 	work, longest time.Duration
