@@ -77,6 +77,9 @@ func runMain(m *testing.M) int {
 		Name: fmt.Sprintf("e2e%d", pid%100000), Nodes: 3, Subnet: fmt.Sprintf("10.213.%d.0/24", pid%250),
 		Binary:  filepath.Join(bin, "ssi"),
 		DataDir: filepath.Join(tmp, "data"), StateDir: filepath.Join(tmp, "state"), Log: log,
+		// node1 runs the embedded etcd: it never leads the balancer, so that
+		// the balancer tests can kill the leader without stopping etcd.
+		NodeArgs: map[string][]string{"node1": {"--balancer=false"}},
 	}
 	st, _, err := localcluster.Up(ctx, cfg)
 	if err != nil {
@@ -84,6 +87,14 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	cluster = &testCluster{State: st, bin: bin}
+	// The balancer is on by default; off here, so that it moves nothing the
+	// other tests place (they expect jobs to stay where they started). The
+	// balancer tests switch it on and off again.
+	if err := balancerOff(ctx, st.Endpoint()); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: switch the balancer off: %v\n", err)
+		_ = localcluster.Down(ctx, cfg.StateDir, cfg.Name, log)
+		return 1
+	}
 	code := m.Run()
 	// Keep the agents' logs of the last run for post-mortems.
 	keep := filepath.Join(os.TempDir(), "ssi-e2e-logs")

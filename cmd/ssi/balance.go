@@ -33,8 +33,11 @@ its node for a residency period; a few migrations at most are in flight per
 node. Jobs started with ssi run --pin are never moved.
 
   ssi balance status   on/off, the leader, its last round, moves in flight, recent moves
-  ssi balance on       switch it on (--residency, --hysteresis, --max-inflight retune it)
+  ssi balance on       switch it on
   ssi balance off      switch it off: no new moves (moves in flight finish)
+
+With on or off, --residency, --hysteresis and --max-inflight retune it (0: the
+policy's default; the defaults are in docs/ARCHITECTURE.md).
 
 Every decision, including jobs considered and not moved and why, is in
 ssi events.`,
@@ -55,11 +58,11 @@ ssi events.`,
 			default:
 				return usageErr("balance: unknown action %q: want status, on or off", args[0])
 			}
-			if tuned && args[0] != "on" {
-				return usageErr("balance %s: --residency, --hysteresis and --max-inflight go with 'ssi balance on'", args[0])
+			if tuned && args[0] == "status" {
+				return usageErr("balance status: --residency, --hysteresis and --max-inflight go with 'ssi balance on' or 'off'")
 			}
 			if residency < 0 || hysteresis < 0 || inflight < 0 {
-				return usageErr("balance on: --residency, --hysteresis and --max-inflight must not be negative (0 restores the default)")
+				return usageErr("balance %s: --residency, --hysteresis and --max-inflight must not be negative (0 restores the default)", args[0])
 			}
 			cl, src, err := e.client()
 			if err != nil {
@@ -92,9 +95,9 @@ ssi events.`,
 		},
 	}
 	c.Flags().StringVarP(&output, "output", "o", "", "output format: json")
-	c.Flags().DurationVar(&residency, "residency", 0, "with on: least time a job stays on a node after it arrived (0: the default)")
-	c.Flags().Float64Var(&hysteresis, "hysteresis", 0, "with on: least difference in load per CPU worth a move (0: the default)")
-	c.Flags().IntVar(&inflight, "max-inflight", 0, "with on: most migrations in flight from or to one node (0: the default)")
+	c.Flags().DurationVar(&residency, "residency", 0, "least time a job stays on a node after it arrived (0: the default)")
+	c.Flags().Float64Var(&hysteresis, "hysteresis", 0, "least difference in load per CPU worth a move (0: the default)")
+	c.Flags().IntVar(&inflight, "max-inflight", 0, "most migrations in flight from or to one node (0: the default)")
 	return c
 }
 

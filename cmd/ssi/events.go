@@ -37,8 +37,10 @@ decided and why. Kinds:
 
 Events are kept for about an hour, at most 2000. -f keeps printing new ones;
 -o json prints one JSON object per line.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageErr("events: unexpected argument %q (a job's events: --gpid N)", args[0])
+			}
 			if output != "" && output != "json" {
 				return usageErr("events: -o %q: want json", output)
 			}
