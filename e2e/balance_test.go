@@ -178,8 +178,8 @@ func TestBalanceSpreadsAndFailsOver(t *testing.T) {
 			}
 		}
 	}
-	if moved == 0 {
-		t.Errorf("no moved event for any job of the batch")
+	if moved == 0 || len(nodes) < 2 {
+		t.Errorf("batch submitted to node1 ended on nodes %v with %d moves; want it spread", nodes, moved)
 	}
 	t.Logf("%d jobs ended on nodes %v; %d moves", jobs, nodes, moved)
 }
