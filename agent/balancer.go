@@ -36,6 +36,9 @@ const (
 	// rateWeight is the weight of the newest move in the measured transfer
 	// rate and freeze (an exponentially weighted average).
 	rateWeight = 0.3
+	// minRateSample is the least image size of a move that says something
+	// about the transfer rate (see measure).
+	minRateSample = 32 << 20
 	// balancerUser is the identity the leader presents to source agents.
 	balancerUser = "ssi-balancer"
 )
@@ -52,8 +55,8 @@ type balancer struct {
 	moves    int
 	done     int
 	failed   int
-	rate     float64       // bytes/s, 0 until measured
-	freeze   time.Duration // 0 until measured
+	rate     float64       // bytes/s, 0 until a big enough move was measured
+	freeze   time.Duration // 0 until a move was measured
 	measured int
 	clients  map[string]*api.Client
 	// rejected remembers the last rejection logged per job, for dedupe.
@@ -345,20 +348,43 @@ func (b *balancer) outcome(ctx context.Context, mv placement.Move) error {
 	return fmt.Errorf("outcome unknown: %w", ctx.Err())
 }
 
-// measure folds a finished move into the measured transfer rate (image
-// bytes over the transfer phase) and freeze (the rest of the frozen time:
-// dump, restore, commit). b.mu held.
+// measure folds a finished move into the cost model's two figures, in the
+// policy's sense (placement.DefaultBalanceConfig): TransferRate is the rate of
+// the whole stop-and-copy (dump, transfer, restore) per image byte, Freeze the
+// fixed part of a move. One move of a small job says nothing about the rate
+// (its frozen time is nearly all fixed costs), so: every move updates Freeze
+// with its frozen time minus what the current rate explains; only moves of at
+// least minRateSample image bytes update the rate with what the current
+// Freeze leaves unexplained. Both are exponentially weighted averages. b.mu
+// held.
 func (b *balancer) measure(st api.MigrateStats) {
-	if st.StreamLost || st.ImageBytes <= 0 || st.TransferMS <= 0 {
+	if st.StreamLost || st.ImageBytes <= 0 || st.FrozenMS <= 0 {
 		return
 	}
-	rate := float64(st.ImageBytes) / (st.TransferMS / 1000)
-	freeze := time.Duration(max(st.FrozenMS-st.TransferMS, 0) * float64(time.Millisecond))
-	if b.measured == 0 {
-		b.rate, b.freeze = rate, freeze
-	} else {
-		b.rate = (1-rateWeight)*b.rate + rateWeight*rate
-		b.freeze = time.Duration((1-rateWeight)*float64(b.freeze) + rateWeight*float64(freeze))
+	def := placement.DefaultBalanceConfig()
+	rate, freeze := b.rate, b.freeze
+	if rate == 0 {
+		rate = def.TransferRate
+	}
+	if freeze == 0 {
+		freeze = def.Freeze
+	}
+	frozen := time.Duration(st.FrozenMS * float64(time.Millisecond))
+	byRate := time.Duration(float64(st.ImageBytes) / rate * float64(time.Second))
+	fold := func(old, sample float64) float64 {
+		if b.measured == 0 {
+			return sample
+		}
+		return (1-rateWeight)*old + rateWeight*sample
+	}
+	b.freeze = time.Duration(fold(float64(b.freeze), float64(max(frozen-byRate, 0))))
+	if st.ImageBytes >= minRateSample && frozen > freeze {
+		sample := float64(st.ImageBytes) / (frozen - freeze).Seconds()
+		if b.rate == 0 {
+			b.rate = sample
+		} else {
+			b.rate = (1-rateWeight)*b.rate + rateWeight*sample
+		}
 	}
 	b.measured++
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ssi-cluster/ssi/api"
 	"github.com/ssi-cluster/ssi/pidtable"
 )
 
@@ -86,5 +87,28 @@ func TestThreadDemand(t *testing.T) {
 	}
 	if total <= 0 {
 		t.Errorf("no run or wait time in %v", out)
+	}
+}
+
+// TestBalancerMeasure: small moves teach the freeze only; big ones the rate.
+func TestBalancerMeasure(t *testing.T) {
+	b := newBalancer(&Agent{}, nil)
+	// 1 MiB frozen 300 ms: nearly all fixed cost.
+	b.measure(api.MigrateStats{ImageBytes: 1 << 20, FrozenMS: 300})
+	if b.rate != 0 || b.freeze < 290*time.Millisecond || b.freeze > 300*time.Millisecond {
+		t.Fatalf("after a small move: rate %g, freeze %s; want no rate, freeze ~300ms", b.rate, b.freeze)
+	}
+	// 512 MiB frozen 2.3 s: about 2 s of it is the size.
+	b.measure(api.MigrateStats{ImageBytes: 512 << 20, FrozenMS: 2300})
+	if b.rate < 200e6 || b.rate > 320e6 {
+		t.Errorf("after a 512 MiB move: rate %g B/s, want about 512 MiB / 2 s", b.rate)
+	}
+	if b.measured != 2 {
+		t.Errorf("measured %d moves, want 2", b.measured)
+	}
+	// A lost stream carries no figures.
+	b.measure(api.MigrateStats{StreamLost: true})
+	if b.measured != 2 {
+		t.Errorf("a move without figures was measured")
 	}
 }

@@ -124,7 +124,11 @@ func printBalance(w io.Writer, st api.BalanceStatus, now time.Time) {
 	fmt.Fprintf(bw, "last round: %s (%s ago, by %s)\n", s.LastRound.Local().Format(time.TimeOnly), now.Sub(s.LastRound).Round(100*time.Millisecond), s.Leader)
 	fmt.Fprintf(bw, "moves:      %d started by this leader, %d done, %d failed, %d in flight\n", s.Moves, s.MovesDone, s.MovesFail, len(s.Inflight))
 	if s.Measured > 0 {
-		fmt.Fprintf(bw, "cost model: transfer %s/s, freeze %s (measured over %d moves)\n", humanBytes(int64(s.TransferRate)), s.Freeze.Round(time.Millisecond), s.Measured)
+		rate := "the default"
+		if s.TransferRate > 0 {
+			rate = humanBytes(int64(s.TransferRate)) + "/s"
+		}
+		fmt.Fprintf(bw, "cost model: freeze %s measured over %d moves; transfer rate %s (measured on moves of 32 MiB or more)\n", s.Freeze.Round(time.Millisecond), s.Measured, rate)
 	} else {
 		fmt.Fprintf(bw, "cost model: policy defaults (no move measured yet)\n")
 	}
