@@ -112,48 +112,58 @@ func Place(nodes []Node, req Request, rnd *rand.Rand) (string, error) {
 		}
 		nodes = nodes[i : i+1]
 	}
-	var ready, matching, fitting []Node
-	for _, n := range nodes {
+	// Count and index rather than copy: the simulator calls Place 100,000
+	// times on 1,000 nodes.
+	var ready, matching int
+	var fitting []int
+	for i := range nodes {
+		n := &nodes[i]
 		if !n.Ready {
 			continue
 		}
-		ready = append(ready, n)
-		if !Matches(n, req.Constraints) {
+		ready++
+		if !Matches(*n, req.Constraints) {
 			continue
 		}
-		matching = append(matching, n)
-		if Fits(n, req) {
-			fitting = append(fitting, n)
+		matching++
+		if Fits(*n, req) {
+			fitting = append(fitting, i)
 		}
 	}
 	switch {
-	case req.Node != "" && len(ready) == 0:
+	case req.Node != "" && ready == 0:
 		return "", fmt.Errorf("%w: %s (its agent is not running; see ssi nodes)", ErrNotReady, req.Node)
-	case len(ready) == 0:
+	case ready == 0:
 		return "", fmt.Errorf("%w: no node is Ready (see ssi nodes)", ErrNoNode)
-	case len(matching) == 0:
+	case matching == 0:
 		return "", fmt.Errorf("%w: no Ready node has labels %s", ErrNoNode, formatLabels(req.Constraints))
 	case len(fitting) == 0:
 		return "", fmt.Errorf("%w: no Ready node has %s free", ErrNoNode, formatRequest(req))
 	}
 	switch policy {
 	case LeastLoaded:
-		return slices.MinFunc(fitting, compareLoad).Name, nil
+		best := fitting[0]
+		for _, i := range fitting[1:] {
+			if compareLoad(nodes[i], nodes[best]) < 0 {
+				best = i
+			}
+		}
+		return nodes[best].Name, nil
 	case TwoChoices:
 		if len(fitting) == 1 {
-			return fitting[0].Name, nil
+			return nodes[fitting[0]].Name, nil
 		}
 		i := rnd.IntN(len(fitting))
 		j := rnd.IntN(len(fitting) - 1)
 		if j >= i {
 			j++
 		}
-		if compareLoad(fitting[j], fitting[i]) < 0 {
+		if compareLoad(nodes[fitting[j]], nodes[fitting[i]]) < 0 {
 			i = j
 		}
-		return fitting[i].Name, nil
+		return nodes[fitting[i]].Name, nil
 	default:
-		return fitting[rnd.IntN(len(fitting))].Name, nil
+		return nodes[fitting[rnd.IntN(len(fitting))]].Name, nil
 	}
 }
 

@@ -95,7 +95,7 @@ The CLI talks to any node agent: --endpoint, else $SSI_ENDPOINT, else the
 	})
 	root.SetOut(e.stdout)
 	root.SetErr(e.stderr)
-	root.AddCommand(runCmd(e), psCmd(e), nodesCmd(e), killCmd(e), logsCmd(e), waitCmd(e), migrateCmd(e), balanceCmd(e), eventsCmd(e), agentCmd(e), localCmd(e))
+	root.AddCommand(runCmd(e), psCmd(e), nodesCmd(e), killCmd(e), logsCmd(e), waitCmd(e), migrateCmd(e), balanceCmd(e), eventsCmd(e), agentCmd(e), localCmd(e), simCmd(e))
 	return root
 }
 
