@@ -38,12 +38,13 @@ type job struct {
 	cgroup *isolate.Cgroup
 	cpus   float64
 	memory int64
-	// lastCPU and lastAt are the previous CPU sample, for the CPU rate;
-	// lastSched the previous run+wait time of each of the job's threads, for
-	// its demand.
+	// lastCPU and lastCPUAt are the previous CPU sample, for the CPU rate;
+	// lastSched and lastAt the previous run+wait time of each of the job's
+	// threads, for its demand.
 	lastCPU   time.Duration
-	lastAt    time.Time
+	lastCPUAt time.Time
 	lastSched map[int]time.Duration
+	lastAt    time.Time
 	done      chan struct{}
 }
 

@@ -69,13 +69,15 @@ func (a *Agent) measure() pidtable.NodeStatus {
 	for _, j := range jobs {
 		ps := pidtable.ProcStats{Stat: "?"}
 		if j.cgroup != nil {
-			interval := now.Sub(j.lastAt)
-			first := j.lastAt.IsZero()
+			// Each figure is timed when it is read, not once for the node: on
+			// a busy machine this loop can stall for a good part of a second,
+			// and a rate over a shifted interval would be off by as much.
 			if cpu, err := j.cgroup.CPUTime(); err == nil {
-				if !first {
-					ps.CPU = 100 * float64(cpu-j.lastCPU) / float64(interval)
+				at := time.Now()
+				if !j.lastCPUAt.IsZero() {
+					ps.CPU = 100 * float64(cpu-j.lastCPU) / float64(at.Sub(j.lastCPUAt))
 				}
-				j.lastCPU = cpu
+				j.lastCPU, j.lastCPUAt = cpu, at
 			}
 			// Figures are the job's own: ssi's init (PID 1 of the job) is left out.
 			sched := map[int]time.Duration{}
@@ -89,18 +91,21 @@ func (a *Agent) measure() pidtable.NodeStatus {
 					}
 				}
 			}
+			at := time.Now()
 			// First sample (a job just started, or just restored here by a
 			// migration): no interval yet, so the runnable threads stand in.
 			ps.Demand = float64(runnable)
-			if !first {
+			if !j.lastAt.IsZero() {
+				interval := at.Sub(j.lastAt)
 				var busy time.Duration
 				for tid, t := range sched {
-					// A thread new since the last sample counts from its start.
-					busy += max(t-j.lastSched[tid], 0)
+					// A thread new since the last sample counts from its
+					// start; none can want more than the whole interval.
+					busy += min(max(t-j.lastSched[tid], 0), interval)
 				}
 				ps.Demand = float64(busy) / float64(interval)
 			}
-			j.lastSched, j.lastAt = sched, now
+			j.lastSched, j.lastAt = sched, at
 		}
 		if s, err := shim.ProcStat(j.state.MainPID); err == nil {
 			ps.Stat = s

@@ -95,6 +95,7 @@ type options struct {
 	bin       string
 	repo      string
 	timeout   time.Duration
+	keep      bool
 }
 
 func parseFlags() (options, error) {
@@ -112,6 +113,7 @@ func parseFlags() (options, error) {
 	flag.StringVar(&o.bin, "bin", "", "directory holding prebuilt ssi and ssi-shim (default: build them into a temporary directory)")
 	flag.StringVar(&o.repo, "repo", "", "repository root (default: found from the working directory)")
 	flag.DurationVar(&o.timeout, "timeout", 60*time.Minute, "bound on the whole benchmark (teardown comes after it)")
+	flag.BoolVar(&o.keep, "keep", false, "leave the cluster up at the end (remove it with: ssi local down --name NAME)")
 	flag.Parse()
 	if o.dataDir == "" {
 		o.dataDir = filepath.Join("/var/lib/ssi-local", o.name)
@@ -336,6 +338,11 @@ func (b *bench) up(ctx context.Context) error {
 }
 
 func (b *bench) teardown() {
+	b.keepLogs()
+	if b.o.keep {
+		b.log.Info("leaving the cluster up (-keep)", "name", b.o.name, "down", "ssi local down --name "+b.o.name+" --state-dir "+b.o.stateDir)
+		return
+	}
 	b.log.Info("tearing the cluster down", "name", b.o.name)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -349,6 +356,31 @@ func (b *bench) teardown() {
 	if b.wd != "" {
 		_ = os.RemoveAll(b.wd)
 	}
+}
+
+// keepLogs copies the agents' logs and the jobs' shim logs out of the data
+// dir (which teardown removes) into /tmp/NAME-logs, for post-mortems.
+func (b *bench) keepLogs() {
+	if b.st == nil {
+		return
+	}
+	dst := filepath.Join(os.TempDir(), b.o.name+"-logs")
+	_ = os.RemoveAll(dst)
+	for _, n := range b.st.Nodes {
+		logs, _ := filepath.Glob(filepath.Join(n.DataDir, "jobs", "*", "shim.log"))
+		logs = append(logs, filepath.Join(n.DataDir, "agent.log"))
+		for _, l := range logs {
+			raw, err := os.ReadFile(l)
+			if err != nil {
+				continue
+			}
+			rel, _ := filepath.Rel(n.DataDir, l)
+			out := filepath.Join(dst, n.Name, rel)
+			_ = os.MkdirAll(filepath.Dir(out), 0o755)
+			_ = os.WriteFile(out, raw, 0o644)
+		}
+	}
+	b.rep.notes = append(b.rep.notes, "agent and shim logs kept in "+dst)
 }
 
 func (b *bench) setBalancer(ctx context.Context, on bool) error {
