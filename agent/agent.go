@@ -44,8 +44,11 @@ type Agent struct {
 	embedded *pidtable.Embedded
 	session  atomic.Pointer[concurrency.Session]
 
-	mu       sync.Mutex
-	jobs     map[uint64]*job
+	mu   sync.Mutex
+	jobs map[uint64]*job
+	// dirMu orders the replacement of a job directory by an incoming
+	// migration against the delayed removal of a migrated job's directory.
+	dirMu    sync.Mutex
 	incoming map[uint64]*incoming // migrations this node is the target of
 
 	// criuPath and criuErr: the CRIU this node migrates with, and why it cannot.

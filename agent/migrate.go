@@ -513,7 +513,27 @@ func (a *Agent) forgetMigrated(j *job) {
 			a.log.Warn("remove cgroup of migrated job", "gpid", j.gpid, "err", err)
 		}
 	}
-	time.AfterFunc(30*time.Second, func() { _ = os.RemoveAll(j.dir) })
+	time.AfterFunc(30*time.Second, func() { a.removeMovedDir(j.gpid) })
+}
+
+// removeMovedDir removes the directory a migrated job left here, unless the
+// job has come back meanwhile (the balancer may move it back within the 30 s
+// forgetMigrated waits): its directory then has the same path and belongs to
+// the job running here, and removing it would lose the job's exit status and
+// output (found by the balancer benchmark: a job moved back and forth was
+// recorded lost). prepare makes the new directory under dirMu, and a new
+// directory has no moved file.
+func (a *Agent) removeMovedDir(gpid uint64) {
+	a.dirMu.Lock()
+	defer a.dirMu.Unlock()
+	a.mu.Lock()
+	back := a.jobs[gpid] != nil || a.incoming[gpid] != nil
+	a.mu.Unlock()
+	dir := a.jobDir(gpid)
+	if _, err := os.Stat(filepath.Join(dir, shim.MovedFile)); back || err != nil {
+		return
+	}
+	_ = os.RemoveAll(dir)
 }
 
 // incoming is a migration this node is the target of.
@@ -571,16 +591,21 @@ func (a *Agent) prepare(gpid uint64, req api.PrepareRequest) error {
 		return api.Errorf(api.CodeConflict, "gpid %d already runs on %s", gpid, a.cfg.Name)
 	}
 	a.abortIncoming(gpid) // a stale attempt
-	a.removeJobDir(gpid)
 	in := &incoming{id: req.ID, proc: req.Proc, dir: a.jobDir(gpid), images: a.imagesDir("in", gpid)}
 	spec := req.Spec
 	spec.Node, spec.Cgroup = a.cfg.Name, isolate.CgroupPath(a.cfg.CgroupParent, a.cfg.Name, gpid)
+	// The directory of an earlier stay of the job here is replaced; dirMu
+	// keeps removeMovedDir from removing the new one.
+	a.dirMu.Lock()
+	a.removeJobDir(gpid)
 	for _, d := range []string{in.dir, in.images, stageDir(in)} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
+			a.dirMu.Unlock()
 			a.discard(in)
 			return err
 		}
 	}
+	a.dirMu.Unlock()
 	if err := shim.WriteJSON(in.dir, shim.SpecFile, spec); err != nil {
 		a.discard(in)
 		return err

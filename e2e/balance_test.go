@@ -277,3 +277,37 @@ func TestBalanceCLIErrors(t *testing.T) {
 		t.Errorf("ssi agent --cpuset zero: %v; want exit 2 naming the flag", r)
 	}
 }
+
+// TestMigrateBackSoon: a job moved away and back within the 30 s its old
+// directory is kept must keep its new one: the delayed removal of the old
+// directory once removed the job's files, and the job was recorded lost at
+// its end (found by the balancer benchmark, which moves jobs back and forth).
+func TestMigrateBackSoon(t *testing.T) {
+	c := need(t)
+	wd := privateWorkdir(t)
+	gpid := c.detach(t, append([]string{"--node", "node2", "-w", wd, "--"}, busyJob(300)...)...)
+	defer c.kill(t, gpid)
+	g := strconv.FormatUint(gpid, 10)
+	eventually(t, 10*time.Second, "job started", func() error {
+		if !strings.Contains(c.ok(t, "logs", g), "start") {
+			return fmt.Errorf("no output yet")
+		}
+		return nil
+	})
+	c.ok(t, "migrate", g, "node3")
+	c.ok(t, "migrate", g, "node2")
+	time.Sleep(33 * time.Second) // past the removal of the first stay's directory
+	if p := c.proc(t, gpid); p.State != pidtable.Running || p.Node != "node2" || p.Epoch != 3 {
+		t.Fatalf("after moving away and back: %s on %s at epoch %d", p.State, p.Node, p.Epoch)
+	}
+	c.ok(t, "kill", "-s", "KILL", g)
+	wctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r := runCmd(t, c.cmd(wctx, "wait", g))
+	if p := c.proc(t, gpid); p.State != pidtable.Exited || p.ExitCode == nil || *p.ExitCode != 137 {
+		t.Fatalf("killed job ended %s (%v, %q), want exited 137; ssi wait: %v", p.State, p.ExitCode, p.Error, r)
+	}
+	if out := c.ok(t, "logs", g); out != "start\n" {
+		t.Errorf("output %q after the moves, want %q", out, "start\n")
+	}
+}
