@@ -2,6 +2,7 @@ package placement
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"reflect"
 	"strings"
@@ -107,6 +108,16 @@ func TestBalanceTable(t *testing.T) {
 			cfg:       BalanceConfig{MaxMovesPerRound: 1},
 			moves:     []string{"1:a->c"},
 			rejectHas: map[uint64]string{2: "round full"},
+		},
+		{
+			name:  "garbage in: NaN load, NaN demand, unknown node",
+			nodes: []BalanceNode{bnode("a", 1, 3), bnode("nan", 1, math.NaN()), bnode("c", 1, 0)},
+			jobs: []BalanceJob{
+				{GPID: 1, Node: "a", Age: old, Resident: old, Demand: math.NaN()},
+				bjob(2, "a", old/2), bjob(3, "nowhere", old), bjob(4, "nan", old),
+			},
+			moves:     []string{"2:a->c"},
+			rejectHas: map[uint64]string{1: "no CPU demand"},
 		},
 		{
 			name:      "target busy with another migration",

@@ -1,8 +1,10 @@
 package placement
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -32,7 +34,8 @@ var ErrBadBalanceConfig = errors.New("placement: invalid balancer config")
 //     difference smaller than a quarter core per core is within its noise.
 //   - TransferRate 250e6 B/s and Freeze 200ms: a fit of ssi's own stop-and-copy
 //     migrations measured on this project's VMs (docs/BENCHMARKS-migration.md:
-//     frozen ≈ 0.35–0.54 s at 64 MiB and 2.0–2.6 s at 512 MiB), i.e. the rate of
+//     the median frozen time of each of five runs was 0.35–0.57 s at 64 MiB
+//     and 1.96–2.58 s at 512 MiB; the model gives 0.47 s and 2.35 s), i.e. the rate of
 //     the whole dump+transfer+restore, not of the network alone.
 func DefaultBalanceConfig() BalanceConfig {
 	return BalanceConfig{
@@ -135,6 +138,9 @@ func MigrationCost(memory int64, cfg BalanceConfig) time.Duration {
 //     remaining time by the ratio of the slowdowns. Only the moved job's own
 //     gain is counted, not that of the jobs left behind: conservative.
 //
+// Nodes that are NotReady, or whose load or CPUs are not finite numbers, are
+// neither sources nor targets; jobs on nodes not in nodes are ignored.
+//
 // The working copy of node loads, reservations and in-flight counts is
 // updated as moves are chosen, so one round does not pile every job onto the
 // same target. The difference from "the load difference after the move must
@@ -180,7 +186,7 @@ type source struct {
 func newBalancer(nodes []BalanceNode, cfg BalanceConfig) *balancer {
 	b := &balancer{cfg: cfg, index: make(map[string]int, len(nodes))}
 	for _, n := range nodes {
-		if !n.Ready {
+		if !n.Ready || !finite(n.Load) || !finite(n.CPUs) {
 			continue
 		}
 		if _, dup := b.index[n.Name]; dup {
@@ -244,16 +250,10 @@ func (b *balancer) sources(jobs []BalanceJob) []source {
 	})
 	for _, s := range out {
 		slices.SortFunc(s.jobs, func(x, y BalanceJob) int {
-			if x.Age != y.Age {
-				return int(min(max(y.Age-x.Age, -1), 1))
+			if c := cmp.Compare(y.Age, x.Age); c != 0 {
+				return c
 			}
-			switch {
-			case x.GPID < y.GPID:
-				return -1
-			case x.GPID > y.GPID:
-				return 1
-			}
-			return 0
+			return cmp.Compare(x.GPID, y.GPID)
 		})
 	}
 	return out
@@ -270,7 +270,7 @@ func (b *balancer) consider(src int, j BalanceJob, planned int) (Move, string) {
 		return Move{}, "already migrating"
 	case j.Resident < cfg.Residency:
 		return Move{}, "resident " + dur(j.Resident) + ", less than the residency " + dur(cfg.Residency)
-	case j.Demand <= 0:
+	case !(j.Demand > 0) || math.IsInf(j.Demand, 0):
 		return Move{}, "no CPU demand: moving it would not help anyone"
 	case planned >= cfg.MaxMovesPerRound:
 		return Move{}, "round full: " + strconv.Itoa(planned) + " moves already planned (MaxMovesPerRound)"
@@ -380,5 +380,7 @@ func dur(d time.Duration) string {
 	}
 	return d.String()
 }
+
+func finite(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
 
 func f2(x float64) string { return strconv.FormatFloat(x, 'f', 2, 64) }
