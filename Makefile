@@ -2,7 +2,7 @@
 NODES ?= 3
 SHELL := /bin/bash
 
-.PHONY: help deps build up down status test unit e2e fuzz bench bench-migrate lint
+.PHONY: help deps build up down status test unit e2e fuzz bench bench-migrate bench-balance lint
 
 help: ## list targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ bench: deps build ## cluster-core benchmarks: run latency, spawn throughput, ps 
 
 bench-migrate: deps build ## migration vs raw CRIU at 64 MiB, 512 MiB, 2 GiB (docs/BENCHMARKS-migration.md)
 	go run ./hack/benchmigrate
+
+bench-balance: deps build ## balancer: makespan of 8 CPU-bound jobs on node1, balancer off vs on, 2 one-CPU nodes (docs/BENCHMARKS.md)
+	go run ./hack/benchbalance
 
 lint: ## gofmt and go vet
 	hack/lint.sh

@@ -46,8 +46,11 @@ type Agent struct {
 	embedded *pidtable.Embedded
 	session  atomic.Pointer[concurrency.Session]
 
-	mu       sync.Mutex
-	jobs     map[uint64]*job
+	mu   sync.Mutex
+	jobs map[uint64]*job
+	// dirMu orders the replacement of a job directory by an incoming
+	// migration against the delayed removal of a migrated job's directory.
+	dirMu    sync.Mutex
 	incoming map[uint64]*incoming // migrations this node is the target of
 
 	// criuPath and criuErr: the CRIU this node migrates with, and why it cannot.
@@ -58,6 +61,11 @@ type Agent struct {
 	rnd   *mrand.Rand
 	// recent are this agent's placements not yet in the nodes' figures.
 	recent recentPlacements
+
+	// events writes the cluster's event log; balancer is the balancer's
+	// leader-side state (used while this agent leads).
+	events   *eventLog
+	balancer *balancer
 
 	// fwd carries forwarded client requests, peer the agent-to-agent migration
 	// traffic: separate pools, so a long image upload never shares a connection
@@ -79,7 +87,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	var seed [16]byte
 	_, _ = rand.Read(seed[:])
-	return &Agent{
+	a := &Agent{
 		cfg:      cfg,
 		log:      cfg.Log.With("node", cfg.Name),
 		instance: hex.EncodeToString(seed[:8]),
@@ -90,7 +98,10 @@ func New(cfg Config) (*Agent, error) {
 		rnd:      mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid()))),
 		fwd:      newTransport(),
 		peer:     newTransport(),
-	}, nil
+	}
+	a.events = &eventLog{a: a}
+	a.balancer = newBalancer(a, a.events)
+	return a, nil
 }
 
 // Run serves until ctx is cancelled. Jobs keep running after Run returns.
@@ -139,7 +150,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	loops, stop := context.WithCancel(ctx)
 	defer stop()
-	for _, loop := range []func(context.Context){a.statusLoop, a.gcLoop} {
+	loopFuncs := []func(context.Context){a.statusLoop, a.gcLoop}
+	if !a.cfg.NoBalancer {
+		loopFuncs = append(loopFuncs, a.balancerLoop)
+	}
+	for _, loop := range loopFuncs {
 		wg.Add(1)
 		go func() { defer wg.Done(); loop(loops) }()
 	}

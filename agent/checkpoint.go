@@ -512,8 +512,13 @@ func (a *Agent) restoreCheckpoint(ctx context.Context, c pidtable.Checkpoint, as
 		log.Warn("restore failed", "err", cause)
 		return res, cause
 	}
-	a.removeJobDir(gpid) // what is left of the job's earlier life here
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	// What is left of the job's earlier life here is replaced; dirMu keeps
+	// removeMovedDir from removing the new directory.
+	a.dirMu.Lock()
+	a.removeJobDir(gpid)
+	err := os.MkdirAll(dir, 0o700)
+	a.dirMu.Unlock()
+	if err != nil {
 		return fail(fmt.Errorf("job dir: %w", err))
 	}
 	// The checkpoint's files: read in place where it is held, or shipped here.
@@ -557,7 +562,7 @@ func (a *Agent) restoreCheckpoint(ctx context.Context, c pidtable.Checkpoint, as
 	if err := shim.WriteJSON(dir, shim.RestoreFile, rs); err != nil {
 		return fail(err)
 	}
-	var err error
+
 	if cg, err = isolate.CreateCgroup(spec.Cgroup, isolate.Limits{CPUs: proc.CPUs, Memory: proc.Memory}); err != nil {
 		return fail(err)
 	}

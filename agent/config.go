@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ssi-cluster/ssi/isolate"
 	"github.com/ssi-cluster/ssi/placement"
 )
 
@@ -35,6 +36,10 @@ type Config struct {
 	// zero means the machine's.
 	CPUs   float64
 	Memory int64
+	// CPUSet confines every job of the node to these CPUs (--cpuset, a Linux
+	// CPU list such as 0 or 0-1); empty: all. With it, CPUs defaults to the
+	// number of CPUs in the set.
+	CPUSet string
 	Labels map[string]string
 	// Placement is the default policy for jobs placed by this agent (--placement).
 	Placement placement.Policy
@@ -45,6 +50,10 @@ type Config struct {
 	Retention time.Duration
 	// LeaseTTL is the node lease TTL in seconds; a dead node is NotReady after it.
 	LeaseTTL int
+	// NoBalancer keeps this agent out of the election of the balancer's leader
+	// (--balancer=false). Whether the balancer runs at all is cluster state
+	// (ssi balance on|off), not a flag.
+	NoBalancer bool
 	// ShimExe is the ssi-shim binary each job's shim and init run from
 	// (--shim-binary).
 	ShimExe string
@@ -122,6 +131,17 @@ func (c *Config) Validate() error {
 	}
 	if c.CPUs < 0 {
 		errs = append(errs, fmt.Errorf("--cpus %g: must not be negative", c.CPUs))
+	}
+	if c.CPUSet != "" {
+		list, n, err := isolate.CheckCPUSet(c.CPUSet)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--cpuset %q: %w; want a list of this machine's online CPUs such as 0, 0-1 or 0,2", c.CPUSet, err))
+		} else {
+			c.CPUSet = list
+			if c.CPUs == 0 {
+				c.CPUs = float64(n)
+			}
+		}
 	}
 	if c.Memory < 0 {
 		errs = append(errs, fmt.Errorf("--memory %d: must not be negative", c.Memory))

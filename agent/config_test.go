@@ -37,6 +37,9 @@ func TestConfigValidate(t *testing.T) {
 		{func(c *Config) { c.Join = "10.0.0.2:7070" }, "--join and --token go together"},
 		{func(c *Config) { c.Join, c.Token = "nope", "t" }, `--join "nope"`},
 		{func(c *Config) { c.Join, c.Token, c.Insecure = "10.0.0.2:7070", "t", true }, "cannot be used with --insecure"},
+		{func(c *Config) { c.CPUSet = "99" }, `--cpuset "99": isolate: bad CPU list "99": CPU 99 is not online`},
+		{func(c *Config) { c.CPUSet = "zero" }, `--cpuset "zero"`},
+		{func(c *Config) { c.CPUSet = "1-0" }, `--cpuset "1-0"`},
 	}
 	for _, tc := range cases {
 		c := good()
@@ -44,5 +47,23 @@ func TestConfigValidate(t *testing.T) {
 		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Validate() = %v, want an error mentioning %q", err, tc.want)
 		}
+	}
+}
+
+func TestConfigCPUSetCapacity(t *testing.T) {
+	shimExe := filepath.Join(t.TempDir(), "ssi-shim")
+	if err := os.WriteFile(shimExe, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c := Config{Name: "node1", Listen: "10.0.0.1:7070", DataDir: "/tmp/x", ShimExe: shimExe, CPUSet: "0,0"}
+	if err := c.Validate(); err != nil {
+		t.Skipf("CPU 0 not usable here: %v", err)
+	}
+	if c.CPUSet != "0" || c.CPUs != 1 {
+		t.Errorf("--cpuset 0,0: cpuset %q, cpus %g; want \"0\" and 1", c.CPUSet, c.CPUs)
+	}
+	c = Config{Name: "node1", Listen: "10.0.0.1:7070", DataDir: "/tmp/x", ShimExe: shimExe, CPUSet: "0", CPUs: 4}
+	if err := c.Validate(); err != nil || c.CPUs != 4 {
+		t.Errorf("--cpuset 0 --cpus 4: cpus %g, err %v; want --cpus kept", c.CPUs, err)
 	}
 }

@@ -40,6 +40,9 @@ func (a *Agent) routes() http.Handler {
 	mux.HandleFunc("DELETE /v1/checkpoints/{name}", a.handleDeleteCheckpoint)
 	// Agent to agent: a checkpoint's images, for a restore on another node.
 	mux.HandleFunc("GET /v1/checkpoints/{name}/images", a.handleCheckpointImages)
+	mux.HandleFunc("GET /v1/balancer", a.handleBalance)
+	mux.HandleFunc("PUT /v1/balancer", a.handleSetBalance)
+	mux.HandleFunc("GET /v1/events", a.handleEvents)
 	// Agent to agent: the target side of a migration.
 	mux.HandleFunc("POST /v1/migrations/{gpid}/prepare", a.handlePrepare)
 	mux.HandleFunc("PUT /v1/migrations/{gpid}/images", a.handleImages)
@@ -404,7 +407,7 @@ func (a *Agent) handleNodes(w http.ResponseWriter, r *http.Request) {
 	for _, n := range snap.Nodes {
 		ni := api.NodeInfo{Node: n}
 		if st, ok := snap.Status[n.Name]; ok {
-			ni.Ready, ni.Load, ni.Jobs, ni.ReservedCPUs, ni.ReservedMemory = true, st.Load, st.Jobs, st.ReservedCPUs, st.ReservedMemory
+			ni.Ready, ni.Load, ni.Demand, ni.Jobs, ni.ReservedCPUs, ni.ReservedMemory = true, st.Load, st.Demand, st.Jobs, st.ReservedCPUs, st.ReservedMemory
 		}
 		out = append(out, ni)
 	}

@@ -38,10 +38,14 @@ type job struct {
 	cgroup *isolate.Cgroup
 	cpus   float64
 	memory int64
-	// lastCPU and lastAt are the previous CPU sample, for the CPU rate.
-	lastCPU time.Duration
-	lastAt  time.Time
-	done    chan struct{}
+	// lastCPU and lastCPUAt are the previous CPU sample, for the CPU rate;
+	// lastSched and lastAt the previous run+wait time of each of the job's
+	// threads, for its demand.
+	lastCPU   time.Duration
+	lastCPUAt time.Time
+	lastSched map[int]time.Duration
+	lastAt    time.Time
+	done      chan struct{}
 }
 
 func (a *Agent) jobDir(gpid uint64) string {
@@ -85,7 +89,8 @@ func (a *Agent) spawn(ctx context.Context, req api.RunRequest, who caller) (api.
 
 	p, err := a.store.Create(ctx, pidtable.Proc{
 		Node: a.cfg.Name, User: u.Username, UID: uid, GID: gid, Argv: req.Argv,
-		Workdir: workdir, CPUs: req.CPUs, Memory: req.Memory,
+		Workdir: workdir, CPUs: req.CPUs, Memory: req.Memory, Pinned: req.Pin,
+		Constraints: req.Constraints,
 	})
 	if err != nil {
 		if errors.Is(err, pidtable.ErrNodeNotReady) {
@@ -116,7 +121,7 @@ func (a *Agent) spawn(ctx context.Context, req api.RunRequest, who caller) (api.
 	if err := shim.WriteJSON(dir, shim.SpecFile, spec); err != nil {
 		return api.RunResponse{}, undo(err)
 	}
-	cg, err := isolate.CreateCgroup(cgPath, isolate.Limits{CPUs: req.CPUs, Memory: req.Memory})
+	cg, err := isolate.CreateCgroup(cgPath, a.limits(req.CPUs, req.Memory))
 	if err != nil {
 		return api.RunResponse{}, undo(err)
 	}
@@ -136,7 +141,8 @@ func (a *Agent) spawn(ctx context.Context, req api.RunRequest, who caller) (api.
 	a.jobs[p.GPID] = j
 	a.mu.Unlock()
 	if _, err := a.store.Update(ctx, p.GPID, func(p *pidtable.Proc) error {
-		p.State, p.PID, p.InitPID, p.Started = pidtable.Running, st.MainPID, st.Init.PID, time.Now().UTC()
+		now := time.Now().UTC()
+		p.State, p.PID, p.InitPID, p.Started, p.Arrived = pidtable.Running, st.MainPID, st.Init.PID, now, now
 		return nil
 	}); err != nil {
 		log.Error("record job as running", "err", err)
@@ -152,6 +158,12 @@ const (
 	maxArgs     = 4096
 	maxArgBytes = 256 << 10
 )
+
+// limits are the cgroup limits of a job of this node that requested cpus and
+// memory: the request, and the node's cpuset.
+func (a *Agent) limits(cpus float64, memory int64) isolate.Limits {
+	return isolate.Limits{CPUs: cpus, Memory: memory, CPUSet: a.cfg.CPUSet}
+}
 
 // validateRun checks what can be checked without the node.
 func validateRun(req api.RunRequest) error {
@@ -372,7 +384,8 @@ func (a *Agent) reconcile(ctx context.Context) error {
 			}
 			if p.State == pidtable.Starting {
 				_, _ = a.store.Update(ctx, p.GPID, func(p *pidtable.Proc) error {
-					p.State, p.PID, p.InitPID, p.Started = pidtable.Running, j.state.MainPID, j.state.Init.PID, time.Now().UTC()
+					now := time.Now().UTC()
+					p.State, p.PID, p.InitPID, p.Started, p.Arrived = pidtable.Running, j.state.MainPID, j.state.Init.PID, now, now
 					return nil
 				})
 			}

@@ -77,6 +77,13 @@ func (a *Agent) imagesDir(kind string, gpid uint64) string {
 // handleMigrate is POST /v1/procs/{gpid}/migrate at the owner: it runs the
 // migration and streams its progress as NDJSON events.
 func (a *Agent) handleMigrate(w http.ResponseWriter, r *http.Request) {
+	if who := callerOf(r); who.user == "" && who.node != "" {
+		var err error
+		if r, err = a.balancerMover(r, who); err != nil {
+			a.writeError(w, r, err)
+			return
+		}
+	}
 	p, ok := a.owned(w, r)
 	if !ok {
 		return
@@ -127,6 +134,32 @@ func (a *Agent) handleMigrate(w http.ResponseWriter, r *http.Request) {
 	}
 	a.log.Info("migrated", "gpid", p.GPID, "target", target.Name, "frozen_ms", stats.FrozenMS, "image_bytes", st.ImageBytes, "total_ms", stats.TotalMS)
 	send(api.MigrateEvent{Done: true, Stats: stats})
+}
+
+// balancerMover admits a migrate request from a node certificate: only the
+// balancer's elected leader may move jobs as itself, and only jobs that are not
+// pinned. It returns r with the caller marked as such.
+func (a *Agent) balancerMover(r *http.Request, who caller) (*http.Request, error) {
+	gpid, err := pathGPID(r)
+	if err != nil {
+		return r, err
+	}
+	_, _, _, leader, err := a.store.BalancerState(r.Context())
+	if err != nil {
+		return r, err
+	}
+	if leader != who.node {
+		return r, api.Errorf(api.CodeForbidden, "node %s may not move jobs: only the balancer's leader (%q) moves jobs as itself", who.node, leader)
+	}
+	p, _, err := a.store.Get(r.Context(), gpid)
+	if err != nil {
+		return r, err
+	}
+	if p.Pinned {
+		return r, api.Errorf(api.CodeForbidden, "gpid %d is pinned (ssi run --pin): the balancer does not move it", gpid)
+	}
+	who.mover = true
+	return r.WithContext(context.WithValue(r.Context(), callerKey{}, who)), nil
 }
 
 func newID() string {
@@ -381,6 +414,7 @@ func (m *migration) Commit(ctx context.Context) error {
 	p.Node, p.Epoch, p.State = m.target.Name, p.Epoch+1, pidtable.Running
 	p.PID, p.InitPID, p.Migration = m.restored.MainPID, m.restored.Init.PID, nil
 	p.MigrationError, p.MigrationFailed = "", time.Time{}
+	p.Arrived = time.Now().UTC()
 	_, err = m.a.store.Swap(ctx, p, m.rev)
 	if err == nil {
 		return failpoint.Hit("migrate/source/after-commit")
@@ -726,17 +760,27 @@ func (a *Agent) forgetMigrated(j *job) {
 			a.log.Warn("remove cgroup of migrated job", "gpid", j.gpid, "err", err)
 		}
 	}
-	// The directory lingers a while for followers; it is removed only if it
-	// still holds this moved-away copy: a job that came back meanwhile has a
-	// fresh directory at the same path (prepare removed moved.json with the old one).
-	time.AfterFunc(30*time.Second, func() {
-		a.mu.Lock()
-		back := a.jobs[j.gpid] != nil || a.incoming[j.gpid] != nil
-		a.mu.Unlock()
-		if _, err := os.Stat(filepath.Join(j.dir, shim.MovedFile)); err == nil && !back {
-			_ = os.RemoveAll(j.dir)
-		}
-	})
+	time.AfterFunc(30*time.Second, func() { a.removeMovedDir(j.gpid) })
+}
+
+// removeMovedDir removes the directory a migrated job left here, unless the
+// job has come back meanwhile (the balancer may move it back within the 30 s
+// forgetMigrated waits): its directory then has the same path and belongs to
+// the job running here, and removing it would lose the job's exit status and
+// output (found by the balancer benchmark: a job moved back and forth was
+// recorded lost). prepare makes the new directory under dirMu, and a new
+// directory has no moved file.
+func (a *Agent) removeMovedDir(gpid uint64) {
+	a.dirMu.Lock()
+	defer a.dirMu.Unlock()
+	a.mu.Lock()
+	back := a.jobs[gpid] != nil || a.incoming[gpid] != nil
+	a.mu.Unlock()
+	dir := a.jobDir(gpid)
+	if _, err := os.Stat(filepath.Join(dir, shim.MovedFile)); back || err != nil {
+		return
+	}
+	_ = os.RemoveAll(dir)
 }
 
 // incoming is a migration this node is the target of.
@@ -797,21 +841,26 @@ func (a *Agent) prepare(gpid uint64, req api.PrepareRequest) error {
 		return api.Errorf(api.CodeConflict, "gpid %d already runs on %s", gpid, a.cfg.Name)
 	}
 	a.abortIncoming(gpid) // a stale attempt
-	a.removeJobDir(gpid)
 	in := &incoming{id: req.ID, from: req.Proc.Node, proc: req.Proc, dir: a.jobDir(gpid), images: a.imagesDir("in", gpid)}
 	spec := req.Spec
 	spec.Node, spec.Cgroup = a.cfg.Name, isolate.CgroupPath(a.cfg.CgroupParent, a.cfg.Name, gpid)
+	// The directory of an earlier stay of the job here is replaced; dirMu
+	// keeps removeMovedDir from removing the new one.
+	a.dirMu.Lock()
+	a.removeJobDir(gpid)
 	for _, d := range []string{in.dir, in.images, stageDir(in)} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
+			a.dirMu.Unlock()
 			a.discard(in)
 			return err
 		}
 	}
+	a.dirMu.Unlock()
 	if err := shim.WriteJSON(in.dir, shim.SpecFile, spec); err != nil {
 		a.discard(in)
 		return err
 	}
-	cg, err := isolate.CreateCgroup(spec.Cgroup, isolate.Limits{CPUs: req.Proc.CPUs, Memory: req.Proc.Memory})
+	cg, err := isolate.CreateCgroup(spec.Cgroup, a.limits(req.Proc.CPUs, req.Proc.Memory))
 	if err != nil {
 		a.discard(in)
 		return err

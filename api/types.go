@@ -37,6 +37,8 @@ type RunRequest struct {
 	CPUs        float64           `json:"cpus,omitempty"`
 	Memory      int64             `json:"memory,omitempty"`
 	Constraints map[string]string `json:"constraints,omitempty"`
+	// Pin keeps the balancer from moving the job (ssi migrate still can).
+	Pin bool `json:"pin,omitempty"`
 }
 
 // RunResponse names the started job.
@@ -77,6 +79,7 @@ type NodeInfo struct {
 	// Load, Jobs and the reservations come from the node's live status; zero when
 	// NotReady.
 	Load           float64 `json:"load"`
+	Demand         float64 `json:"demand"`
 	Jobs           int     `json:"jobs"`
 	ReservedCPUs   float64 `json:"reserved_cpus"`
 	ReservedMemory int64   `json:"reserved_memory"`

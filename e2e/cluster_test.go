@@ -81,6 +81,9 @@ func runMain(m *testing.M) int {
 		Binary:  filepath.Join(bin, "ssi"),
 		DataDir: filepath.Join(tmp, "data"), StateDir: filepath.Join(tmp, "state"), Log: log,
 		ConfigFile: filepath.Join(tmp, "admin.json"),
+		// node1 runs the embedded etcd: it never leads the balancer, so that
+		// the balancer tests can kill the leader without stopping etcd.
+		NodeArgs: map[string][]string{"node1": {"--balancer=false"}},
 	}
 	st, _, err := localcluster.Up(ctx, cfg)
 	if err != nil {
@@ -89,6 +92,14 @@ func runMain(m *testing.M) int {
 	}
 	cluster = &testCluster{State: st, bin: bin, admin: cfg.ConfigFile, tmp: tmp}
 	defer cluster.removeUsers()
+	// The balancer is on by default; off here, so that it moves nothing the
+	// other tests place (they expect jobs to stay where they started). The
+	// balancer tests switch it on and off again.
+	if err := cluster.balancerOff(ctx); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: switch the balancer off: %v\n", err)
+		_ = localcluster.Down(ctx, cfg.StateDir, cfg.Name, log)
+		return 1
+	}
 	code := m.Run()
 	// Keep the agents' logs of the last run for post-mortems.
 	keep := filepath.Join(os.TempDir(), "ssi-e2e-logs")

@@ -26,6 +26,11 @@ const cpuPeriod = 100000
 type Limits struct {
 	CPUs   float64
 	Memory int64
+	// CPUSet confines the job to these CPUs (a Linux CPU list, "0-1,3") and
+	// MemNodes to these memory nodes; empty: the parent's. cgroup v1 needs both
+	// set for a cpuset to take tasks: MemNodes defaults to the machine's.
+	CPUSet   string
+	MemNodes string
 }
 
 // CgroupPath returns the cgroup path of a job: parent/node/gpid.
@@ -50,6 +55,12 @@ func config(path string, l Limits) *cgroups.Cgroup {
 	if l.Memory > 0 {
 		r.Memory = l.Memory
 	}
+	if l.CPUSet != "" {
+		r.CpusetCpus, r.CpusetMems = l.CPUSet, l.MemNodes
+		if r.CpusetMems == "" {
+			r.CpusetMems = MemoryNodes()
+		}
+	}
 	return &cgroups.Cgroup{Path: path, Resources: r}
 }
 
@@ -66,7 +77,7 @@ func CreateCgroup(path string, l Limits) (*Cgroup, error) {
 	c := &Cgroup{path: path, m: m}
 	if err := m.Set(cfg.Resources); err != nil {
 		c.Destroy()
-		return nil, fmt.Errorf("isolate: set limits on cgroup %s (cpus %g, memory %d): %w", path, l.CPUs, l.Memory, err)
+		return nil, fmt.Errorf("isolate: set limits on cgroup %s (cpus %g, memory %d, cpuset %q): %w", path, l.CPUs, l.Memory, l.CPUSet, err)
 	}
 	return c, nil
 }

@@ -48,8 +48,10 @@ type Config struct {
 	StateDir string
 	// ConfigFile, if set, receives the CLI config pointing at node1.
 	ConfigFile string
-	// AgentArgs are extra flags for every agent.
+	// AgentArgs are extra flags for every agent; NodeArgs extra flags for
+	// one node's agent (by node name, node1...), after AgentArgs.
 	AgentArgs []string
+	NodeArgs  map[string][]string
 	Log       *slog.Logger
 }
 
@@ -61,12 +63,13 @@ type State struct {
 	Binary string `json:"binary"`
 	// BinaryID fingerprints the binary the agents run (sha256), so Up notices a
 	// rebuild.
-	BinaryID   string      `json:"binary_id"`
-	DataDir    string      `json:"data_dir"`
-	StateDir   string      `json:"state_dir"`
-	ConfigFile string      `json:"config_file,omitempty"`
-	AgentArgs  []string    `json:"agent_args,omitempty"`
-	Nodes      []NodeState `json:"nodes"`
+	BinaryID   string              `json:"binary_id"`
+	DataDir    string              `json:"data_dir"`
+	StateDir   string              `json:"state_dir"`
+	ConfigFile string              `json:"config_file,omitempty"`
+	AgentArgs  []string            `json:"agent_args,omitempty"`
+	NodeArgs   map[string][]string `json:"node_args,omitempty"`
+	Nodes      []NodeState         `json:"nodes"`
 }
 
 // NodeState is one node of a running cluster.
@@ -231,6 +234,7 @@ func Up(ctx context.Context, c Config) (st *State, outcome Outcome, err error) {
 	st = &State{
 		Name: c.Name, Bridge: c.Name + "-br", Subnet: c.Subnet, Binary: c.Binary, BinaryID: binaryID(c.Binary),
 		DataDir: c.DataDir, StateDir: c.StateDir, ConfigFile: c.ConfigFile, AgentArgs: c.AgentArgs,
+		NodeArgs: c.NodeArgs,
 	}
 	defer func() {
 		if err != nil {
@@ -339,7 +343,8 @@ func (s *State) StartAgentEnv(ctx context.Context, node string, env []string) er
 			args = append(args, "--join", s.Nodes[0].API(), "--token", tok.Token)
 		}
 	}
-	cmd := exec.Command(s.Binary, append(args, s.AgentArgs...)...)
+	args = append(append(args, s.AgentArgs...), s.NodeArgs[n.Name]...)
+	cmd := exec.Command(s.Binary, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

@@ -9,6 +9,13 @@
 //	nodes/<name>       Node record, JSON; durable (a dead node stays listed)
 //	status/<name>      NodeStatus, JSON; on the agent's lease (TTL 5 s), refreshed
 //	                   every second; its absence means the node is NotReady
+//	balancer/config    BalancerConfig, JSON: on/off and tuning; absent = on
+//	balancer/leader/<lease>  election keys (etcd concurrency), value = node name;
+//	                   the oldest is the balancer's leader
+//	balancer/status    BalancerStatus, JSON, on the leader's lease, every round
+//	events/<id>        Event, JSON; id = <unix ns, 20 digits>-<node>-<seq>, so a
+//	                   range read is in time order; on a one-hour lease, trimmed
+//	                   to the newest 2000
 //
 // Every write that changes who owns a gpid, or that allocates one, is a
 // compare-and-swap transaction (If ModRevision == read revision), never a plain

@@ -80,6 +80,16 @@ type Proc struct {
 	Checkpoint string `json:"checkpoint,omitempty"`
 	// RestoredFrom names the checkpoint the running job was restored from.
 	RestoredFrom string `json:"restored_from,omitempty"`
+	// Constraints are the labels a node must carry to run the job (ssi run
+	// --constraint); the balancer moves the job only to such nodes. Immutable.
+	Constraints map[string]string `json:"constraints,omitempty"`
+	// Pinned jobs (ssi run --pin) are never moved by the balancer; an explicit
+	// ssi migrate still moves them. Immutable.
+	Pinned bool `json:"pinned,omitempty"`
+	// Arrived is when the job began to run on Node: its start, or the commit of
+	// the migration that brought it there. The balancer lets a job stay at
+	// least a residency period after it.
+	Arrived time.Time `json:"arrived,omitzero"`
 }
 
 // Migration is an in-flight move of a job, recorded in its Proc.
@@ -110,9 +120,13 @@ type NodeStatus struct {
 	// agent uses it to recognise its predecessor's lease.
 	Instance string    `json:"instance"`
 	Updated  time.Time `json:"updated"`
-	// Load is the CPU demand of the node's jobs in cores (sum of their CPU use
-	// over the last interval), the figure placement and the balancer compare.
+	// Load is the CPU use of the node's jobs in cores (sum of their CPU use
+	// over the last interval), the figure placement compares.
 	Load float64 `json:"load"`
+	// Demand is the CPU the node's jobs want, in cores: the sum of the jobs'
+	// Demand. Unlike Load it is not capped by the node's CPUs: 8 CPU-bound jobs
+	// on one CPU have a Load of 1 and a Demand of 8. The balancer compares it.
+	Demand float64 `json:"demand"`
 	// Jobs is the number of live jobs on the node.
 	Jobs int `json:"jobs"`
 	// ReservedCPUs and ReservedMemory sum the requests of the node's live jobs.
@@ -133,6 +147,12 @@ type ProcStats struct {
 	Stat string `json:"stat"`
 	// Procs is the number of the job's processes, init not counted.
 	Procs int `json:"procs"`
+	// Demand is the CPU the job wanted over the last interval, in cores: the
+	// time its threads ran plus the time they waited runnable on a run queue
+	// (/proc/PID/task/TID/schedstat), over the interval. A CPU-bound
+	// single-threaded job has a demand of 1 whether it got a whole CPU or an
+	// eighth of one.
+	Demand float64 `json:"demand"`
 }
 
 func (p *Proc) String() string { return fmt.Sprintf("gpid %d on %s (%s)", p.GPID, p.Node, p.State) }

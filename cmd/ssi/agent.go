@@ -23,6 +23,7 @@ func agentCmd(e *env) *cobra.Command {
 		policy    string
 		logLevel  string
 		logFormat string
+		balancer  bool
 	)
 	c := &cobra.Command{
 		Use:   "agent --name NAME --listen HOST:PORT --data-dir DIR [--join ADDR --token TOKEN] [--etcd-endpoints URLS]",
@@ -64,6 +65,7 @@ DATA-DIR/pki; restarts need no token.`,
 				return err
 			}
 			cfg.Placement = placement.Policy(policy)
+			cfg.NoBalancer = !balancer
 			exe, err := os.Executable()
 			if err != nil {
 				return fmt.Errorf("agent: find own binary: %w", err)
@@ -92,6 +94,8 @@ DATA-DIR/pki; restarts need no token.`,
 	f.DurationVar(&cfg.EtcdDialTimeout, "etcd-dial-timeout", 5*time.Second, "give up reaching etcd at start after this long")
 	f.Float64Var(&cfg.CPUs, "cpus", 0, "CPUs offered to jobs (default: all)")
 	f.StringVar(&memory, "memory", "", "memory offered to jobs (default: all), e.g. 16G")
+	f.StringVar(&cfg.CPUSet, "cpuset", "", "confine every job to these CPUs, a list such as 0, 0-1 or 0,2 (default: all); --cpus then defaults to their number")
+	f.BoolVar(&balancer, "balancer", true, "take part in the election of the balancer's leader (on/off for the cluster: ssi balance on|off)")
 	f.StringArrayVar(&labels, "label", nil, "node label KEY=VALUE for --constraint; repeatable")
 	f.StringVar(&policy, "placement", "random", "default placement policy: random, least-loaded or two-choices")
 	f.StringVar(&cfg.ShimExe, "shim-binary", "", "the ssi-shim binary (default: ssi-shim beside this binary)")

@@ -144,6 +144,11 @@ func TestUsageErrors(t *testing.T) {
 		{"run"}, {"run", "--memory", "lots", "--", "x"}, {"run", "--nope"}, {"kill"}, {"kill", "0"},
 		{"kill", "-s", "SIGWHAT", "3"}, {"wait", "x"}, {"logs", "1", "2"}, {"ps", "-o", "yaml"}, {"nodes", "-o", "wide"},
 		{"run", "--constraint", "novalue", "--", "x"}, {"run", "--placement", "best", "--", "x"},
+		{"balance"}, {"balance", "foo"}, {"balance", "on", "off"}, {"balance", "status", "--residency", "1s"},
+		{"balance", "on", "--hysteresis", "-1"}, {"balance", "status", "-o", "yaml"},
+		{"events", "--gpid", "x"}, {"events", "--gpid", "0"}, {"events", "-o", "wide"}, {"events", "extra"},
+		{"agent", "--name", "n", "--listen", "127.0.0.1:1", "--data-dir", "/tmp/x", "--cpuset", "99"},
+		{"agent", "--name", "n", "--listen", "127.0.0.1:1", "--data-dir", "/tmp/x", "--cpuset", "0-x"},
 	} {
 		var out, errb bytes.Buffer
 		e := &env{stdout: &out, stderr: &errb, getenv: func(string) string { return "" }, endpoint: "127.0.0.1:1"}

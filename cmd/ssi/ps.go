@@ -27,8 +27,9 @@ func psCmd(e *env) *cobra.Command {
 Columns: GPID, NODE, PID (host PID of the job's main process on its node),
 USER, STAT (state letter from the node; ? when the node is NotReady), %CPU (of
 one core, over the last second), RSS, ELAPSED, COMMAND. -o wide adds the job's
-state, limits and start time and does not cut the command; -o json prints the
-records (see docs/CLI.md for the schema). Ended jobs are listed with --exited.`,
+state, limits, PIN (pinned with ssi run --pin: the balancer never moves it) and
+start time and does not cut the command; -o json prints the records (see
+docs/CLI.md for the schema). Ended jobs are listed with --exited.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if output != "" && output != "wide" && output != "json" {
@@ -72,7 +73,7 @@ func printProcs(w io.Writer, procs []api.ProcInfo, wide bool, now time.Time) {
 	tw := tabwriter.NewWriter(bw, 0, 0, 2, ' ', 0)
 	hdr := "GPID\tNODE\tPID\tUSER\tSTAT\t%CPU\tRSS\tELAPSED\t"
 	if wide {
-		hdr += "STATE\tCPUS\tMEMORY\tSTARTED\t"
+		hdr += "STATE\tCPUS\tMEMORY\tPIN\tSTARTED\t"
 	}
 	fmt.Fprintln(tw, hdr+"COMMAND")
 	for _, p := range procs {
@@ -94,7 +95,11 @@ func printProcs(w io.Writer, procs []api.ProcInfo, wide bool, now time.Time) {
 			if p.Memory > 0 {
 				mem = humanBytes(p.Memory)
 			}
-			line += fmt.Sprintf("%s\t%s\t%s\t%s\t", p.State, cpus, mem, p.Created.Local().Format(time.DateTime))
+			pin := "-"
+			if p.Pinned {
+				pin = "pin"
+			}
+			line += fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t", p.State, cpus, mem, pin, p.Created.Local().Format(time.DateTime))
 		} else if len(command) > 60 {
 			command = command[:57] + "..."
 		}
@@ -161,7 +166,9 @@ func nodesCmd(e *env) *cobra.Command {
 		Short: "List the nodes of the cluster",
 		Long: `List nodes: name, agent address, Ready/NotReady (NotReady once its agent has
 not renewed its lease for 5 s), the CPUs and memory it offers, its load (CPU
-demand of its jobs, in cores) and its number of live jobs.`,
+its jobs use, in cores), their demand (CPU they want: use plus time spent
+waiting for a CPU; above CPUS when the node is overloaded) and its number of
+live jobs.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if output != "" && output != "json" {
@@ -181,13 +188,13 @@ demand of its jobs, in cores) and its number of live jobs.`,
 			bw := bufio.NewWriter(e.stdout)
 			defer bw.Flush()
 			tw := tabwriter.NewWriter(bw, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tADDRESS\tSTATUS\tCPUS\tMEMORY\tLOAD\tJOBS")
+			fmt.Fprintln(tw, "NAME\tADDRESS\tSTATUS\tCPUS\tMEMORY\tLOAD\tDEMAND\tJOBS")
 			for _, n := range nodes {
 				status := "NotReady"
 				if n.Ready {
 					status = "Ready"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%g\t%s\t%.2f\t%d\n", n.Name, n.Addr, status, n.CPUs, humanBytes(n.Memory), n.Load, n.Jobs)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%g\t%s\t%.2f\t%.2f\t%d\n", n.Name, n.Addr, status, n.CPUs, humanBytes(n.Memory), n.Load, n.Demand, n.Jobs)
 			}
 			return tw.Flush()
 		},

@@ -105,6 +105,7 @@ CMD does not exist on the node). With -d it prints the job's gpid and returns.`,
 	f.StringVar(&memory, "memory", "", "memory limit and request (e.g. 512M, 2G)")
 	f.StringVar(&req.Placement, "placement", "", "placement policy: random, least-loaded or two-choices (default: the agent's)")
 	f.StringArrayVar(&constraints, "constraint", nil, "only nodes with this label (LABEL=VALUE); repeatable")
+	f.BoolVar(&req.Pin, "pin", false, "never let the balancer move the job (ssi migrate still can)")
 	return c
 }
 

@@ -1,0 +1,120 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/ssi-cluster/ssi/api"
+	"github.com/ssi-cluster/ssi/pidtable"
+)
+
+// Event log bounds: events live about an hour (the lease they are written on
+// is granted with eventTTL and replaced every eventLeaseReuse, so an event
+// expires between eventTTL-eventLeaseReuse and eventTTL after it was written),
+// and at most maxEvents are kept (the oldest are trimmed every trimEvery writes).
+const (
+	eventTTL        = time.Hour
+	eventLeaseReuse = 5 * time.Minute
+	maxEvents       = 2000
+	trimEvery       = 50
+	// defaultEventsLimit is how many events GET /v1/events returns by default.
+	defaultEventsLimit = 500
+)
+
+// eventLog writes this agent's events to etcd and to its log.
+type eventLog struct {
+	a *Agent
+
+	mu      sync.Mutex
+	lease   clientv3.LeaseID
+	granted time.Time
+	seq     uint64
+}
+
+// add records ev (Time, ID and Node are filled in). Failures to write to etcd
+// are logged, not returned: an event must never stop a decision.
+func (l *eventLog) add(ctx context.Context, ev pidtable.Event) {
+	a := l.a
+	ev.Node = a.cfg.Name
+	if ev.Time.IsZero() {
+		ev.Time = time.Now().UTC()
+	}
+	attrs := []any{"event", ev.Kind}
+	if ev.GPID != 0 {
+		attrs = append(attrs, "gpid", ev.GPID)
+	}
+	if ev.From != "" || ev.To != "" {
+		attrs = append(attrs, "from", ev.From, "to", ev.To)
+	}
+	if ev.Reason != "" {
+		attrs = append(attrs, "reason", ev.Reason)
+	}
+	if ev.Gain != 0 || ev.Cost != 0 {
+		attrs = append(attrs, "gain", ev.Gain, "cost", ev.Cost)
+	}
+	if ev.Took != 0 {
+		attrs = append(attrs, "took", ev.Took, "frozen", ev.Frozen, "bytes", ev.Bytes)
+	}
+	a.log.Info("balancer", attrs...)
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.seq++
+	ev.ID = pidtable.NewEventID(ev.Time, a.cfg.Name, l.seq)
+	if l.lease == 0 || time.Since(l.granted) > eventLeaseReuse {
+		g, err := a.etcd.Grant(ctx, int64(eventTTL/time.Second))
+		if err != nil {
+			a.log.Warn("events: grant lease", "err", err)
+			return
+		}
+		l.lease, l.granted = g.ID, time.Now()
+	}
+	if err := a.store.AddEvent(ctx, ev, l.lease); err != nil {
+		a.log.Warn("events: write", "err", err)
+		l.lease = 0 // perhaps it expired (etcd was away): get a new one next time
+		return
+	}
+	if l.seq%trimEvery == 0 {
+		if err := a.store.TrimEvents(ctx, maxEvents); err != nil {
+			a.log.Warn("events: trim", "err", err)
+		}
+	}
+}
+
+// handleEvents is GET /v1/events?after=ID&gpid=N&limit=N.
+func (a *Agent) handleEvents(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	var gpid uint64
+	if s := q.Get("gpid"); s != "" {
+		g, err := strconv.ParseUint(s, 10, 64)
+		if err != nil || g == 0 {
+			a.writeError(w, r, api.Errorf(api.CodeBadRequest, "gpid %q: want a positive integer", s))
+			return
+		}
+		gpid = g
+	}
+	limit := defaultEventsLimit
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n <= 0 {
+			a.writeError(w, r, api.Errorf(api.CodeBadRequest, "limit %q: want a positive integer", s))
+			return
+		}
+		limit = n
+	}
+	evs, err := a.store.Events(r.Context(), q.Get("after"), gpid, limit)
+	if err != nil {
+		a.writeError(w, r, fmt.Errorf("read events: %w", err))
+		return
+	}
+	if evs == nil {
+		evs = []pidtable.Event{}
+	}
+	writeJSON(w, http.StatusOK, evs)
+}
