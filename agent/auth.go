@@ -109,7 +109,6 @@ func insecureCaller(r *http.Request) caller {
 	return caller{user: u, uid: uid, admin: u != "" && uid == 0, node: r.Header.Get(api.HeaderForwarded)}
 }
 
-
 // forwarded reports whether r was forwarded by another agent (only a node may
 // say so; authenticate refuses the header from anyone else).
 func forwarded(r *http.Request) bool { return r.Header.Get(api.HeaderForwarded) != "" }

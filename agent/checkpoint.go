@@ -706,4 +706,3 @@ func (a *Agent) reconcileCheckpoints(ctx context.Context) error {
 	}
 	return nil
 }
-
