@@ -563,7 +563,7 @@ func (a *Agent) restoreCheckpoint(ctx context.Context, c pidtable.Checkpoint, as
 		return fail(err)
 	}
 
-	if cg, err = isolate.CreateCgroup(spec.Cgroup, isolate.Limits{CPUs: proc.CPUs, Memory: proc.Memory}); err != nil {
+	if cg, err = isolate.CreateCgroup(spec.Cgroup, a.limits(proc.CPUs, proc.Memory)); err != nil {
 		return fail(err)
 	}
 	t := time.Now()
@@ -591,7 +591,8 @@ func (a *Agent) restoreCheckpoint(ctx context.Context, c pidtable.Checkpoint, as
 		if p.Node != a.cfg.Name || p.State != pidtable.Starting {
 			return fmt.Errorf("gpid %d changed during the restore: %v", gpid, p)
 		}
-		p.State, p.PID, p.InitPID, p.Started = pidtable.Running, st.MainPID, st.Init.PID, time.Now().UTC()
+		now := time.Now().UTC()
+		p.State, p.PID, p.InitPID, p.Started, p.Arrived = pidtable.Running, st.MainPID, st.Init.PID, now, now
 		return nil
 	}); err != nil {
 		return fail(err)
