@@ -9,8 +9,10 @@ import "time"
 // BalanceConfig tunes the balancer. Zero values are replaced by the defaults
 // in DefaultBalanceConfig.
 type BalanceConfig struct {
-	// Residency is how long a job stays on a node after it arrived (started
-	// or was migrated there) before it may be moved again.
+	// Residency is how long a job that was migrated stays on the node it
+	// arrived on before it may be moved again. A job that never moved has no
+	// residency: the cost model (its age against the cost of a move) alone
+	// keeps young jobs where they are, as in MOSIX.
 	Residency time.Duration
 	// MaxInflightPerNode caps migrations in flight from or to one node.
 	MaxInflightPerNode int
@@ -41,8 +43,10 @@ type BalanceJob struct {
 	// estimate of the time it will still run.
 	Age time.Duration
 	// Resident is how long the job has been on Node (since start or since
-	// its last migration arrived).
+	// its last migration arrived); Moved whether it arrived by a migration,
+	// which makes it subject to the residency period.
 	Resident time.Duration
+	Moved    bool
 	// Demand is the CPU the job wants, in cores (its use, or its runnable
 	// threads where it is starved).
 	Demand float64

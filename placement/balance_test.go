@@ -68,7 +68,7 @@ func TestBalanceTable(t *testing.T) {
 		{
 			name:      "pinned, migrating, young, idle",
 			nodes:     []BalanceNode{bnode("a", 1, 4), bnode("b", 1, 0)},
-			jobs:      []BalanceJob{{GPID: 1, Node: "a", Age: old, Resident: old, Demand: 1, Pinned: true}, {GPID: 2, Node: "a", Age: old, Resident: old, Demand: 1, Migrating: true}, {GPID: 3, Node: "a", Age: old, Resident: time.Second, Demand: 1}, {GPID: 4, Node: "a", Age: old, Resident: old}},
+			jobs:      []BalanceJob{{GPID: 1, Node: "a", Age: old, Resident: old, Demand: 1, Pinned: true}, {GPID: 2, Node: "a", Age: old, Resident: old, Demand: 1, Migrating: true}, {GPID: 3, Node: "a", Age: old, Resident: time.Second, Moved: true, Demand: 1}, {GPID: 4, Node: "a", Age: old, Resident: old}},
 			rejectHas: map[uint64]string{1: "pinned", 2: "already migrating", 3: "residency", 4: "no CPU demand"},
 		},
 		{
@@ -185,6 +185,7 @@ func genCluster(t *rapid.T) ([]BalanceNode, []BalanceJob, BalanceConfig) {
 			Node:          nodes[rapid.IntRange(0, n-1).Draw(t, "on")].Name,
 			Age:           age,
 			Resident:      max(0, age-time.Duration(rapid.IntRange(0, 100).Draw(t, "sinceMoveS"))*time.Second),
+			Moved:         rapid.Bool().Draw(t, "moved"),
 			Demand:        rapid.SampledFrom([]float64{0, 0.5, 1, 1, 1, 2}).Draw(t, "demand"),
 			Memory:        int64(rapid.IntRange(1, 4096).Draw(t, "memMiB")) << 20,
 			CPUs:          float64(rapid.IntRange(0, 2).Draw(t, "reqcpus")),
@@ -265,7 +266,7 @@ func TestBalanceProperties(t *testing.T) {
 				t.Fatalf("move %+v breaks constraints %v (labels %v)", m, j.Constraints, to.Labels)
 			case !Fits(to.Node, Request{CPUs: j.CPUs, Memory: j.MemoryRequest}):
 				t.Fatalf("move %+v overfills %+v with cpus=%g mem=%d", m, to.Node, j.CPUs, j.MemoryRequest)
-			case j.Pinned || j.Migrating || j.Resident < full.Residency || j.Demand <= 0:
+			case j.Pinned || j.Migrating || (j.Moved && j.Resident < full.Residency) || j.Demand <= 0:
 				t.Fatalf("moved an ineligible job %+v", j)
 			case m.Gain <= m.Cost:
 				t.Fatalf("move %+v: gain ≤ cost", m)
@@ -349,7 +350,7 @@ func TestBalanceRoundsProperties(t *testing.T) {
 				for i := range jobs {
 					if jobs[i].GPID == m.GPID {
 						jobs[i].Node = m.To
-						jobs[i].Resident = 0
+						jobs[i].Resident, jobs[i].Moved = 0, true
 						for k := range nodes {
 							switch nodes[k].Name {
 							case m.From:

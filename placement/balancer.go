@@ -116,7 +116,7 @@ func MigrationCost(memory int64, cfg BalanceConfig) time.Duration {
 // cfg.Hysteresis; only jobs on sources are considered, so a caller may pass
 // just those (the simulator does). Sources are taken most loaded first, their
 // jobs oldest first. A job is skipped, with a Rejection saying why, when it is
-// pinned, already migrating, has been on its node less than cfg.Residency, has
+// pinned, already migrating, was moved to its node less than cfg.Residency ago, has
 // no CPU demand, when its source or every possible target has
 // cfg.MaxInflightPerNode migrations in flight, or when the round already has
 // cfg.MaxMovesPerRound moves.
@@ -268,8 +268,8 @@ func (b *balancer) consider(src int, j BalanceJob, planned int) (Move, string) {
 		return Move{}, "pinned (ssi run --pin)"
 	case j.Migrating:
 		return Move{}, "already migrating"
-	case j.Resident < cfg.Residency:
-		return Move{}, "resident " + dur(j.Resident) + ", less than the residency " + dur(cfg.Residency)
+	case j.Moved && j.Resident < cfg.Residency:
+		return Move{}, "moved here " + dur(j.Resident) + " ago, less than the residency " + dur(cfg.Residency)
 	case !(j.Demand > 0) || math.IsInf(j.Demand, 0):
 		return Move{}, "no CPU demand: moving it would not help anyone"
 	case planned >= cfg.MaxMovesPerRound:

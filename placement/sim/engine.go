@@ -89,8 +89,8 @@ type Result struct {
 	Rejections int `json:"rejections"`
 	// MaxRoundMoves is the most moves one round decided.
 	MaxRoundMoves int `json:"max_round_moves"`
-	// MinResidentAtMove is the shortest time a moved job had been on its node
-	// (-1: no move); MovedBack counts moves straight back to the node the job
+	// MinResidentAtMove is the shortest time a job that had arrived by a
+	// migration had been on its node when it moved again (-1: none); MovedBack counts moves straight back to the node the job
 	// last left, MinReturn the shortest time between leaving and coming back
 	// (-1: none).
 	MinResidentAtMove float64 `json:"min_resident_at_move_s"`
@@ -164,6 +164,7 @@ type simJob struct {
 	origin        int32
 	node          int32   // where it runs; -1 before arrival, while migrating and after exit
 	since         float64 // arrival on node
+	moved         bool    // arrived on node by a migration
 	rem           float64 // work left, valid while not on a node
 	finishV       float64 // node's V at which it is done
 	hidx          int32   // index in its node's heap
@@ -301,7 +302,7 @@ func (e *engine) handle(ev event) {
 		j := &e.jobs[ev.id]
 		e.nodes[j.from].inflight--
 		e.nodes[j.to].inflight--
-		j.since = e.now
+		j.since, j.moved = e.now, true
 		e.add(ev.id, j.to)
 	}
 }
@@ -349,6 +350,7 @@ func (e *engine) tick() error {
 				Node:     e.live[i].Name,
 				Age:      seconds(e.now - j.arrival),
 				Resident: seconds(e.now - j.since),
+				Moved:    j.moved,
 				Demand:   1,
 				Memory:   j.memory,
 				Pinned:   j.pinned,
@@ -383,8 +385,8 @@ func (e *engine) move(m placement.Move) error {
 	case j.pinned:
 		return fmt.Errorf("%w: move %+v of a pinned job", ErrInvariant, m)
 	}
-	resident := e.now - j.since
-	if e.minResident < 0 || resident < e.minResident {
+	// The residency binds jobs that arrived by a migration only.
+	if resident := e.now - j.since; j.moved && (e.minResident < 0 || resident < e.minResident) {
 		e.minResident = resident
 	}
 	if j.moves > 0 && int(j.from) == to {

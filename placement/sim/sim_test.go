@@ -54,8 +54,10 @@ func TestMigrationCost(t *testing.T) {
 	if r.Migrations != 1 || math.Abs(r.Frozen-1.2) > 1e-9 {
 		t.Fatalf("migrations %d, frozen %gs; want 1 move frozen 1.2s (250 MB at 250 MB/s + 200ms)", r.Migrations, r.Frozen)
 	}
-	if r.MinResidentAtMove < 10 || r.MinResidentAtMove > 11 {
-		t.Fatalf("moved after %gs on its node, want at the first tick after the 10s residency", r.MinResidentAtMove)
+	// The one move is of a job that had never moved: no residency applies
+	// (only the cost model), so no moved job was moved again.
+	if r.MinResidentAtMove >= 0 {
+		t.Fatalf("a moved job moved again after %gs", r.MinResidentAtMove)
 	}
 }
 
@@ -133,7 +135,7 @@ func TestSimProperties(t *testing.T) {
 			t.Fatalf("%s migrated: %+v", s, r)
 		}
 		res := cfg.Balance.Residency.Seconds()
-		if r.Migrations > 0 && r.MinResidentAtMove < res-1e-9 {
+		if r.MinResidentAtMove >= 0 && r.MinResidentAtMove < res-1e-9 {
 			t.Fatalf("a job moved %gs after it arrived on its node (residency %gs)", r.MinResidentAtMove, res)
 		}
 		if r.MovedBack > 0 && r.MinReturn < res-1e-9 {
