@@ -93,6 +93,7 @@ import (
 	"time"
 
 	"github.com/ssi-cluster/ssi/api"
+	"github.com/ssi-cluster/ssi/hack/benchkit"
 	"github.com/ssi-cluster/ssi/joblog"
 	"github.com/ssi-cluster/ssi/localcluster"
 	"github.com/ssi-cluster/ssi/pki"
@@ -291,7 +292,7 @@ func (b *bench) build(ctx context.Context) error {
 		return err
 	}
 	b.repo = repo
-	b.rep.machine.commit = gitDescribe(repo)
+	b.rep.machine.commit = benchkit.GitDescribe(repo)
 	if b.o.bin != "" {
 		if b.binDir, err = filepath.Abs(b.o.bin); err != nil {
 			return err
@@ -405,7 +406,7 @@ func (b *bench) waitReady(ctx context.Context) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("only %d of %d nodes Ready after %s (last error: %v)", ready, b.o.nodes, readyLimit, err)
 		}
-		if err := sleep(ctx, 200*time.Millisecond); err != nil {
+		if err := benchkit.Sleep(ctx, 200*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -485,7 +486,7 @@ func (b *bench) pausedSpawnVariant(node string, pause time.Duration) variant {
 	v.name = fmt.Sprintf("in-process api: spawn `true` on %s, detached, after an untimed %s pause (no CLI)", node, pause)
 	fn := v.fn
 	v.fn = func(ctx context.Context) (time.Duration, int, error) {
-		if err := sleep(ctx, pause); err != nil {
+		if err := benchkit.Sleep(ctx, pause); err != nil {
 			return 0, 0, err
 		}
 		return fn(ctx)
@@ -911,7 +912,7 @@ func (b *bench) killAll(ctx context.Context) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%d jobs still listed %s after kill (last error: %v)", len(left), drainLimit, err)
 		}
-		if err := sleep(ctx, 250*time.Millisecond); err != nil {
+		if err := benchkit.Sleep(ctx, 250*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -1004,7 +1005,7 @@ func (b *bench) waitStats(ctx context.Context, want int) (int, error) {
 			b.log.Warn("not every job has stats yet", "jobs", len(procs), "with_stats", withStats, "err", err)
 			return len(procs), err
 		}
-		if err := sleep(ctx, 500*time.Millisecond); err != nil {
+		if err := benchkit.Sleep(ctx, 500*time.Millisecond); err != nil {
 			return 0, err
 		}
 	}
@@ -1208,7 +1209,7 @@ func (b *bench) agentCPU(ctx context.Context, d time.Duration) float64 {
 		return t
 	}
 	t0, w0 := ticks(), time.Now()
-	if sleep(ctx, d) != nil {
+	if benchkit.Sleep(ctx, d) != nil {
 		return math.NaN()
 	}
 	return 100 * float64(ticks()-t0) / clkTck / time.Since(w0).Seconds()
@@ -1286,18 +1287,6 @@ func meminfo(key string) int64 {
 }
 
 func memAvailable() int64 { return meminfo("MemAvailable") }
-
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
 
 func leftoverNamespaces(prefix string) []string {
 	ents, _ := os.ReadDir("/run/netns")
@@ -1436,17 +1425,6 @@ func medianF(xs []float64) float64 {
 	return s[n/2]
 }
 
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
 // ---- environment ----
 
 type machine struct {
@@ -1462,7 +1440,7 @@ type machine struct {
 }
 
 func machineInfo() machine {
-	m := machine{cpus: runtime.NumCPU(), memTotal: meminfo("MemTotal"), goVersion: runtime.Version(), started: time.Now(), load: loadAvg()}
+	m := machine{cpus: runtime.NumCPU(), memTotal: meminfo("MemTotal"), goVersion: runtime.Version(), started: time.Now(), load: benchkit.LoadAvg()}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.kernel = strings.TrimSpace(string(b))
 	}
@@ -1501,18 +1479,6 @@ func findRepo(dir string) (string, error) {
 			return "", fmt.Errorf("no ssi repository (go.mod of github.com/ssi-cluster/ssi) at or above %s; use -repo", dir)
 		}
 	}
-}
-
-func gitDescribe(repo string) string {
-	out, err := exec.Command("git", "-C", repo, "rev-parse", "--short", "HEAD").Output()
-	if err != nil {
-		return "unknown"
-	}
-	c := strings.TrimSpace(string(out))
-	if st, err := exec.Command("git", "-C", repo, "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(bytes.TrimSpace(st)) > 0 {
-		c += " (with uncommitted changes)"
-	}
-	return c
 }
 
 // ---- report ----

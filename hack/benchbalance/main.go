@@ -69,6 +69,7 @@ import (
 	"time"
 
 	"github.com/ssi-cluster/ssi/api"
+	"github.com/ssi-cluster/ssi/hack/benchkit"
 	"github.com/ssi-cluster/ssi/isolate"
 	"github.com/ssi-cluster/ssi/localcluster"
 	"github.com/ssi-cluster/ssi/pidtable"
@@ -161,10 +162,10 @@ func run(o options) int {
 	defer cancel()
 	b := &bench{o: o, log: log}
 	b.rep.command = "go run ./hack/benchbalance " + strings.Join(os.Args[1:], " ")
-	b.rep.loadBefore = loadAvg()
+	b.rep.loadBefore = benchkit.LoadAvg()
 	b.rep.started = time.Now()
 	err := b.run(ctx) // tears the cluster down before returning
-	b.rep.loadAfter = loadAvg()
+	b.rep.loadAfter = benchkit.LoadAvg()
 	if err != nil && ctx.Err() != nil {
 		err = fmt.Errorf("%w (%v)", err, ctx.Err())
 	}
@@ -330,7 +331,7 @@ func (b *bench) up(ctx context.Context) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("only %d of 2 nodes Ready after %s (last error: %v)", ready, readyLimit, err)
 		}
-		if err := sleep(ctx, pollEvery); err != nil {
+		if err := benchkit.Sleep(ctx, pollEvery); err != nil {
 			return err
 		}
 	}
@@ -566,33 +567,10 @@ func (b *bench) waitIdle(ctx context.Context) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("jobs still live after %s: %d (err %v)", idleLimit, len(procs), err)
 		}
-		if err := sleep(ctx, pollEvery); err != nil {
+		if err := benchkit.Sleep(ctx, pollEvery); err != nil {
 			return err
 		}
 	}
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
-func loadAvg() string {
-	raw, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(raw))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }
 
 // ---- report ----

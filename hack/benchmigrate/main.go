@@ -120,6 +120,7 @@ import (
 
 	"github.com/ssi-cluster/ssi/agent"
 	"github.com/ssi-cluster/ssi/api"
+	"github.com/ssi-cluster/ssi/hack/benchkit"
 	"github.com/ssi-cluster/ssi/localcluster"
 	"github.com/ssi-cluster/ssi/migrate"
 )
@@ -149,7 +150,7 @@ if len(sys.argv) > 2:
     os.close(fd)
 i = 0
 while True:
-    time.sleep(1)
+    time.benchkit.Sleep(1)
     i += 1
     if b[n - 1] != 255 or b[n // 2] != (n // 2) % 256:
         sys.exit(3)
@@ -321,7 +322,7 @@ func (b *bench) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	b.rep.machine.commit = gitDescribe(repo)
+	b.rep.machine.commit = benchkit.GitDescribe(repo)
 	if b.o.bin != "" {
 		b.binDir = b.o.bin
 	} else {
@@ -383,7 +384,7 @@ func (b *bench) up(ctx context.Context) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("only %d of 2 nodes Ready after %s (last error: %v)", ready, readyLimit, err)
 		}
-		if err := sleep(ctx, 200*time.Millisecond); err != nil {
+		if err := benchkit.Sleep(ctx, 200*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -531,7 +532,7 @@ func (b *bench) waitMemory(ctx context.Context, need int64) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("MemAvailable %d MiB < %d MiB for %s", avail, need, memWaitLimit)
 		}
-		if err := sleep(ctx, time.Second); err != nil {
+		if err := benchkit.Sleep(ctx, time.Second); err != nil {
 			return err
 		}
 	}
@@ -628,12 +629,12 @@ func (b *bench) rawRun(ctx context.Context, size int, keep bool) (s sample, err 
 		if time.Now().After(deadline) {
 			return s, fmt.Errorf("job not ready after %s", readyTimeout(size))
 		}
-		if err := sleep(ctx, 10*time.Millisecond); err != nil {
+		if err := benchkit.Sleep(ctx, 10*time.Millisecond); err != nil {
 			return s, err
 		}
 	}
 	s.ready = time.Since(t0)
-	if err := sleep(ctx, b.o.settle); err != nil {
+	if err := benchkit.Sleep(ctx, b.o.settle); err != nil {
 		return s, err
 	}
 	if err := checkAlive(pid); err != nil {
@@ -700,7 +701,7 @@ func (b *bench) rawRun(ctx context.Context, size int, keep bool) (s sample, err 
 		return s, fmt.Errorf("criu restore wrote no pid to %s", pidfile)
 	}
 	s.criuRestore = statLine(rstOut, "Restore time:")
-	if err := sleep(ctx, aliveCheck); err != nil {
+	if err := benchkit.Sleep(ctx, aliveCheck); err != nil {
 		return s, err
 	}
 	if err := checkAlive(rpid); err != nil {
@@ -888,12 +889,12 @@ func (b *bench) ssiRun(ctx context.Context, size int, postcopy bool) (s sample, 
 		if time.Now().After(deadline) {
 			return s, fmt.Errorf("gpid %s not ready after %s: %q", gpid, readyTimeout(size), l)
 		}
-		if err := sleep(ctx, pollEvery); err != nil {
+		if err := benchkit.Sleep(ctx, pollEvery); err != nil {
 			return s, err
 		}
 	}
 	s.ready = time.Since(t0)
-	if err := sleep(ctx, b.o.settle); err != nil {
+	if err := benchkit.Sleep(ctx, b.o.settle); err != nil {
 		return s, err
 	}
 
@@ -954,7 +955,7 @@ func (b *bench) ssiRun(ctx context.Context, size int, postcopy bool) (s sample, 
 		if time.Now().After(grown) {
 			return s, fmt.Errorf("gpid %s printed nothing for 5 s after the migration", gpid)
 		}
-		if err := sleep(ctx, 200*time.Millisecond); err != nil {
+		if err := benchkit.Sleep(ctx, 200*time.Millisecond); err != nil {
 			return s, err
 		}
 	}
@@ -967,7 +968,7 @@ func (b *bench) ssiRun(ctx context.Context, size int, postcopy bool) (s sample, 
 			if left = procsUsing(dirs); len(left) == 0 || time.Now().After(deadline) {
 				break
 			}
-			if err := sleep(ctx, 100*time.Millisecond); err != nil {
+			if err := benchkit.Sleep(ctx, 100*time.Millisecond); err != nil {
 				return s, err
 			}
 		}
@@ -1038,7 +1039,7 @@ func (b *bench) killJob(ctx context.Context, gpid string) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("gpid %s still listed %s after ssi kill -s KILL (last error: %v)", gpid, goneLimit, err)
 		}
-		if err := sleep(ctx, 200*time.Millisecond); err != nil {
+		if err := benchkit.Sleep(ctx, 200*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -1125,12 +1126,12 @@ func reportedKiB() int64 {
 }
 
 func sampleNoise() noiseStart {
-	return noiseStart{cpu: readCPU(), load: loadAvg(), t: time.Now(), reported: reportedKiB()}
+	return noiseStart{cpu: readCPU(), load: benchkit.LoadAvg(), t: time.Now(), reported: reportedKiB()}
 }
 
 func (n noiseStart) since() noise {
 	c := readCPU()
-	out := noise{loadStart: n.load, loadEnd: loadAvg(), took: time.Since(n.t), reportedMiB: -1}
+	out := noise{loadStart: n.load, loadEnd: benchkit.LoadAvg(), took: time.Since(n.t), reportedMiB: -1}
 	if r := reportedKiB(); r >= 0 && n.reported >= 0 {
 		out.reportedMiB = (r - n.reported) >> 10
 	}
@@ -1139,18 +1140,6 @@ func (n noiseStart) since() noise {
 		out.steal = float64(c.steal-n.cpu.steal) / float64(dt)
 	}
 	return out
-}
-
-func loadAvg() string {
-	raw, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(raw))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }
 
 type machine struct {
@@ -1171,7 +1160,7 @@ type machine struct {
 
 func machineInfo(name string) machine {
 	m := machine{cpus: runtime.NumCPU(), memTotalMiB: meminfo("MemTotal") >> 10, memAvailMiB: memAvailableMiB(),
-		goVersion: runtime.Version(), started: time.Now(), load: loadAvg()}
+		goVersion: runtime.Version(), started: time.Now(), load: benchkit.LoadAvg()}
 	if raw, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.kernel = strings.TrimSpace(string(raw))
 	}
@@ -1220,29 +1209,6 @@ func findRepo(dir string) (string, error) {
 		if filepath.Dir(d) == d {
 			return "", fmt.Errorf("no ssi repository (go.mod of github.com/ssi-cluster/ssi) at or above %s; use -repo", dir)
 		}
-	}
-}
-
-func gitDescribe(repo string) string {
-	out, err := exec.Command("git", "-C", repo, "rev-parse", "--short", "HEAD").Output()
-	if err != nil {
-		return "unknown"
-	}
-	c := strings.TrimSpace(string(out))
-	if st, err := exec.Command("git", "-C", repo, "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(bytes.TrimSpace(st)) > 0 {
-		c += " (with uncommitted changes)"
-	}
-	return c
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }
 
