@@ -67,10 +67,9 @@ type Agent struct {
 	events   *eventLog
 	balancer *balancer
 
-	// fwd carries forwarded client requests, peer the agent-to-agent migration
-	// traffic: separate pools, so a long image upload never shares a connection
-	// with a proxied stream.
-	fwd  *http.Transport
+	// peer carries agent-to-agent traffic (migration steps, image streams,
+	// checkpoint images) under the node's certificate. Clients are redirected,
+	// never relayed.
 	peer *http.Transport
 
 	// node is this node's certificate and the cluster CA; nil with --insecure.
@@ -96,7 +95,6 @@ func New(cfg Config) (*Agent, error) {
 		incoming: map[uint64]*incoming{},
 		streams:  map[string]int{},
 		rnd:      mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid()))),
-		fwd:      newTransport(),
 		peer:     newTransport(),
 	}
 	a.events = &eventLog{a: a}

@@ -85,9 +85,7 @@ func (a *Agent) setupPKI(ctx context.Context) error {
 			a.cfg.EtcdEndpoints = eps
 		}
 	}
-	for _, tr := range []*http.Transport{a.fwd, a.peer} {
-		tr.TLSClientConfig = n.ClientTLS()
-	}
+	a.peer.TLSClientConfig = n.ClientTLS()
 	return nil
 }
 
