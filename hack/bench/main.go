@@ -287,7 +287,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 
 // build finds the repository and builds ssi and ssi-shim (unless -bin).
 func (b *bench) build(ctx context.Context) error {
-	repo, err := findRepo(b.o.repo)
+	repo, err := benchkit.FindRepo(b.o.repo)
 	if err != nil {
 		return err
 	}
@@ -1460,25 +1460,6 @@ func machineInfo() machine {
 		}
 	}
 	return m
-}
-
-func findRepo(dir string) (string, error) {
-	if dir == "" {
-		var err error
-		if dir, err = os.Getwd(); err != nil {
-			return "", err
-		}
-	}
-	for d := dir; ; d = filepath.Dir(d) {
-		if b, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil {
-			if bytes.Contains(b, []byte("module github.com/ssi-cluster/ssi\n")) {
-				return d, nil
-			}
-		}
-		if filepath.Dir(d) == d {
-			return "", fmt.Errorf("no ssi repository (go.mod of github.com/ssi-cluster/ssi) at or above %s; use -repo", dir)
-		}
-	}
 }
 
 // ---- report ----

@@ -50,7 +50,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -251,26 +250,12 @@ func (b *bench) workload(w string) []int {
 func (b *bench) build(ctx context.Context) error {
 	repo := b.o.repo
 	if repo == "" {
-		wd, err := os.Getwd()
-		if err != nil {
+		var err error
+		if repo, err = benchkit.FindRepo(""); err != nil {
 			return err
 		}
-		for d := wd; ; d = filepath.Dir(d) {
-			if raw, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil && bytes.Contains(raw, []byte("module github.com/ssi-cluster/ssi\n")) {
-				repo = d
-				break
-			}
-			if d == filepath.Dir(d) {
-				return errors.New("not inside the ssi repository (use -repo)")
-			}
-		}
 	}
-	if out, err := exec.Command("git", "-C", repo, "rev-parse", "--short", "HEAD").Output(); err == nil {
-		b.rep.commit = strings.TrimSpace(string(out))
-		if st, err := exec.Command("git", "-C", repo, "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(bytes.TrimSpace(st)) > 0 {
-			b.rep.commit += " (with uncommitted changes)"
-		}
-	}
+	b.rep.commit = benchkit.GitDescribe(repo)
 	if b.o.bin != "" {
 		b.binDir = b.o.bin
 	} else {

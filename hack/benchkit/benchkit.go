@@ -5,8 +5,10 @@ package benchkit
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -48,4 +50,23 @@ func GitDescribe(repo string) string {
 		c += " (with uncommitted changes)"
 	}
 	return c
+}
+
+// FindRepo returns the root of the ssi repository at or above dir (the
+// working directory when dir is empty).
+func FindRepo(dir string) (string, error) {
+	if dir == "" {
+		var err error
+		if dir, err = os.Getwd(); err != nil {
+			return "", err
+		}
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		if raw, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil && bytes.Contains(raw, []byte("module github.com/ssi-cluster/ssi\n")) {
+			return d, nil
+		}
+		if filepath.Dir(d) == d {
+			return "", fmt.Errorf("no ssi repository (go.mod of github.com/ssi-cluster/ssi) at or above %s; use -repo", dir)
+		}
+	}
 }

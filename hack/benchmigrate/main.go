@@ -318,7 +318,7 @@ func (b *bench) run(ctx context.Context) error {
 
 // build finds the repository and builds ssi and ssi-shim (unless -bin).
 func (b *bench) build(ctx context.Context) error {
-	repo, err := findRepo(b.o.repo)
+	repo, err := benchkit.FindRepo(b.o.repo)
 	if err != nil {
 		return err
 	}
@@ -1190,25 +1190,6 @@ func (b *bench) versions() {
 	}
 	if out, err := exec.Command(b.o.python, "--version").CombinedOutput(); err == nil {
 		b.rep.machine.python = strings.TrimSpace(string(out))
-	}
-}
-
-func findRepo(dir string) (string, error) {
-	if dir == "" {
-		var err error
-		if dir, err = os.Getwd(); err != nil {
-			return "", err
-		}
-	}
-	for d := dir; ; d = filepath.Dir(d) {
-		if raw, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil {
-			if bytes.Contains(raw, []byte("module github.com/ssi-cluster/ssi\n")) {
-				return d, nil
-			}
-		}
-		if filepath.Dir(d) == d {
-			return "", fmt.Errorf("no ssi repository (go.mod of github.com/ssi-cluster/ssi) at or above %s; use -repo", dir)
-		}
 	}
 }
 
