@@ -61,6 +61,8 @@ type Agent struct {
 	rnd   *mrand.Rand
 	// recent are this agent's placements not yet in the nodes' figures.
 	recent recentPlacements
+	// cpu is this machine's CPU feature flags (migration prepare, checkpoints).
+	cpu cpuInfo
 
 	// events writes the cluster's event log; balancer is the balancer's
 	// leader-side state (used while this agent leads).

@@ -151,7 +151,7 @@ func (a *Agent) checkpoint(ctx context.Context, p pidtable.Proc, req api.Checkpo
 	if meta.Files, err = jobFiles(j); err != nil {
 		return fail(err)
 	}
-	if meta.CPUFlags, err = cpuFlags(); err != nil {
+	if meta.CPUFlags, err = a.cpu.flags(); err != nil {
 		return fail(err)
 	}
 	frozenAt := time.Now()

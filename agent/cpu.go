@@ -6,6 +6,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/ssi-cluster/ssi/api"
 )
@@ -35,6 +36,19 @@ func cpuFlags() ([]string, error) {
 	return nil, nil // not x86 (no "flags" line): nothing to compare
 }
 
+// cpuInfo is this machine's CPU flags, read once (they do not change while
+// the agent runs).
+type cpuInfo struct {
+	once sync.Once
+	list []string
+	err  error
+}
+
+func (c *cpuInfo) flags() ([]string, error) {
+	c.once.Do(func() { c.list, c.err = cpuFlags() })
+	return c.list, c.err
+}
+
 // missingCPUFlags returns the flags of src that dst lacks (both sorted).
 func missingCPUFlags(src, dst []string) []string {
 	var out []string
@@ -51,7 +65,7 @@ func (a *Agent) checkCPU(src []string) error {
 	if len(src) == 0 {
 		return nil
 	}
-	here, err := cpuFlags()
+	here, err := a.cpu.flags()
 	if err != nil {
 		return err
 	}

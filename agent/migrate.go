@@ -305,7 +305,7 @@ func (m *migration) Prepare(ctx context.Context) error {
 		return err
 	}
 	m.prepared = true // from here on the target may hold state: roll it back
-	flags, err := cpuFlags()
+	flags, err := m.a.cpu.flags()
 	if err != nil {
 		return err
 	}
