@@ -174,17 +174,8 @@ func TestCheckpointStopsAttachedRun(t *testing.T) {
 	if err := attached.Start(); err != nil {
 		t.Fatal(err)
 	}
-	var gpid uint64
-	eventually(t, 20*time.Second, "attached job appears", func() error {
-		for _, p := range c.ps(t) {
-			if p.State == pidtable.Running && len(p.Argv) == 3 && strings.Contains(p.Argv[2], "echo line") && p.GPID > gpid {
-				gpid = p.GPID
-			}
-		}
-		if gpid == 0 {
-			return fmt.Errorf("not in ps")
-		}
-		return nil
+	gpid := c.newestRunning(t, func(argv []string) bool {
+		return len(argv) == 3 && strings.Contains(argv[2], "echo line")
 	})
 	name := fmt.Sprintf("e2e-attached-%d", gpid)
 	defer c.ssi(t, "checkpoints", "rm", name)

@@ -18,6 +18,7 @@ import (
 	"github.com/ssi-cluster/ssi/agent"
 	"github.com/ssi-cluster/ssi/api"
 	"github.com/ssi-cluster/ssi/localcluster"
+	"github.com/ssi-cluster/ssi/pidtable"
 )
 
 // cluster is the shared cluster of this test run.
@@ -303,4 +304,24 @@ func (c *testCluster) imagesLeft(gpid uint64) []string {
 		out = append(out, m...)
 	}
 	return out
+}
+
+// newestRunning waits (up to 20 s) for a running job whose argv matches and
+// returns the newest such (gpids only grow): the job of an attached `ssi run`
+// the test started.
+func (c *testCluster) newestRunning(t *testing.T, match func(argv []string) bool) uint64 {
+	t.Helper()
+	var gpid uint64
+	eventually(t, 20*time.Second, "the attached run's job appears", func() error {
+		for _, p := range c.ps(t) {
+			if p.State == pidtable.Running && match(p.Argv) && p.GPID > gpid {
+				gpid = p.GPID
+			}
+		}
+		if gpid == 0 {
+			return fmt.Errorf("no matching running job in ps")
+		}
+		return nil
+	})
+	return gpid
 }

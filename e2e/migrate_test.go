@@ -83,17 +83,8 @@ func TestMigrateAroundTheCluster(t *testing.T) {
 	}
 	// The attached run's job: the newest job running counter.py with these
 	// arguments (gpids only grow).
-	var gpid uint64
-	eventually(t, 20*time.Second, "job appears", func() error {
-		for _, p := range c.ps(t) {
-			if p.State == pidtable.Running && strings.Join(p.Argv[1:], " ") == counterPath(t)+" 32 0.02 100000" && p.GPID > gpid {
-				gpid = p.GPID
-			}
-		}
-		if gpid == 0 {
-			return fmt.Errorf("no running counter.py 32 in ps")
-		}
-		return nil
+	gpid := c.newestRunning(t, func(argv []string) bool {
+		return strings.Join(argv[1:], " ") == counterPath(t)+" 32 0.02 100000"
 	})
 	follower := c.cmd(ctx, "logs", "-f", strconv.FormatUint(gpid, 10))
 	var fout, ferr bytes.Buffer
