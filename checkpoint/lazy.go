@@ -186,13 +186,3 @@ func (d *LazyDump) Kill() {
 
 // PID is the CRIU process's PID.
 func (d *LazyDump) PID() int { return d.cmd.Process.Pid }
-
-// Done reports whether the CRIU process has exited.
-func (d *LazyDump) Done() bool {
-	select {
-	case <-d.done:
-		return true
-	default:
-		return false
-	}
-}
