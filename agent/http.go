@@ -279,7 +279,7 @@ func (a *Agent) owned(w http.ResponseWriter, r *http.Request) (p pidtable.Proc, 
 }
 
 func (a *Agent) handleSignal(w http.ResponseWriter, r *http.Request) {
-	// Resolve the owner first: a forwarded request must keep its body unread.
+	// Resolve the owner first: a request redirected to the owner has no use for its body here.
 	p, ok := a.owned(w, r)
 	if !ok {
 		return
