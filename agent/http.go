@@ -186,16 +186,14 @@ func (a *Agent) place(ctx context.Context, req api.RunRequest) (string, error) {
 		return "", err
 	}
 	nodes := make([]placement.Node, 0, len(snap.Nodes))
-	updated := make(map[string]time.Time, len(snap.Nodes))
 	for _, n := range snap.Nodes {
 		pn := placement.Node{Name: n.Name, CPUs: n.CPUs, Memory: n.Memory, Labels: n.Labels}
 		if st, ok := snap.Status[n.Name]; ok {
 			pn.Ready, pn.Load, pn.Jobs, pn.ReservedCPUs, pn.ReservedMemory = true, st.Load, st.Jobs, st.ReservedCPUs, st.ReservedMemory
-			updated[n.Name] = st.Updated
 		}
 		nodes = append(nodes, pn)
 	}
-	a.recent.adjust(nodes, updated)
+	a.recent.adjust(nodes, time.Now())
 	policy := placement.Policy(req.Placement)
 	if policy == "" {
 		policy = a.cfg.Placement

@@ -12,13 +12,19 @@ import (
 // counting them, a burst of submissions would all go to the node that looked
 // least loaded a moment ago (least-loaded herding; the simulator measured a
 // mean slowdown of 65 against 1.0 with current figures, docs/SIMULATOR.md).
+//
+// Each placement of the last recentWindow counts, whatever the node has
+// published since. Counting only those newer than the node's figures mixed
+// two measures: a placed job counts one core until the figures show it, then
+// what it really uses (nothing, for a job that waits), so a node whose
+// figures had just caught up looked emptier than one with a job still
+// pending, and a burst of idle jobs landed 4/3/2 instead of 3/3/3. Within the
+// window every node's recent jobs count the same way; a job counted twice
+// for a few seconds only spreads the next jobs a little more.
 
-// recentWindow is how long a placement is remembered: a few status periods.
+// recentWindow is how long a placement counts: a few status periods, longer
+// than any burst of submissions takes to place.
 const recentWindow = 5 * time.Second
-
-// recentMargin is how long before a node's figures a placement still counts:
-// the time to start a job (forwarding, gpid, shim) is well below it.
-const recentMargin = 500 * time.Millisecond
 
 // placedJob is one placement decision of this agent.
 type placedJob struct {
@@ -45,10 +51,10 @@ func (r *recentPlacements) add(p placedJob) {
 	r.list = append(r.list[cut:], p)
 }
 
-// adjust adds to each node the placements made after its figures were
-// measured (updated[node]): one job, its reservations, and one core of load
-// (or what it asked for), the demand a new batch job most likely brings.
-func (r *recentPlacements) adjust(nodes []placement.Node, updated map[string]time.Time) {
+// adjust adds to each node the placements of the last recentWindow before
+// now: one job, its reservations, and one core of load (or what it asked
+// for), the demand a new batch job most likely brings.
+func (r *recentPlacements) adjust(nodes []placement.Node, now time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	idx := make(map[string]int, len(nodes))
@@ -57,11 +63,7 @@ func (r *recentPlacements) adjust(nodes []placement.Node, updated map[string]tim
 	}
 	for _, p := range r.list {
 		i, ok := idx[p.node]
-		// A placement shortly before the figures were measured may not be in
-		// them yet (the job was still being started): count it too. Counting
-		// a job twice for a moment spreads a burst a little more; missing
-		// it would send the next jobs to the same node.
-		if !ok || !p.at.After(updated[p.node].Add(-recentMargin)) {
+		if !ok || now.Sub(p.at) > recentWindow {
 			continue
 		}
 		n := &nodes[i]

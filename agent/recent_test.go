@@ -8,43 +8,54 @@ import (
 	"github.com/ssi-cluster/ssi/placement"
 )
 
-// TestLeastLoadedBurstSpreads: 8 jobs placed in one burst, between two status
-// updates, spread over 4 idle nodes instead of all landing on the first.
+// TestLeastLoadedBurstSpreads: 12 idle jobs placed in one burst spread 3 per
+// node over 4 idle nodes, also when the nodes' figures catch up with some of
+// them half-way (they then show those jobs, using no CPU).
 func TestLeastLoadedBurstSpreads(t *testing.T) {
 	var r recentPlacements
-	measured := time.Now()
-	updated := map[string]time.Time{}
-	var base []placement.Node
+	start := time.Now()
+	base := map[string]*placement.Node{}
+	var names []string
 	for _, name := range []string{"n1", "n2", "n3", "n4"} {
-		base = append(base, placement.Node{Name: name, Ready: true, CPUs: 2, Memory: 1 << 30})
-		updated[name] = measured
+		base[name] = &placement.Node{Name: name, Ready: true, CPUs: 2, Memory: 1 << 30}
+		names = append(names, name)
 	}
 	rnd := rand.New(rand.NewPCG(1, 2))
 	count := map[string]int{}
-	for i := range 8 {
-		nodes := append([]placement.Node(nil), base...)
-		r.adjust(nodes, updated)
+	for i := range 12 {
+		now := start.Add(time.Duration(i) * 100 * time.Millisecond)
+		if i == 5 {
+			// n1's and n2's figures now show the jobs placed there: idle.
+			for _, n := range []string{"n1", "n2"} {
+				base[n].Jobs = count[n]
+			}
+		}
+		var nodes []placement.Node
+		for _, n := range names {
+			nodes = append(nodes, *base[n])
+		}
+		r.adjust(nodes, now)
 		name, err := placement.Place(nodes, placement.Request{Policy: placement.LeastLoaded}, rnd)
 		if err != nil {
 			t.Fatal(err)
 		}
 		count[name]++
-		r.add(placedJob{node: name, at: measured.Add(time.Duration(i+1) * time.Millisecond)})
+		r.add(placedJob{node: name, at: now})
 	}
-	for _, n := range base {
-		if count[n.Name] != 2 {
-			t.Fatalf("burst of 8 on 4 idle nodes: %v, want 2 each", count)
+	for _, n := range names {
+		if count[n] != 3 {
+			t.Fatalf("burst of 12 on 4 idle nodes: %v, want 3 each", count)
 		}
 	}
-	// Once a node's figures are newer than a placement, it is not counted twice.
-	for name := range updated {
-		updated[name] = measured.Add(time.Second + recentMargin)
+	// Past the window, placements no longer count.
+	var nodes []placement.Node
+	for _, n := range names {
+		nodes = append(nodes, placement.Node{Name: n})
 	}
-	nodes := append([]placement.Node(nil), base...)
-	r.adjust(nodes, updated)
+	r.adjust(nodes, start.Add(2*time.Second+recentWindow))
 	for _, n := range nodes {
 		if n.Jobs != 0 || n.Load != 0 {
-			t.Fatalf("placements counted after the figures caught up: %+v", n)
+			t.Fatalf("placements counted past the window: %+v", n)
 		}
 	}
 }
