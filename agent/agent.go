@@ -61,6 +61,8 @@ type Agent struct {
 	rnd   *mrand.Rand
 	// recent are this agent's placements not yet in the nodes' figures.
 	recent recentPlacements
+	// served are the placements this node served (recent.go).
+	served servedPlacements
 	// cpu is this machine's CPU feature flags (migration prepare, checkpoints).
 	cpu cpuInfo
 

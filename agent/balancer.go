@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
-	"strings"
 	"sync"
 	"time"
 
@@ -63,11 +62,8 @@ type balancer struct {
 	// rejected remembers the last rejection logged per job, for dedupe.
 	rejected map[uint64]rejection
 	// demand is each live job's demand as the last round saw it.
-	demand map[uint64]float64
-	// unmovable are the jobs of the last view that do not run as root, with
-	// their uid (see view).
-	unmovable map[uint64]int
-	enabled   bool
+	demand  map[uint64]float64
+	enabled bool
 }
 
 type rejection struct {
@@ -166,11 +162,6 @@ func (b *balancer) round(ctx context.Context, lease clientv3.LeaseID) error {
 		}
 		nodes, jobs := b.view(snap, now)
 		plan := placement.Balance(nodes, jobs, b.config(cfg))
-		for i, r := range plan.Rejected {
-			if uid, ok := b.unmovable[r.GPID]; ok && strings.HasPrefix(r.Reason, "pinned") {
-				plan.Rejected[i].Reason = fmt.Sprintf("runs as uid %d: only jobs that run as root can be migrated yet", uid)
-			}
-		}
 		for _, mv := range plan.Moves {
 			b.start(ctx, snap, mv)
 		}
@@ -210,7 +201,6 @@ func (b *balancer) view(snap *pidtable.Snapshot, now time.Time) ([]placement.Bal
 	load := map[string]float64{}
 	var jobs []placement.BalanceJob
 	seen := map[uint64]float64{}
-	unmovable := map[uint64]int{}
 	for _, p := range snap.Procs {
 		if p.State != pidtable.Running && p.State != pidtable.Migrating {
 			continue
@@ -242,21 +232,15 @@ func (b *balancer) view(snap *pidtable.Snapshot, now time.Time) ([]placement.Bal
 			arrived = p.Started
 		}
 		_, moving := b.inflight[p.GPID]
-		// A job that does not run as root cannot be dumped yet (CRIU needs a
-		// /proc of its PID namespace: docs/ARCHITECTURE.md, "Known limits"):
-		// the policy keeps it where it is, and the rejection says why.
-		if p.UID != 0 {
-			unmovable[p.GPID] = p.UID
-		}
 		jobs = append(jobs, placement.BalanceJob{
 			GPID: p.GPID, Node: p.Node,
 			Age: max(now.Sub(p.Started), 0), Resident: max(now.Sub(arrived), 0), Moved: p.Epoch > 1,
 			Demand: demand, Memory: ps.RSS,
 			CPUs: p.CPUs, MemoryRequest: p.Memory, Constraints: p.Constraints,
-			Pinned: p.Pinned || p.UID != 0, Migrating: moving || p.State == pidtable.Migrating,
+			Pinned: p.Pinned, Migrating: moving || p.State == pidtable.Migrating,
 		})
 	}
-	b.demand, b.unmovable = seen, unmovable
+	b.demand = seen
 	nodes := make([]placement.BalanceNode, 0, len(snap.Nodes))
 	for _, n := range snap.Nodes {
 		pn := placement.Node{Name: n.Name, CPUs: n.CPUs, Memory: n.Memory, Labels: n.Labels}

@@ -389,12 +389,14 @@ func (a *Agent) handleCheckpointRestore(w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	pr := api.RunRequest{Node: req.Node, Placement: req.Placement, CPUs: c.Proc.CPUs, Memory: c.Proc.Memory}
-	if !a.servesHere(w, r, pr) {
+	token, ok := a.servesHere(w, r, pr)
+	if !ok {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), checkpointTimeout)
 	defer cancel()
 	res, err := a.restoreCheckpoint(ctx, c, req.AsNew)
+	a.served.add(token, time.Now()) // the job is counted here now, or gone
 	if err != nil {
 		a.writeError(w, r, err)
 		return
@@ -576,7 +578,7 @@ func (a *Agent) restoreCheckpoint(ctx context.Context, c pidtable.Checkpoint, as
 		return fail(api.Errorf(api.CodeConflict, "node %s could not restore checkpoint %s: %v", a.cfg.Name, c.Name, err))
 	}
 	res.RestoreMS = float64(time.Since(t).Microseconds()) / 1000
-	j := &job{gpid: gpid, dir: dir, state: st, cgroup: cg, cpus: proc.CPUs, memory: proc.Memory, done: make(chan struct{})}
+	j := &job{gpid: gpid, dir: dir, state: st, cgroup: cg, cpus: proc.CPUs, memory: proc.Memory, placed: time.Now(), done: make(chan struct{})}
 	cg = nil // the job's now: finish and the shim remove it
 	launched = j
 	a.mu.Lock()

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ssi-cluster/ssi/api"
@@ -138,10 +139,12 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	if !a.servesHere(w, r, req) {
+	token, ok := a.servesHere(w, r, req)
+	if !ok {
 		return
 	}
 	resp, err := a.spawn(r.Context(), req, who)
+	a.served.add(token, time.Now()) // the job is counted here now, or gone
 	if err != nil {
 		a.writeError(w, r, err)
 		return
@@ -151,32 +154,38 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 
 // servesHere routes a request that starts a job somewhere (a run, a restore):
 // the agent the client reached places it (pr carries the node, policy and
-// resources) and redirects the client to the chosen node with ?node=NODE,
-// which then serves it (placement there only checks that it may). It returns
-// true when this node is the one to serve it; otherwise the response has
-// been written.
-func (a *Agent) servesHere(w http.ResponseWriter, r *http.Request, pr api.RunRequest) bool {
-	placed := r.URL.Query().Get("node")
+// resources) and redirects the client to the chosen node with ?node=NODE and
+// the placement's token (?placement=, see recent.go), which then serves it
+// (placement there only checks that it may). It returns the token and true
+// when this node is the one to serve it; otherwise the response has been
+// written.
+func (a *Agent) servesHere(w http.ResponseWriter, r *http.Request, pr api.RunRequest) (string, bool) {
+	q := r.URL.Query()
+	placed, token := q.Get("node"), q.Get("placement")
 	if placed != "" {
 		pr.Node = placed // by the agent that redirected the client here
+	}
+	if !validPlacementToken(token) {
+		token = "" // only for accounting: an odd one is dropped, not refused
 	}
 	target, err := a.place(r.Context(), pr)
 	if err != nil {
 		a.writeError(w, r, err)
-		return false
+		return "", false
 	}
 	if placed == "" {
-		a.recent.add(placedJob{node: target, at: time.Now(), cpus: pr.CPUs, memory: pr.Memory})
+		token = newPlacementToken()
+		a.recent.add(placedJob{token: token, node: target, at: time.Now(), cpus: pr.CPUs, memory: pr.Memory})
 	}
 	if target == a.cfg.Name {
-		return true
+		return token, true
 	}
 	if placed != "" {
 		a.writeError(w, r, api.Errorf(api.CodeConflict, "request placed on %s arrived at %s", target, a.cfg.Name))
-		return false
+		return "", false
 	}
-	a.forward(w, r, target, "node", target)
-	return false
+	a.forward(w, r, target, "node", target, "placement", token)
+	return "", false
 }
 
 // place runs the placement policy over a fresh snapshot.
@@ -189,11 +198,11 @@ func (a *Agent) place(ctx context.Context, req api.RunRequest) (string, error) {
 	for _, n := range snap.Nodes {
 		pn := placement.Node{Name: n.Name, CPUs: n.CPUs, Memory: n.Memory, Labels: n.Labels}
 		if st, ok := snap.Status[n.Name]; ok {
-			pn.Ready, pn.Load, pn.Jobs, pn.ReservedCPUs, pn.ReservedMemory = true, st.Load, st.Jobs, st.ReservedCPUs, st.ReservedMemory
+			pn.Ready, pn.Load, pn.Jobs, pn.ReservedCPUs, pn.ReservedMemory = true, st.Load+st.Expected, st.Jobs, st.ReservedCPUs, st.ReservedMemory
 		}
 		nodes = append(nodes, pn)
 	}
-	a.recent.adjust(nodes, time.Now())
+	a.recent.adjust(nodes, snap.Status, time.Now())
 	policy := placement.Policy(req.Placement)
 	if policy == "" {
 		policy = a.cfg.Placement
@@ -203,6 +212,11 @@ func (a *Agent) place(ctx context.Context, req api.RunRequest) (string, error) {
 	a.rndMu.Unlock()
 	switch {
 	case err == nil:
+		if req.Node == "" {
+			// What each placement saw: the one record that explains why a
+			// job landed where it did.
+			a.log.Info("placed", "on", name, "policy", policy, "nodes", describeNodes(nodes))
+		}
 		return name, nil
 	case errors.Is(err, placement.ErrUnknownNode):
 		return "", api.Errorf(api.CodeNotFound, "%v", err)
@@ -213,6 +227,22 @@ func (a *Agent) place(ctx context.Context, req api.RunRequest) (string, error) {
 	default:
 		return "", api.Errorf(api.CodeConflict, "%v", err)
 	}
+}
+
+// describeNodes formats placement inputs: name, Ready, load per core, jobs.
+func describeNodes(nodes []placement.Node) string {
+	var b strings.Builder
+	for i, n := range nodes {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		if !n.Ready {
+			fmt.Fprintf(&b, "%s=notready", n.Name)
+			continue
+		}
+		fmt.Fprintf(&b, "%s=%.3f/%gcpu,%djobs", n.Name, n.Load, n.CPUs, n.Jobs)
+	}
+	return b.String()
 }
 
 // forward sends the client to node's agent: a 307 redirect to the same
@@ -405,7 +435,7 @@ func (a *Agent) handleNodes(w http.ResponseWriter, r *http.Request) {
 	for _, n := range snap.Nodes {
 		ni := api.NodeInfo{Node: n}
 		if st, ok := snap.Status[n.Name]; ok {
-			ni.Ready, ni.Load, ni.Demand, ni.Jobs, ni.ReservedCPUs, ni.ReservedMemory = true, st.Load, st.Demand, st.Jobs, st.ReservedCPUs, st.ReservedMemory
+			ni.Ready, ni.Load, ni.Demand, ni.Jobs, ni.ReservedCPUs, ni.ReservedMemory, ni.Updated = true, st.Load, st.Demand, st.Jobs, st.ReservedCPUs, st.ReservedMemory, st.Updated
 		}
 		out = append(out, ni)
 	}

@@ -38,6 +38,10 @@ type job struct {
 	cgroup *isolate.Cgroup
 	cpus   float64
 	memory int64
+	// placed is when this node started the job from a placement (a run, a
+	// restore from a checkpoint); zero for jobs adopted after a restart or
+	// migrated in. See recent.go.
+	placed time.Time
 	// lastCPU and lastCPUAt are the previous CPU sample, for the CPU rate;
 	// lastSched and lastAt the previous run+wait time of each of the job's
 	// threads, for its demand.
@@ -136,7 +140,7 @@ func (a *Agent) spawn(ctx context.Context, req api.RunRequest, who caller) (api.
 		}
 		return api.RunResponse{}, undo(err)
 	}
-	j := &job{gpid: p.GPID, dir: dir, state: st, cgroup: cg, cpus: req.CPUs, memory: req.Memory, done: make(chan struct{})}
+	j := &job{gpid: p.GPID, dir: dir, state: st, cgroup: cg, cpus: req.CPUs, memory: req.Memory, placed: time.Now(), done: make(chan struct{})}
 	a.mu.Lock()
 	a.jobs[p.GPID] = j
 	a.mu.Unlock()

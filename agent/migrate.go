@@ -1212,15 +1212,16 @@ func (a *Agent) dump(ctx context.Context, o checkpoint.DumpOpts, j *job) error {
 	}
 }
 
-// explainDumpError says plainly why CRIU could not dump a job that does not
-// run as root (see checkpoint.IsUnprivilegedProc).
+// explainDumpError says plainly why CRIU could not dump a job whose init runs
+// as the job's user (see checkpoint.IsUnprivilegedProc): one started by an ssi
+// before init stayed root (shim.startInit).
 func explainDumpError(err error, j *job) error {
 	if !checkpoint.IsUnprivilegedProc(err) {
 		return err
 	}
 	var spec shim.Spec
 	_ = shim.ReadJSON(j.dir, shim.SpecFile, &spec)
-	return api.Errorf(api.CodeConflict, "gpid %d runs as uid %d: this version of ssi can checkpoint and migrate only jobs that run as root. CRIU must mount a /proc for the job's PID namespace with the job's own credentials, which a non-root job may not do; the job keeps running here (%v)", j.gpid, spec.UID, err)
+	return api.Errorf(api.CodeConflict, "gpid %d (uid %d) was started by an older ssi whose job init runs as the job's user, and CRIU cannot dump such a job: its parasite must mount a /proc for the job's PID namespace, which a non-root task may not do. The job keeps running here; jobs started by this version can be checkpointed and migrated, so restart it to make it movable (%v)", j.gpid, spec.UID, err)
 }
 
 // emptyDir removes what a failed dump wrote into dir.

@@ -1,33 +1,69 @@
 package agent
 
 import (
+	"crypto/rand"
+	"encoding/hex"
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/ssi-cluster/ssi/pidtable"
 	"github.com/ssi-cluster/ssi/placement"
 )
 
-// Placement reads node loads that their agents publish once a second. Jobs
-// this agent placed since a node's last figures are not in them yet: without
-// counting them, a burst of submissions would all go to the node that looked
-// least loaded a moment ago (least-loaded herding; the simulator measured a
-// mean slowdown of 65 against 1.0 with current figures, docs/SIMULATOR.md).
+// Placement reads node figures that their agents publish once a second. A
+// burst of submissions is placed faster than that: without care, every job of
+// the burst would go to the node that looked least loaded a moment ago
+// (least-loaded herding; the simulator measured a mean slowdown of 65 against
+// 1.0 with current figures, docs/SIMULATOR.md).
 //
-// Each placement of the last recentWindow counts, whatever the node has
-// published since. Counting only those newer than the node's figures mixed
-// two measures: a placed job counts one core until the figures show it, then
-// what it really uses (nothing, for a job that waits), so a node whose
-// figures had just caught up looked emptier than one with a job still
-// pending, and a burst of idle jobs landed 4/3/2 instead of 3/3/3. Within the
-// window every node's recent jobs count the same way; a job counted twice
-// for a few seconds only spreads the next jobs a little more.
+// Two halves make each placed job count exactly once, the same way on every
+// node, from the moment it is placed:
+//
+//   - The node. A job started here less than recentWindow ago counts in the
+//     node's published figures at no less than the CPUs it asked for, one core
+//     at least (NodeStatus.Expected): what it really uses is not measured yet,
+//     and an idle-looking new job is most often a batch job about to work.
+//     The node also lists the tokens of the placements it served in that
+//     time (NodeStatus.Placements), once their job runs here, or failed to
+//     start, or has already ended.
+//   - The placing agent. Each placement gets a token, which travels to the
+//     node with the redirect (?placement=); the placing agent counts the job
+//     itself, one job and one core, until the node's figures list the token,
+//     for recentWindow at most (a client that never followed the redirect).
+//
+// Counting by time alone either dropped a job between its placement and the
+// node's next figures, or counted it twice once they showed it; and counting
+// a placed job at one core but a started one at what it used (nothing, for a
+// job that waits) made a node whose figures had just caught up look emptier
+// than one with a job still pending: bursts landed 4/3/2, not 3/3/3. And a
+// placement made just before a burst counted against its node even after that
+// job had ended.
 
-// recentWindow is how long a placement counts: a few status periods, longer
-// than any burst of submissions takes to place.
+// recentWindow is how long a new job counts at its expected load: a few status
+// periods, longer than a burst of submissions takes to place and start.
 const recentWindow = 5 * time.Second
+
+// newPlacementToken returns a random token for one placement decision.
+func newPlacementToken() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// validPlacementToken reports whether s could be a token of newPlacementToken:
+// what a node publishes comes from its clients' queries.
+func validPlacementToken(s string) bool {
+	if len(s) != 16 {
+		return false
+	}
+	_, err := hex.DecodeString(s)
+	return err == nil
+}
 
 // placedJob is one placement decision of this agent.
 type placedJob struct {
+	token  string
 	node   string
 	at     time.Time
 	cpus   float64
@@ -40,7 +76,7 @@ type recentPlacements struct {
 	list []placedJob
 }
 
-// add records a placement at now.
+// add records a placement at p.at.
 func (r *recentPlacements) add(p placedJob) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -51,10 +87,11 @@ func (r *recentPlacements) add(p placedJob) {
 	r.list = append(r.list[cut:], p)
 }
 
-// adjust adds to each node the placements of the last recentWindow before
-// now: one job, its reservations, and one core of load (or what it asked
-// for), the demand a new batch job most likely brings.
-func (r *recentPlacements) adjust(nodes []placement.Node, now time.Time) {
+// adjust adds to each node this agent's placements of the last recentWindow
+// before now that the node's figures (status, by node name) do not list yet:
+// one job, its reservations, and its expected load (what it asked for, one
+// core at least), as the node will count it once it lists it.
+func (r *recentPlacements) adjust(nodes []placement.Node, status map[string]pidtable.NodeStatus, now time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	idx := make(map[string]int, len(nodes))
@@ -63,13 +100,51 @@ func (r *recentPlacements) adjust(nodes []placement.Node, now time.Time) {
 	}
 	for _, p := range r.list {
 		i, ok := idx[p.node]
-		if !ok || now.Sub(p.at) > recentWindow {
+		if !ok || now.Sub(p.at) > recentWindow || slices.Contains(status[p.node].Placements, p.token) {
 			continue
 		}
 		n := &nodes[i]
 		n.Jobs++
 		n.ReservedCPUs += p.cpus
 		n.ReservedMemory += p.memory
-		n.Load += max(p.cpus, 1)
+		n.Load += expectedLoad(p.cpus)
 	}
+}
+
+// expectedLoad is the load a new job of cpus requested CPUs counts for until
+// it is measured: its request, one core at least.
+func expectedLoad(cpus float64) float64 { return max(cpus, 1) }
+
+// servedPlacements are the tokens of the placements this node served (a job
+// started, or failed to start, from each) in the last recentWindow.
+type servedPlacements struct {
+	mu   sync.Mutex
+	list []placedJob // token and at only
+}
+
+// add records that the placement token was served at.
+func (s *servedPlacements) add(token string, at time.Time) {
+	if token == "" {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cut := 0
+	for cut < len(s.list) && at.Sub(s.list[cut].at) > recentWindow {
+		cut++
+	}
+	s.list = append(s.list[cut:], placedJob{token: token, at: at})
+}
+
+// tokens returns the tokens served in the recentWindow before now.
+func (s *servedPlacements) tokens(now time.Time) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, p := range s.list {
+		if now.Sub(p.at) <= recentWindow {
+			out = append(out, p.token)
+		}
+	}
+	return out
 }

@@ -5,67 +5,100 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ssi-cluster/ssi/pidtable"
 	"github.com/ssi-cluster/ssi/placement"
 )
 
 // TestLeastLoadedBurstSpreads: 12 idle jobs placed in one burst spread 3 per
-// node over 4 idle nodes, also when the nodes' figures catch up with some of
-// them half-way (they then show those jobs, using no CPU).
+// node over 4 idle nodes, also when the figures of some nodes catch up with
+// their jobs half-way (they then list those jobs' tokens and count them at
+// their expected load, though they use no CPU).
 func TestLeastLoadedBurstSpreads(t *testing.T) {
 	var r recentPlacements
 	start := time.Now()
-	base := map[string]*placement.Node{}
-	var names []string
-	for _, name := range []string{"n1", "n2", "n3", "n4"} {
-		base[name] = &placement.Node{Name: name, Ready: true, CPUs: 2, Memory: 1 << 30}
-		names = append(names, name)
-	}
+	names := []string{"n1", "n2", "n3", "n4"}
+	status := map[string]pidtable.NodeStatus{}
+	tokens := map[string][]string{}
 	rnd := rand.New(rand.NewPCG(1, 2))
-	count := map[string]int{}
 	for i := range 12 {
 		now := start.Add(time.Duration(i) * 100 * time.Millisecond)
 		if i == 5 {
-			// n1's and n2's figures now show the jobs placed there: idle.
+			// n1's and n2's figures now show the jobs placed there.
 			for _, n := range []string{"n1", "n2"} {
-				base[n].Jobs = count[n]
+				status[n] = pidtable.NodeStatus{Jobs: len(tokens[n]), Expected: float64(len(tokens[n])), Placements: tokens[n]}
 			}
 		}
 		var nodes []placement.Node
 		for _, n := range names {
-			nodes = append(nodes, *base[n])
+			st := status[n]
+			nodes = append(nodes, placement.Node{Name: n, Ready: true, CPUs: 2, Memory: 1 << 30, Jobs: st.Jobs, Load: st.Load + st.Expected})
 		}
-		r.adjust(nodes, now)
+		r.adjust(nodes, status, now)
 		name, err := placement.Place(nodes, placement.Request{Policy: placement.LeastLoaded}, rnd)
 		if err != nil {
 			t.Fatal(err)
 		}
-		count[name]++
-		r.add(placedJob{node: name, at: now})
+		tok := newPlacementToken()
+		tokens[name] = append(tokens[name], tok)
+		r.add(placedJob{token: tok, node: name, at: now})
 	}
 	for _, n := range names {
-		if count[n] != 3 {
-			t.Fatalf("burst of 12 on 4 idle nodes: %v, want 3 each", count)
-		}
-	}
-	// Past the window, placements no longer count.
-	var nodes []placement.Node
-	for _, n := range names {
-		nodes = append(nodes, placement.Node{Name: n})
-	}
-	r.adjust(nodes, start.Add(2*time.Second+recentWindow))
-	for _, n := range nodes {
-		if n.Jobs != 0 || n.Load != 0 {
-			t.Fatalf("placements counted past the window: %+v", n)
+		if len(tokens[n]) != 3 {
+			t.Fatalf("burst of 12 on 4 idle nodes: n1 %d, n2 %d, n3 %d, n4 %d; want 3 each", len(tokens["n1"]), len(tokens["n2"]), len(tokens["n3"]), len(tokens["n4"]))
 		}
 	}
 }
 
-func TestRecentPlacementsForget(t *testing.T) {
+// TestRecentPlacementsCountOnce: a placement counts until its node lists it,
+// and not past the window (a job that never started, or ended meanwhile).
+func TestRecentPlacementsCountOnce(t *testing.T) {
 	var r recentPlacements
 	t0 := time.Now()
-	r.add(placedJob{node: "a", at: t0})
-	r.add(placedJob{node: "a", at: t0.Add(recentWindow + time.Second)})
+	r.add(placedJob{token: "aaaaaaaaaaaaaaaa", node: "a", at: t0, cpus: 2})
+	r.add(placedJob{token: "bbbbbbbbbbbbbbbb", node: "a", at: t0})
+	nodes := []placement.Node{{Name: "a"}}
+	r.adjust(nodes, nil, t0.Add(time.Second))
+	if nodes[0].Jobs != 2 || nodes[0].Load != 3 || nodes[0].ReservedCPUs != 2 {
+		t.Fatalf("two pending placements (2 CPUs, none): %+v; want 2 jobs, load 3", nodes[0])
+	}
+	nodes = []placement.Node{{Name: "a"}}
+	r.adjust(nodes, map[string]pidtable.NodeStatus{"a": {Placements: []string{"aaaaaaaaaaaaaaaa"}}}, t0.Add(time.Second))
+	if nodes[0].Jobs != 1 || nodes[0].Load != 1 {
+		t.Fatalf("one placement listed by its node: %+v; want the other only", nodes[0])
+	}
+	nodes = []placement.Node{{Name: "a"}}
+	r.adjust(nodes, nil, t0.Add(recentWindow+time.Second))
+	if nodes[0].Jobs != 0 || nodes[0].Load != 0 {
+		t.Fatalf("placements counted past the window: %+v", nodes[0])
+	}
+	r.add(placedJob{token: "cccccccccccccccc", node: "a", at: t0.Add(recentWindow + time.Second)})
 	if len(r.list) != 1 {
-		t.Fatalf("old placement kept: %+v", r.list)
+		t.Fatalf("old placements kept: %+v", r.list)
+	}
+}
+
+func TestPlacementToken(t *testing.T) {
+	tok := newPlacementToken()
+	if !validPlacementToken(tok) || tok == newPlacementToken() {
+		t.Fatalf("token %q", tok)
+	}
+	for _, bad := range []string{"", "x", "zzzzzzzzzzzzzzzz", tok + "0"} {
+		if validPlacementToken(bad) {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestServedPlacements(t *testing.T) {
+	var s servedPlacements
+	t0 := time.Now()
+	s.add("", t0) // a request that came with no placement
+	s.add("aaaaaaaaaaaaaaaa", t0)
+	s.add("bbbbbbbbbbbbbbbb", t0.Add(2*time.Second))
+	if got := s.tokens(t0.Add(time.Second)); len(got) != 2 {
+		t.Fatalf("tokens within the window: %v", got)
+	}
+	if got := s.tokens(t0.Add(recentWindow + time.Second)); len(got) != 1 || got[0] != "bbbbbbbbbbbbbbbb" {
+		t.Fatalf("tokens after the first left the window: %v", got)
 	}
 }

@@ -112,10 +112,17 @@ func (a *Agent) measure() pidtable.NodeStatus {
 		}
 		st.Procs[j.gpid] = ps
 		st.Load += ps.CPU / 100
+		if !j.placed.IsZero() && now.Sub(j.placed) < recentWindow {
+			// New: counts at least at its expected load (recent.go).
+			st.Expected += max(expectedLoad(j.cpus)-ps.CPU/100, 0)
+		}
 		st.Demand += ps.Demand
 		st.ReservedCPUs += j.cpus
 		st.ReservedMemory += j.memory
 	}
+	// After the jobs: a token listed here must have its job counted above
+	// (or the job has ended already).
+	st.Placements = a.served.tokens(now)
 	return st
 }
 

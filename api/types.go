@@ -1,6 +1,8 @@
 package api
 
 import (
+	"time"
+
 	"github.com/ssi-cluster/ssi/pidtable"
 )
 
@@ -83,6 +85,8 @@ type NodeInfo struct {
 	Jobs           int     `json:"jobs"`
 	ReservedCPUs   float64 `json:"reserved_cpus"`
 	ReservedMemory int64   `json:"reserved_memory"`
+	// Updated is when the node measured these figures (once a second).
+	Updated time.Time `json:"updated,omitzero"`
 }
 
 // ExitStatusOf derives the exit status of an ended record.

@@ -12,11 +12,14 @@ import (
 // agent counts its own placements that the nodes' figures do not show yet.
 func TestLeastLoadedBurst(t *testing.T) {
 	c := need(t)
-	// From a level start: no node busy with an earlier test's jobs.
+	// From a level start: no node busy with an earlier test's jobs, and every
+	// node's figures measured after those tests placed their last job (until
+	// then the entry agent still counts those placements: recent.go).
+	start := time.Now()
 	eventually(t, 30*time.Second, "idle nodes", func() error {
 		for name, n := range c.nodes(t) {
-			if !n.Ready || n.Jobs > 0 || n.Load > 0.2 {
-				return fmt.Errorf("%s: ready %v, %d jobs, load %.2f", name, n.Ready, n.Jobs, n.Load)
+			if !n.Ready || n.Jobs > 0 || n.Load > 0.2 || !n.Updated.After(start) {
+				return fmt.Errorf("%s: ready %v, %d jobs, load %.2f, measured %v", name, n.Ready, n.Jobs, n.Load, n.Updated)
 			}
 		}
 		return nil

@@ -22,6 +22,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/ssi-cluster/ssi/api"
 	"github.com/ssi-cluster/ssi/pidtable"
 	"github.com/ssi-cluster/ssi/pki"
 )
@@ -192,12 +193,6 @@ func TestUsersIsolated(t *testing.T) {
 	}
 	if r := run(cfg2, uid2, gid2, "user", "add", "ssitest2", "--admin", "--out", filepath.Join(c.tmp, "users", "escalate.json")); r.code != 1 || !strings.Contains(r.stderr, "ssi user add is an admin action") {
 		t.Errorf("ssitest2 user add --admin: %v", r)
-	}
-	// Checkpoints. A job that does not run as root cannot be dumped yet (a
-	// CRIU limit, docs/ARCHITECTURE.md): its owner is told so, clearly, and
-	// the job runs on.
-	if r := run(cfg1, uid1, gid1, "checkpoint", "--leave-running", g); r.code != 1 || !strings.Contains(r.stderr, "can checkpoint and migrate only jobs that run as root") {
-		t.Fatalf("ssitest1 checkpoint of its job: %v", r)
 	}
 	// An admin's checkpoint: ssitest2 neither sees, restores nor removes it.
 	ck := "e2e-sec-" + g
@@ -632,5 +627,96 @@ func TestReplayedPrepare(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(c.Nodes[2].DataDir, "jobs", strconv.FormatUint(gpid, 10))); err == nil {
 		t.Error("a refused prepare created the job's directory on node3")
+	}
+}
+
+// TestUserJobMigrates: a job that runs as a non-root user is migrated (stop
+// and copy, then post-copy), checkpointed and restored under a new gpid, each
+// by its owner. It carries on from where it was (one unbroken tick sequence,
+// same memory digest) and still runs as its user on every node; a file it
+// writes after the moves is its user's.
+func TestUserJobMigrates(t *testing.T) {
+	c := need(t)
+	uid, gid := ensureUser(t, "ssitest1")
+	cfg := c.userConfig(t, "ssitest1", uid, gid)
+	run := func(args ...string) result {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		return runCmd(t, c.as(ctx, cfg, uid, gid, args...))
+	}
+	dir := t.TempDir()
+	if err := os.Chown(dir, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	_ = os.Chmod(filepath.Dir(dir), 0o755)
+	r := run("run", "-d", "--node", "node1", "--workdir", dir, "--", "python3", counterPath(t), "8", "0.05", "100000")
+	gpid, err := strconv.ParseUint(strings.TrimSpace(r.stdout), 10, 64)
+	if r.code != 0 || err != nil {
+		t.Fatalf("ssitest1 run -d: %v", r)
+	}
+	defer c.kill(t, gpid)
+	g := strconv.FormatUint(gpid, 10)
+	c.waitTicks(t, gpid, 5)
+
+	// runsAs checks the job's process on the host: its node and its uid.
+	runsAs := func(gpid uint64, node string) {
+		t.Helper()
+		p := c.proc(t, gpid)
+		if p.State != "running" || p.Node != node || p.User != "ssitest1" || p.PID == 0 {
+			t.Fatalf("gpid %d: %+v; want running on %s as ssitest1", gpid, p.Proc, node)
+		}
+		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.PID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := fmt.Sprintf("Uid:\t%d\t%d\t%d\t%d", uid, uid, uid, uid); !strings.Contains(string(status), want) {
+			t.Fatalf("gpid %d on %s: /proc/%d/status does not show uid %d:\n%s", gpid, node, p.PID, uid, status)
+		}
+	}
+	for _, step := range []struct {
+		node string
+		args []string
+	}{
+		{"node2", []string{"migrate", g, "node2"}},
+		{"node3", []string{"migrate", "--postcopy", g, "node3"}},
+	} {
+		at := c.lastTickOf(t, gpid)
+		if r := run(step.args...); r.code != 0 {
+			t.Fatalf("ssitest1 %v: %v", step.args, r)
+		}
+		runsAs(gpid, step.node)
+		c.waitTicks(t, gpid, at+5)
+	}
+
+	// A checkpoint of the running job, restored beside it under a new gpid.
+	ck := "e2e-user-" + g
+	if r := run("checkpoint", "--leave-running", "--name", ck, g); r.code != 0 {
+		t.Fatalf("ssitest1 checkpoint --leave-running: %v", r)
+	}
+	defer run("checkpoints", "rm", ck)
+	r = run("restore", "--as-new", "--node", "node1", "-o", "json", ck)
+	var restored api.CheckpointRestoreResult
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &restored) != nil || restored.GPID == 0 {
+		t.Fatalf("ssitest1 restore --as-new: %v", r)
+	}
+	defer c.kill(t, restored.GPID)
+	runsAs(restored.GPID, "node1")
+	c.waitTicks(t, restored.GPID, c.lastTickOf(t, gpid))
+	runsAs(gpid, "node3")
+
+	// Output unbroken across both moves, same memory all along.
+	if n := checkTicks(t, c.ok(t, "logs", g)); n < 15 {
+		t.Fatalf("only %d ticks", n)
+	}
+	// What it writes now is its user's.
+	if r := run("run", "--node", "node3", "--workdir", dir, "--", "sh", "-c", "echo x > after"); r.code != 0 {
+		t.Fatalf("ssitest1 run: %v", r)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "after"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); int(st.Uid) != uid {
+		t.Fatalf("file written by ssitest1's job is owned by uid %d", st.Uid)
 	}
 }

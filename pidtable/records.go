@@ -134,6 +134,14 @@ type NodeStatus struct {
 	ReservedMemory int64   `json:"reserved_memory"`
 	// Procs holds live per-job figures keyed by gpid.
 	Procs map[uint64]ProcStats `json:"procs,omitempty"`
+	// Expected is the load, in cores, the node's newly placed jobs (started
+	// less than a few seconds ago) are expected to add to Load: each counts at
+	// its CPU request, one core at least, until it is measured. Placement
+	// compares Load+Expected.
+	Expected float64 `json:"expected,omitempty"`
+	// Placements are the placement tokens of those new jobs: the agent that
+	// placed one counts it itself until the node lists its token here.
+	Placements []string `json:"placements,omitempty"`
 }
 
 // ProcStats are live figures of one job, measured by its owner agent.

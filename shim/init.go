@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -28,11 +30,19 @@ func RunInit(args []string) int {
 	fl := flag.NewFlagSet("ssi init", flag.ContinueOnError)
 	node := fl.String("node", "", "node name, for messages")
 	_ = fl.Uint64("gpid", 0, "gpid, for ps on the host")
+	uid := fl.Int("uid", 0, "user the command runs as")
+	gid := fl.Int("gid", 0, "group the command runs as")
+	groupList := fl.String("groups", "", "supplementary groups of the command, comma-separated")
 	if err := fl.Parse(args); err != nil || fl.NArg() == 0 {
-		fmt.Fprintln(os.Stderr, "ssi init: internal command, started by ssi shim: ssi init --node NODE -- CMD [ARGS...]")
+		fmt.Fprintln(os.Stderr, "ssi init: internal command, started by ssi shim: ssi init --node NODE [--uid N --gid N --groups G,...] -- CMD [ARGS...]")
 		return 2
 	}
 	argv := fl.Args()
+	cred, err := credential(*uid, *gid, *groupList)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "ssi init: %v\n", err)
+		return 2
+	}
 	// The sync socket must not leak into the job.
 	unix.CloseOnExec(syncFD)
 	// Belt and braces with the shim: nothing above the sync fd reaches the job.
@@ -52,13 +62,27 @@ func RunInit(args []string) int {
 	signal.Notify(sigs, forwarded...)
 	chld := make(chan os.Signal, 1)
 	signal.Notify(chld, syscall.SIGCHLD)
+	// init runs as root (see startInit); the command as the job's user. Go's
+	// fork switches credentials before it changes directory, so a working
+	// directory the user may not enter fails here, as it would for the user.
+	wd, err := os.Getwd()
+	if err != nil {
+		unix.Close(syncFD)
+		fmt.Fprintf(os.Stderr, "ssi: %s: working directory on node %s: %v\n", argv[0], *node, err)
+		return 126
+	}
 	pid, err := syscall.ForkExec(path, argv, &syscall.ProcAttr{
+		Dir:   wd,
 		Env:   os.Environ(),
 		Files: []uintptr{0, 1, 2},
-		Sys:   &syscall.SysProcAttr{Setpgid: true},
+		Sys:   &syscall.SysProcAttr{Setpgid: true, Credential: cred},
 	})
 	if err != nil {
 		unix.Close(syncFD)
+		if errors.Is(err, unix.EACCES) && cred.Uid != 0 {
+			fmt.Fprintf(os.Stderr, "ssi: %s: cannot execute on node %s as uid %d: permission denied (to the command, or to the working directory %s)\n", argv[0], *node, cred.Uid, wd)
+			return 126
+		}
 		return notRunnable(argv[0], *node, err)
 	}
 	_, _ = unix.Write(syncFD, []byte{'s'})
@@ -88,6 +112,25 @@ func RunInit(args []string) int {
 			}
 		}
 	}
+}
+
+// credential parses init's --uid, --gid and --groups.
+func credential(uid, gid int, groups string) (*syscall.Credential, error) {
+	if uid < 0 || gid < 0 {
+		return nil, fmt.Errorf("--uid %d --gid %d: must not be negative", uid, gid)
+	}
+	c := &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}
+	if groups == "" {
+		return c, nil
+	}
+	for _, g := range strings.Split(groups, ",") {
+		n, err := strconv.ParseUint(g, 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("--groups %q: %q is not a group id", groups, g)
+		}
+		c.Groups = append(c.Groups, uint32(n))
+	}
+	return c, nil
 }
 
 // notRunnable reports a command that cannot be executed, with a shell's codes.

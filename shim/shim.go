@@ -241,8 +241,17 @@ type initProc struct {
 	sync           *os.File
 }
 
-// startInit clones `ssi init` into the job's namespaces, as the job's user, held
-// before running anything until release.
+// startInit clones `ssi init` into the job's namespaces, held before running
+// anything until release.
+//
+// init itself stays root; it starts the command as the job's user (uid, gid,
+// groups). CRIU needs that: dumping a task in a PID namespace of its own, its
+// parasite code, running inside the namespace's PID 1 with that task's
+// credentials, mounts a /proc for the namespace (cr-dump: parasite_get_proc_fd),
+// which only a privileged task may do. With init running as the job's user, no
+// job but root's could be checkpointed or migrated ("can't dump unprivileged
+// task whose /proc doesn't belong to it"). init is ssi's own small program; the
+// job's processes cannot signal or trace it (another uid, not dumpable).
 func startInit(exe string, spec Spec) (*initProc, error) {
 	outR, outW, errR, errW, err := outputPipes()
 	if err != nil {
@@ -258,13 +267,15 @@ func startInit(exe string, spec Spec) (*initProc, error) {
 		return nil, fmt.Errorf("shim: open %s: %w", os.DevNull, err)
 	}
 	defer devnull.Close()
-	groups := make([]uint32, len(spec.Groups))
+	groups := make([]string, len(spec.Groups))
 	for i, g := range spec.Groups {
-		groups[i] = uint32(g)
+		groups[i] = strconv.Itoa(g)
 	}
+	args := []string{"ssi-shim", "init", "--node", spec.Node, "--gpid", strconv.FormatUint(spec.GPID, 10),
+		"--uid", strconv.Itoa(spec.UID), "--gid", strconv.Itoa(spec.GID), "--groups", strings.Join(groups, ","), "--"}
 	cmd := &exec.Cmd{
 		Path:       exe,
-		Args:       append([]string{"ssi-shim", "init", "--node", spec.Node, "--gpid", strconv.FormatUint(spec.GPID, 10), "--"}, spec.Argv...),
+		Args:       append(args, spec.Argv...),
 		Env:        spec.Env,
 		Dir:        spec.Workdir,
 		Stdin:      devnull,
@@ -274,7 +285,6 @@ func startInit(exe string, spec Spec) (*initProc, error) {
 		SysProcAttr: &syscall.SysProcAttr{
 			Cloneflags: isolate.JobNamespaces,
 			Setsid:     true,
-			Credential: &syscall.Credential{Uid: uint32(spec.UID), Gid: uint32(spec.GID), Groups: groups},
 		},
 	}
 	err = cmd.Start()
@@ -285,7 +295,7 @@ func startInit(exe string, spec Spec) (*initProc, error) {
 		outR.Close()
 		errR.Close()
 		mine.Close()
-		return nil, fmt.Errorf("shim: start job as uid %d in %s: %w", spec.UID, spec.Workdir, err)
+		return nil, fmt.Errorf("shim: start job init in %s: %w", spec.Workdir, err)
 	}
 	return &initProc{cmd: cmd, stdout: outR, stderr: errR, sync: mine}, nil
 }
