@@ -168,14 +168,14 @@ func (a *Agent) servesHere(w http.ResponseWriter, r *http.Request, pr api.RunReq
 	if !validPlacementToken(token) {
 		token = "" // only for accounting: an odd one is dropped, not refused
 	}
-	target, err := a.place(r.Context(), pr)
+	target, instance, err := a.place(r.Context(), pr)
 	if err != nil {
 		a.writeError(w, r, err)
 		return "", false
 	}
 	if placed == "" {
 		token = newPlacementToken()
-		a.recent.add(placedJob{token: token, node: target, at: time.Now(), cpus: pr.CPUs, memory: pr.Memory})
+		a.recent.add(placedJob{token: token, node: target, instance: instance, at: time.Now(), cpus: pr.CPUs, memory: pr.Memory})
 	}
 	if target == a.cfg.Name {
 		return token, true
@@ -188,11 +188,12 @@ func (a *Agent) servesHere(w http.ResponseWriter, r *http.Request, pr api.RunReq
 	return "", false
 }
 
-// place runs the placement policy over a fresh snapshot.
-func (a *Agent) place(ctx context.Context, req api.RunRequest) (string, error) {
+// place runs the placement policy over a fresh snapshot. It returns the
+// chosen node and the instance of its agent that published the figures used.
+func (a *Agent) place(ctx context.Context, req api.RunRequest) (string, string, error) {
 	snap, err := a.store.NodesSnapshot(ctx)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	nodes := make([]placement.Node, 0, len(snap.Nodes))
 	for _, n := range snap.Nodes {
@@ -217,15 +218,15 @@ func (a *Agent) place(ctx context.Context, req api.RunRequest) (string, error) {
 			// job landed where it did.
 			a.log.Info("placed", "on", name, "policy", policy, "nodes", describeNodes(nodes))
 		}
-		return name, nil
+		return name, snap.Status[name].Instance, nil
 	case errors.Is(err, placement.ErrUnknownNode):
-		return "", api.Errorf(api.CodeNotFound, "%v", err)
+		return "", "", api.Errorf(api.CodeNotFound, "%v", err)
 	case errors.Is(err, placement.ErrNotReady):
-		return "", api.Errorf(api.CodeNotReady, "%v", err)
+		return "", "", api.Errorf(api.CodeNotReady, "%v", err)
 	case errors.Is(err, placement.ErrUnknownPolicy):
-		return "", api.Errorf(api.CodeBadRequest, "--placement: %v", err)
+		return "", "", api.Errorf(api.CodeBadRequest, "--placement: %v", err)
 	default:
-		return "", api.Errorf(api.CodeConflict, "%v", err)
+		return "", "", api.Errorf(api.CodeConflict, "%v", err)
 	}
 }
 

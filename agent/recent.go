@@ -29,8 +29,10 @@ import (
 //     start, or has already ended.
 //   - The placing agent. Each placement gets a token, which travels to the
 //     node with the redirect (?placement=); the placing agent counts the job
-//     itself, one job and one core, until the node's figures list the token,
-//     for recentWindow at most (a client that never followed the redirect).
+//     itself, one job and one core, until the node's figures list the token
+//     or come from another instance of its agent (restarted: it lists only
+//     what it served itself, and measures the rest), for recentWindow at most
+//     (a client that never followed the redirect).
 //
 // Counting by time alone either dropped a job between its placement and the
 // node's next figures, or counted it twice once they showed it; and counting
@@ -63,11 +65,13 @@ func validPlacementToken(s string) bool {
 
 // placedJob is one placement decision of this agent.
 type placedJob struct {
-	token  string
-	node   string
-	at     time.Time
-	cpus   float64
-	memory int64
+	token string
+	node  string
+	// instance is the node's agent instance whose figures the placement saw.
+	instance string
+	at       time.Time
+	cpus     float64
+	memory   int64
 }
 
 // recentPlacements remembers this agent's placements of the last few seconds.
@@ -100,8 +104,12 @@ func (r *recentPlacements) adjust(nodes []placement.Node, status map[string]pidt
 	}
 	for _, p := range r.list {
 		i, ok := idx[p.node]
-		if !ok || now.Sub(p.at) > recentWindow || slices.Contains(status[p.node].Placements, p.token) {
+		st, published := status[p.node]
+		switch {
+		case !ok, now.Sub(p.at) > recentWindow:
 			continue
+		case published && (st.Instance != p.instance || slices.Contains(st.Placements, p.token)):
+			continue // counted by the node itself, or by a restarted agent's measures
 		}
 		n := &nodes[i]
 		n.Jobs++

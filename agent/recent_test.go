@@ -66,6 +66,13 @@ func TestRecentPlacementsCountOnce(t *testing.T) {
 	if nodes[0].Jobs != 1 || nodes[0].Load != 1 {
 		t.Fatalf("one placement listed by its node: %+v; want the other only", nodes[0])
 	}
+	// a's agent restarted: the new one measures what it adopted, and counts
+	// none of the old one's placements.
+	nodes = []placement.Node{{Name: "a"}}
+	r.adjust(nodes, map[string]pidtable.NodeStatus{"a": {Instance: "restarted"}}, t0.Add(time.Second))
+	if nodes[0].Jobs != 0 || nodes[0].Load != 0 {
+		t.Fatalf("placements counted against a restarted agent's figures: %+v", nodes[0])
+	}
 	nodes = []placement.Node{{Name: "a"}}
 	r.adjust(nodes, nil, t0.Add(recentWindow+time.Second))
 	if nodes[0].Jobs != 0 || nodes[0].Load != 0 {

@@ -58,6 +58,10 @@ func (a *Agent) statusLoop(ctx context.Context) {
 // there is no interval yet. (cgroup v1 cpu.stat nr_throttled counts only quota
 // throttling, not contention.)
 func (a *Agent) measure() pidtable.NodeStatus {
+	// Tokens before jobs: a placement is served (its token added) only after
+	// its job joined a.jobs, so every token listed has its job counted below,
+	// unless that job has ended already.
+	served := a.served.tokens(time.Now())
 	a.mu.Lock()
 	jobs := make([]*job, 0, len(a.jobs))
 	for _, j := range a.jobs {
@@ -120,9 +124,7 @@ func (a *Agent) measure() pidtable.NodeStatus {
 		st.ReservedCPUs += j.cpus
 		st.ReservedMemory += j.memory
 	}
-	// After the jobs: a token listed here must have its job counted above
-	// (or the job has ended already).
-	st.Placements = a.served.tokens(now)
+	st.Placements = served
 	return st
 }
 

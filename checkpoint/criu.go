@@ -405,3 +405,21 @@ func IsUnprivilegedProc(err error) bool {
 	}
 	return false
 }
+
+// IsForeignRlimit reports whether err is a dump that failed because CRIU may
+// not read the resource limits of a task of another user: prlimit() on such
+// a task needs CAP_SYS_RESOURCE, which root lacks on some machines (sandboxed
+// VMs, containers). The CRIU that hack/install-criu.sh builds reads them from
+// /proc/PID/limits instead (hack/criu-patches).
+func IsForeignRlimit(err error) bool {
+	var ce *CRIUError
+	if !errors.As(err, &ce) {
+		return false
+	}
+	for _, l := range ce.Lines {
+		if strings.Contains(l, "Can't get rlimit") && strings.Contains(l, "Operation not permitted") {
+			return true
+		}
+	}
+	return false
+}
