@@ -12,6 +12,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	vns "github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Dir is where named network namespaces are bound.
@@ -48,7 +49,9 @@ func DeleteLink(name string) error {
 		}
 		return fmt.Errorf("netns: find link %s: %w", name, err)
 	}
-	if err := netlink.LinkDel(link); err != nil {
+	// ENODEV: gone meanwhile, as the host end of a veth pair goes when the
+	// namespace that holds its peer is deleted.
+	if err := netlink.LinkDel(link); err != nil && !errors.Is(err, unix.ENODEV) {
 		return fmt.Errorf("netns: delete link %s: %w", name, err)
 	}
 	return nil
