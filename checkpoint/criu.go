@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -374,16 +375,19 @@ func logErrors(path string) ([]string, int) {
 // job's does. Retrying the dump succeeds once the other dump is past that
 // point (a few milliseconds).
 func IsProcDirCollision(err error) bool {
+	return anyErrorLine(err, func(l string) bool {
+		return strings.Contains(l, "parasite.c") && strings.Contains(l, "Can't create a directory (-17)")
+	})
+}
+
+// anyErrorLine reports whether err is a CRIUError with an error line that
+// matches.
+func anyErrorLine(err error, match func(line string) bool) bool {
 	var ce *CRIUError
 	if !errors.As(err, &ce) {
 		return false
 	}
-	for _, l := range ce.Lines {
-		if strings.Contains(l, "parasite.c") && strings.Contains(l, "Can't create a directory (-17)") {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(ce.Lines, match)
 }
 
 // IsUnprivilegedProc reports whether err is a dump that failed because the
@@ -393,17 +397,10 @@ func IsProcDirCollision(err error) bool {
 // unprivileged task may not (EPERM), or cannot even create the directory for
 // (EACCES, EROFS).
 func IsUnprivilegedProc(err error) bool {
-	var ce *CRIUError
-	if !errors.As(err, &ce) {
-		return false
-	}
-	for _, l := range ce.Lines {
-		if strings.Contains(l, "parasite.c") && (strings.Contains(l, "can't dump unprivileged task whose /proc doesn't belong to it") ||
-			strings.Contains(l, "Can't create a directory (-13)") || strings.Contains(l, "Can't create a directory (-30)")) {
-			return true
-		}
-	}
-	return false
+	return anyErrorLine(err, func(l string) bool {
+		return strings.Contains(l, "parasite.c") && (strings.Contains(l, "can't dump unprivileged task whose /proc doesn't belong to it") ||
+			strings.Contains(l, "Can't create a directory (-13)") || strings.Contains(l, "Can't create a directory (-30)"))
+	})
 }
 
 // IsForeignRlimit reports whether err is a dump that failed because CRIU may
@@ -412,14 +409,7 @@ func IsUnprivilegedProc(err error) bool {
 // VMs, containers). The CRIU that hack/install-criu.sh builds reads them from
 // /proc/PID/limits instead (hack/criu-patches).
 func IsForeignRlimit(err error) bool {
-	var ce *CRIUError
-	if !errors.As(err, &ce) {
-		return false
-	}
-	for _, l := range ce.Lines {
-		if strings.Contains(l, "Can't get rlimit") && strings.Contains(l, "Operation not permitted") {
-			return true
-		}
-	}
-	return false
+	return anyErrorLine(err, func(l string) bool {
+		return strings.Contains(l, "Can't get rlimit") && strings.Contains(l, "Operation not permitted")
+	})
 }
