@@ -126,6 +126,16 @@ func runMain(m *testing.M) int {
 	return code
 }
 
+// timingSlack scales the few assertions on how fast the cluster reacts: 2
+// with agents built with the race detector (SSI_E2E_RACE=1), whose embedded
+// etcd runs several times slower, else 1.
+func timingSlack() time.Duration {
+	if os.Getenv("SSI_E2E_RACE") == "1" {
+		return 2
+	}
+	return 1
+}
+
 func need(t *testing.T) *testCluster {
 	t.Helper()
 	if cluster == nil {

@@ -92,22 +92,17 @@ func TestMigrationPartition(t *testing.T) {
 }
 
 func runPartition(t *testing.T, c *testCluster, hold, phase string) {
-	gpid, _, mig, out, errb := c.heldMigration(t, hold+"=sleep(3s)", 0)
+	gate := filepath.Join(t.TempDir(), "gate")
+	gpid, _, mig, out, errb := c.heldMigration(t, hold+"=wait("+gate+")", 0)
 	start := time.Now()
-	// Wait until the source holds at the failpoint: the record shows the
-	// phase (or, after the commit, the new owner), then cut.
-	eventually(t, 20*time.Second, "migration at "+hold, func() error {
-		p := c.proc(t, gpid)
-		switch {
-		case phase == "" && p.Node == "node2":
-			return nil
-		case phase != "" && p.Migration != nil && p.Migration.Phase == phase:
-			return nil
-		}
-		return fmt.Errorf("record: %s on %s, migration %+v", p.State, p.Node, p.Migration)
-	})
-	time.Sleep(300 * time.Millisecond) // the step's call has returned; the source sleeps
+	// The source holds at the failpoint (the step's call has returned): cut,
+	// then let it go on into the cut network.
+	waitGate(t, gate, hold)
+	if p := c.proc(t, gpid); phase != "" && (p.Migration == nil || p.Migration.Phase != phase) || phase == "" && p.Node != "node2" {
+		t.Fatalf("held at %s, the record says %s on %s, migration %+v", hold, p.State, p.Node, p.Migration)
+	}
 	heal := c.partition(t, "node3", "node2")
+	openGate(t, gate)
 	err := mig.Wait()
 	took := time.Since(start)
 	heal()
@@ -137,14 +132,9 @@ func runPartition(t *testing.T, c *testCluster, hold, phase string) {
 // lost or left behind.
 func TestMigrationEtcdOutage(t *testing.T) {
 	c := need(t)
-	gpid, g, mig, out, errb := c.heldMigration(t, "migrate/source/after-transfer=sleep(2s)", 1)
-	eventually(t, 20*time.Second, "migration past transfer", func() error {
-		if p := c.proc(t, gpid); p.Migration == nil || p.Migration.Phase != "transfer" {
-			return fmt.Errorf("record: %s, migration %+v", p.State, p.Migration)
-		}
-		return nil
-	})
-	time.Sleep(300 * time.Millisecond)
+	gate := filepath.Join(t.TempDir(), "gate")
+	gpid, g, mig, out, errb := c.heldMigration(t, "migrate/source/after-transfer=wait("+gate+")", 1)
+	waitGate(t, gate, "migrate/source/after-transfer")
 	c.stopAgent(t, "node1", syscall.SIGKILL) // etcd with it
 	restarted := false
 	defer func() {
@@ -152,6 +142,7 @@ func TestMigrationEtcdOutage(t *testing.T) {
 			c.startAgent(t, "node1")
 		}
 	}()
+	openGate(t, gate)
 	err := mig.Wait()
 	t.Logf("migrate during an etcd outage: %v, stdout %q, stderr %q", err, out.String(), errb.String())
 	if err == nil {
@@ -191,6 +182,23 @@ func TestMigrationEtcdOutage(t *testing.T) {
 			}
 			return nil
 		})
+	}
+}
+
+// waitGate waits until a process reached the failpoint wait(gate).
+func waitGate(t *testing.T, gate, point string) {
+	t.Helper()
+	eventually(t, 30*time.Second, "held at "+point, func() error {
+		_, err := os.Stat(gate + ".reached")
+		return err
+	})
+}
+
+// openGate lets the process held at wait(gate) go on.
+func openGate(t *testing.T, gate string) {
+	t.Helper()
+	if err := os.WriteFile(gate, nil, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -11,6 +11,10 @@
 //	            deferred functions run, nothing is cleaned up)
 //	error       Hit returns an error, as if the step had failed
 //	sleep(DUR)  Hit sleeps DUR (a time.ParseDuration string), then returns nil
+//	wait(PATH)  Hit creates PATH.reached, then blocks until the file PATH
+//	            exists (at most 5 minutes) and returns nil: a test learns
+//	            that the process holds there, acts (cuts the network, kills
+//	            etcd), then lets it go on, with no timing window to miss
 //
 // The e2e tests restart agents with SSI_FAILPOINTS set to crash them between
 // every two steps of a migration, and check the migration invariant afterwards.

@@ -4,6 +4,7 @@ package failpoint
 
 import (
 	"errors"
+	"os"
 	"testing"
 	"time"
 )
@@ -22,5 +23,29 @@ func TestHit(t *testing.T) {
 	}
 	if err := Hit("d"); err != nil {
 		t.Fatalf("unlisted point: %v", err)
+	}
+}
+
+func TestWait(t *testing.T) {
+	gate := t.TempDir() + "/gate"
+	t.Setenv("SSI_FAILPOINTS", "w=wait("+gate+")")
+	done := make(chan error, 1)
+	go func() { done <- Hit("w") }()
+	for {
+		if _, err := os.Stat(gate + ".reached"); err == nil {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("returned before the gate opened: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	if err := os.WriteFile(gate, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

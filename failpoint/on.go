@@ -32,6 +32,8 @@ func Hit(name string) error {
 			os.Exit(ExitCode)
 		case action == "error":
 			return fmt.Errorf("%w at %s", ErrInjected, name)
+		case strings.HasPrefix(action, "wait(") && strings.HasSuffix(action, ")"):
+			return wait(name, strings.TrimSuffix(strings.TrimPrefix(action, "wait("), ")"))
 		case strings.HasPrefix(action, "sleep(") && strings.HasSuffix(action, ")"):
 			d, err := time.ParseDuration(strings.TrimSuffix(strings.TrimPrefix(action, "sleep("), ")"))
 			if err != nil {
@@ -43,4 +45,22 @@ func Hit(name string) error {
 		}
 	}
 	return nil
+}
+
+// waitLimit bounds a wait action: a test that never opens the gate does not
+// hold the process for good.
+const waitLimit = 5 * time.Minute
+
+// wait announces that name was reached (creates gate+".reached") and blocks
+// until the file gate exists.
+func wait(name, gate string) error {
+	if err := os.WriteFile(gate+".reached", nil, 0o600); err != nil {
+		return fmt.Errorf("failpoint %s: %w", name, err)
+	}
+	for deadline := time.Now().Add(waitLimit); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(gate); err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("failpoint %s: %s not created within %s", name, gate, waitLimit)
 }
