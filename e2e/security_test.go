@@ -649,7 +649,16 @@ func TestUserJobMigrates(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = os.Chmod(filepath.Dir(dir), 0o755)
-	r := run("run", "-d", "--node", "node1", "--workdir", dir, "--", "python3", counterPath(t), "8", "0.05", "100000")
+	// The user may not be able to read the repository (a clone under /root):
+	// the job runs its own copy of counter.py.
+	prog, err := os.ReadFile(counterPath(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "counter.py"), prog, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := run("run", "-d", "--node", "node1", "--workdir", dir, "--", "python3", "counter.py", "8", "0.05", "100000")
 	gpid, err := strconv.ParseUint(strings.TrimSpace(r.stdout), 10, 64)
 	if r.code != 0 || err != nil {
 		t.Fatalf("ssitest1 run -d: %v", r)
