@@ -62,7 +62,7 @@ type Agent struct {
 	// recent are this agent's placements not yet in the nodes' figures.
 	recent recentPlacements
 	// served are the placements this node served (recent.go).
-	served servedPlacements
+	served recentPlacements
 	// cpu is this machine's CPU feature flags (migration prepare, checkpoints).
 	cpu cpuInfo
 

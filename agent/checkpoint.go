@@ -396,7 +396,7 @@ func (a *Agent) handleCheckpointRestore(w http.ResponseWriter, r *http.Request) 
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), checkpointTimeout)
 	defer cancel()
 	res, err := a.restoreCheckpoint(ctx, c, req.AsNew)
-	a.served.add(token, time.Now()) // the job is counted here now, or gone
+	a.served.add(placedJob{token: token, at: time.Now()}) // the job is counted here now, or gone
 	if err != nil {
 		a.writeError(w, r, err)
 		return

@@ -144,7 +144,7 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resp, err := a.spawn(r.Context(), req, who)
-	a.served.add(token, time.Now()) // the job is counted here now, or gone
+	a.served.add(placedJob{token: token, at: time.Now()}) // the job is counted here now, or gone
 	if err != nil {
 		a.writeError(w, r, err)
 		return

@@ -63,7 +63,7 @@ func validPlacementToken(s string) bool {
 	return err == nil
 }
 
-// placedJob is one placement decision of this agent.
+// placedJob is one placement decision (of this agent, or served here).
 type placedJob struct {
 	token string
 	node  string
@@ -74,14 +74,20 @@ type placedJob struct {
 	memory   int64
 }
 
-// recentPlacements remembers this agent's placements of the last few seconds.
+// recentPlacements remembers placements of the last few seconds: those this
+// agent made (Agent.recent) and those it served (Agent.served, token and time
+// only).
 type recentPlacements struct {
 	mu   sync.Mutex
 	list []placedJob
 }
 
-// add records a placement at p.at.
+// add records a placement at p.at; one without a token (a request that was
+// not placed by an agent) is not recorded.
 func (r *recentPlacements) add(p placedJob) {
+	if p.token == "" {
+		return
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	cut := 0
@@ -123,33 +129,12 @@ func (r *recentPlacements) adjust(nodes []placement.Node, status map[string]pidt
 // it is measured: its request, one core at least.
 func expectedLoad(cpus float64) float64 { return max(cpus, 1) }
 
-// servedPlacements are the tokens of the placements this node served (a job
-// started, or failed to start, from each) in the last recentWindow.
-type servedPlacements struct {
-	mu   sync.Mutex
-	list []placedJob // token and at only
-}
-
-// add records that the placement token was served at.
-func (s *servedPlacements) add(token string, at time.Time) {
-	if token == "" {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	cut := 0
-	for cut < len(s.list) && at.Sub(s.list[cut].at) > recentWindow {
-		cut++
-	}
-	s.list = append(s.list[cut:], placedJob{token: token, at: at})
-}
-
-// tokens returns the tokens served in the recentWindow before now.
-func (s *servedPlacements) tokens(now time.Time) []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// tokens returns the tokens of the placements of the recentWindow before now.
+func (r *recentPlacements) tokens(now time.Time) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	var out []string
-	for _, p := range s.list {
+	for _, p := range r.list {
 		if now.Sub(p.at) <= recentWindow {
 			out = append(out, p.token)
 		}

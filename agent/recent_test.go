@@ -97,11 +97,11 @@ func TestPlacementToken(t *testing.T) {
 }
 
 func TestServedPlacements(t *testing.T) {
-	var s servedPlacements
+	var s recentPlacements
 	t0 := time.Now()
-	s.add("", t0) // a request that came with no placement
-	s.add("aaaaaaaaaaaaaaaa", t0)
-	s.add("bbbbbbbbbbbbbbbb", t0.Add(2*time.Second))
+	s.add(placedJob{at: t0}) // a request that came with no placement
+	s.add(placedJob{token: "aaaaaaaaaaaaaaaa", at: t0})
+	s.add(placedJob{token: "bbbbbbbbbbbbbbbb", at: t0.Add(2 * time.Second)})
 	if got := s.tokens(t0.Add(time.Second)); len(got) != 2 {
 		t.Fatalf("tokens within the window: %v", got)
 	}
