@@ -1218,15 +1218,15 @@ func (a *Agent) dump(ctx context.Context, o checkpoint.DumpOpts, j *job) error {
 // started by an ssi before init stayed root (checkpoint.IsUnprivilegedProc,
 // shim.startInit).
 func explainDumpError(err error, j *job) error {
-	var spec shim.Spec
-	if checkpoint.IsForeignRlimit(err) {
-		_ = shim.ReadJSON(j.dir, shim.SpecFile, &spec)
-		return api.Errorf(api.CodeConflict, "gpid %d (uid %d): this node's CRIU may not read the resource limits of another user's task: root here lacks CAP_SYS_RESOURCE, and this CRIU is not the patched build of hack/install-criu.sh, which reads them from /proc/PID/limits. The job keeps running here; install CRIU with hack/install-criu.sh on every node (%v)", j.gpid, spec.UID, err)
-	}
-	if !checkpoint.IsUnprivilegedProc(err) {
+	rlimit := checkpoint.IsForeignRlimit(err)
+	if !rlimit && !checkpoint.IsUnprivilegedProc(err) {
 		return err
 	}
+	var spec shim.Spec
 	_ = shim.ReadJSON(j.dir, shim.SpecFile, &spec)
+	if rlimit {
+		return api.Errorf(api.CodeConflict, "gpid %d (uid %d): this node's CRIU may not read the resource limits of another user's task: root here lacks CAP_SYS_RESOURCE, and this CRIU is not the patched build of hack/install-criu.sh, which reads them from /proc/PID/limits. The job keeps running here; install CRIU with hack/install-criu.sh on every node (%v)", j.gpid, spec.UID, err)
+	}
 	return api.Errorf(api.CodeConflict, "gpid %d (uid %d) was started by an older ssi whose job init runs as the job's user, and CRIU cannot dump such a job: its parasite must mount a /proc for the job's PID namespace, which a non-root task may not do. The job keeps running here; jobs started by this version can be checkpointed and migrated, so restart it to make it movable (%v)", j.gpid, spec.UID, err)
 }
 
