@@ -395,7 +395,7 @@ func (a *Agent) handleCheckpointRestore(w http.ResponseWriter, r *http.Request) 
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), checkpointTimeout)
 	defer cancel()
-	res, err := a.restoreCheckpoint(ctx, c, req.AsNew)
+	res, err := a.restoreCheckpoint(ctx, c, req.AsNew, token)
 	a.served.add(placedJob{token: token, at: time.Now()}) // the job is counted here now, or gone
 	if err != nil {
 		a.writeError(w, r, err)
@@ -405,8 +405,9 @@ func (a *Agent) handleCheckpointRestore(w http.ResponseWriter, r *http.Request) 
 }
 
 // restoreCheckpoint brings checkpoint c back as a job running on this node:
-// under its own gpid (which must not be running anywhere) or, asNew, a new one.
-func (a *Agent) restoreCheckpoint(ctx context.Context, c pidtable.Checkpoint, asNew bool) (api.CheckpointRestoreResult, error) {
+// under its own gpid (which must not be running anywhere) or, asNew, a new one;
+// token is the placement it serves (recent.go).
+func (a *Agent) restoreCheckpoint(ctx context.Context, c pidtable.Checkpoint, asNew bool, token string) (api.CheckpointRestoreResult, error) {
 	start := time.Now()
 	res := api.CheckpointRestoreResult{Checkpoint: c.Name, Node: a.cfg.Name, From: c.Node}
 	if a.criuErr != nil {
@@ -578,7 +579,7 @@ func (a *Agent) restoreCheckpoint(ctx context.Context, c pidtable.Checkpoint, as
 		return fail(api.Errorf(api.CodeConflict, "node %s could not restore checkpoint %s: %v", a.cfg.Name, c.Name, err))
 	}
 	res.RestoreMS = float64(time.Since(t).Microseconds()) / 1000
-	j := &job{gpid: gpid, dir: dir, state: st, cgroup: cg, cpus: proc.CPUs, memory: proc.Memory, placed: time.Now(), done: make(chan struct{})}
+	j := &job{gpid: gpid, dir: dir, state: st, cgroup: cg, cpus: proc.CPUs, memory: proc.Memory, placed: time.Now(), token: token, done: make(chan struct{})}
 	cg = nil // the job's now: finish and the shim remove it
 	launched = j
 	a.mu.Lock()

@@ -143,7 +143,7 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	resp, err := a.spawn(r.Context(), req, who)
+	resp, err := a.spawn(r.Context(), req, who, token)
 	a.served.add(placedJob{token: token, at: time.Now()}) // the job is counted here now, or gone
 	if err != nil {
 		a.writeError(w, r, err)

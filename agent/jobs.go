@@ -42,6 +42,9 @@ type job struct {
 	// restore from a checkpoint); zero for jobs adopted after a restart or
 	// migrated in. See recent.go.
 	placed time.Time
+	// token is the placement token this node served the job under (empty
+	// when none): the node lists it with the job in the same figures.
+	token string
 	// lastCPU and lastCPUAt are the previous CPU sample, for the CPU rate;
 	// lastSched and lastAt the previous run+wait time of each of the job's
 	// threads, for its demand.
@@ -56,8 +59,9 @@ func (a *Agent) jobDir(gpid uint64) string {
 	return filepath.Join(a.jobsDir, strconv.FormatUint(gpid, 10))
 }
 
-// spawn starts req on this node and returns its gpid.
-func (a *Agent) spawn(ctx context.Context, req api.RunRequest, who caller) (api.RunResponse, error) {
+// spawn starts req on this node, placed under token (recent.go), and returns
+// its gpid.
+func (a *Agent) spawn(ctx context.Context, req api.RunRequest, who caller, token string) (api.RunResponse, error) {
 	if err := validateRun(req); err != nil {
 		return api.RunResponse{}, err
 	}
@@ -140,7 +144,7 @@ func (a *Agent) spawn(ctx context.Context, req api.RunRequest, who caller) (api.
 		}
 		return api.RunResponse{}, undo(err)
 	}
-	j := &job{gpid: p.GPID, dir: dir, state: st, cgroup: cg, cpus: req.CPUs, memory: req.Memory, placed: time.Now(), done: make(chan struct{})}
+	j := &job{gpid: p.GPID, dir: dir, state: st, cgroup: cg, cpus: req.CPUs, memory: req.Memory, placed: time.Now(), token: token, done: make(chan struct{})}
 	a.mu.Lock()
 	a.jobs[p.GPID] = j
 	a.mu.Unlock()

@@ -109,3 +109,52 @@ func TestServedPlacements(t *testing.T) {
 		t.Fatalf("tokens after the first left the window: %v", got)
 	}
 }
+
+// TestMeasureListsExactlyWhatItCounts: while jobs are served concurrently (the
+// job joins a.jobs, then its placement is served), every figure the node
+// publishes lists the token of each new job it counts, and lists no token of
+// a job it does not count unless that job is gone. A token missing beside its
+// counted job makes the placer count the job a second time: its node looks
+// busier than it is (a burst landed 4/3/2 in CI).
+func TestMeasureListsExactlyWhatItCounts(t *testing.T) {
+	a := &Agent{jobs: map[uint64]*job{}}
+	const n = 2000
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range uint64(n) {
+			tok := newPlacementToken()
+			j := &job{gpid: i + 1, placed: time.Now(), token: tok, done: make(chan struct{})}
+			a.mu.Lock()
+			a.jobs[j.gpid] = j
+			a.mu.Unlock()
+			a.served.add(placedJob{token: tok, at: time.Now()})
+		}
+	}()
+	for running := true; running; {
+		select {
+		case <-done:
+			running = false
+		default:
+		}
+		st := a.measure()
+		counted := map[string]bool{}
+		a.mu.Lock()
+		for _, j := range a.jobs {
+			if _, ok := st.Procs[j.gpid]; ok {
+				counted[j.token] = true
+			}
+		}
+		a.mu.Unlock()
+		listed := map[string]bool{}
+		for _, tok := range st.Placements {
+			listed[tok] = true
+			if !counted[tok] {
+				t.Fatalf("token %s listed but its job not counted (%d jobs counted)", tok, st.Jobs)
+			}
+		}
+		if len(listed) != st.Jobs {
+			t.Fatalf("%d jobs counted, %d tokens listed", st.Jobs, len(listed))
+		}
+	}
+}

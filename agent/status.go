@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -58,9 +59,14 @@ func (a *Agent) statusLoop(ctx context.Context) {
 // there is no interval yet. (cgroup v1 cpu.stat nr_throttled counts only quota
 // throttling, not contention.)
 func (a *Agent) measure() pidtable.NodeStatus {
-	// Tokens before jobs: a placement is served (its token added) only after
-	// its job joined a.jobs, so every token listed has its job counted below,
-	// unless that job has ended already.
+	// The placements listed are exactly those counted here (recent.go):
+	//   - each job of the snapshot lists its own token, taken under the same
+	//     lock, so a job that joined after the served tokens were read is not
+	//     counted here and by its placer (counted twice, its node looked
+	//     busier than it was and a burst landed 4/3/2: seen in CI);
+	//   - served tokens are read before the snapshot: a placement is served
+	//     only after its job joined a.jobs, so a served token's job is in the
+	//     snapshot, or ended, or never started (counted nowhere, rightly).
 	served := a.served.tokens(time.Now())
 	a.mu.Lock()
 	jobs := make([]*job, 0, len(a.jobs))
@@ -69,6 +75,11 @@ func (a *Agent) measure() pidtable.NodeStatus {
 	}
 	a.mu.Unlock()
 	now := time.Now()
+	for _, j := range jobs {
+		if j.token != "" && now.Sub(j.placed) <= recentWindow && !slices.Contains(served, j.token) {
+			served = append(served, j.token)
+		}
+	}
 	st := pidtable.NodeStatus{Updated: now.UTC(), Jobs: len(jobs), Procs: make(map[uint64]pidtable.ProcStats, len(jobs))}
 	for _, j := range jobs {
 		ps := pidtable.ProcStats{Stat: "?"}
