@@ -25,8 +25,9 @@ import (
 //     at least (NodeStatus.Expected): what it really uses is not measured yet,
 //     and an idle-looking new job is most often a batch job about to work.
 //     The node also lists the tokens of the placements it served in that
-//     time (NodeStatus.Placements), once their job runs here, or failed to
-//     start, or has already ended.
+//     time (NodeStatus.Placements), once their job runs here (listed in the
+//     very figures that first count the job: measure), or failed to start,
+//     or has already ended.
 //   - The placing agent. Each placement gets a token, which travels to the
 //     node with the redirect (?placement=); the placing agent counts the job
 //     itself, one job and one core, until the node's figures list the token
