@@ -24,10 +24,12 @@ import (
 
 	"github.com/ssi-cluster/ssi/api"
 	"github.com/ssi-cluster/ssi/checkpoint"
+	"github.com/ssi-cluster/ssi/checkpoint/criutls"
 	"github.com/ssi-cluster/ssi/failpoint"
 	"github.com/ssi-cluster/ssi/isolate"
 	"github.com/ssi-cluster/ssi/migrate"
 	"github.com/ssi-cluster/ssi/pidtable"
+	"github.com/ssi-cluster/ssi/pki"
 	"github.com/ssi-cluster/ssi/shim"
 )
 
@@ -225,6 +227,7 @@ type migration struct {
 	// dump's page server) for pagesWait; lazyBytes is the job's RSS at dump.
 	postcopy  bool
 	lazy      *checkpoint.LazyDump
+	lazyTLS   *pki.PageServerCreds
 	pagesWait time.Duration
 	lazyBytes int64
 }
@@ -395,6 +398,7 @@ func (m *migration) Restore(ctx context.Context) error {
 	req := api.RestoreRequest{ID: m.id, StdoutKey: m.keys[0], StderrKey: m.keys[1]}
 	if m.lazy != nil {
 		req.LazyPages = m.lazy.Addr
+		req.LazyPagesCA, req.LazyPagesCert, req.LazyPagesKey = string(m.lazyTLS.CACert), string(m.lazyTLS.ClientCert), string(m.lazyTLS.ClientKey)
 	}
 	if err := m.call(ctx, "restore", req, &resp); err != nil {
 		return err
@@ -484,10 +488,18 @@ func (m *migration) lazyDump(ctx context.Context) error {
 			m.lazyBytes += rss(pid)
 		}
 	}
+	// The page server admits only the target (pki.PageServerCreds).
+	if m.lazyTLS, err = pki.NewPageServerCreds(host, migrationTimeout+time.Hour); err != nil {
+		return err
+	}
 	for attempt := 1; ; attempt++ {
+		var tlsFiles criutls.Files
+		if tlsFiles, err = writeTLS(m.images, "page-server", m.lazyTLS.CACert, m.lazyTLS.ServerCert, m.lazyTLS.ServerKey); err != nil {
+			return err
+		}
 		m.lazy, err = checkpoint.StartLazyDump(ctx, checkpoint.LazyDumpOpts{
 			CRIUPath: m.a.criuPath, PID: m.j.state.Init.PID, ImagesDir: m.images, Address: host,
-			Flags: checkpoint.Flags{FileLocks: true},
+			TLS: &tlsFiles, Flags: checkpoint.Flags{FileLocks: true},
 		})
 		if !checkpoint.IsProcDirCollision(err) || attempt == dumpAttempts {
 			break
@@ -507,6 +519,26 @@ func (m *migration) lazyDump(ctx context.Context) error {
 		_ = shim.WriteJSON(m.j.dir, lazyDumpFile, id)
 	}
 	return nil
+}
+
+// lazyPagesTLS checks the page-server credentials of a post-copy restore
+// request and writes them into a subdirectory of the images (removed with
+// them) for the shim's lazy-pages daemon.
+func lazyPagesTLS(req api.RestoreRequest, images string) (criutls.Files, error) {
+	if err := pki.CheckPageServerClient([]byte(req.LazyPagesCA), []byte(req.LazyPagesCert), []byte(req.LazyPagesKey)); err != nil {
+		return criutls.Files{}, api.Errorf(api.CodeBadRequest, "post-copy restore: the source's page server speaks TLS and the request must carry its credentials: %v", err)
+	}
+	return writeTLS(images, "lazy-pages", []byte(req.LazyPagesCA), []byte(req.LazyPagesCert), []byte(req.LazyPagesKey))
+}
+
+// writeTLS writes one end's page-server credentials into images/tls: a
+// subdirectory, which the image stream skips and which goes with the images.
+func writeTLS(images, prefix string, caCert, cert, key []byte) (criutls.Files, error) {
+	dir := filepath.Join(images, "tls")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return criutls.Files{}, fmt.Errorf("page server credentials: %w", err)
+	}
+	return criutls.Write(dir, prefix, caCert, cert, key)
 }
 
 // lazyDumpFile, in a job dir, identifies the CRIU process of a post-copy dump.
@@ -726,11 +758,12 @@ func waitDrained(init int, logPath string) {
 	}
 }
 
+// dirSize returns the bytes of the regular files in dir (not below it).
 func dirSize(dir string) int64 {
 	var n int64
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
-		if fi, err := e.Info(); err == nil {
+		if fi, err := e.Info(); err == nil && fi.Mode().IsRegular() {
 			n += fi.Size()
 		}
 	}
@@ -942,6 +975,14 @@ func (a *Agent) handleRestore(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rs := shim.RestoreSpec{ImagesDir: in.images, StdoutKey: req.StdoutKey, StderrKey: req.StderrKey, CRIUPath: a.criuPath, LazyPages: req.LazyPages}
+	if req.LazyPages != "" {
+		tlsFiles, err := lazyPagesTLS(req, in.images)
+		if err != nil {
+			a.writeError(w, r, err)
+			return
+		}
+		rs.LazyPagesTLS = &tlsFiles
+	}
 	if err := shim.WriteJSON(in.dir, shim.RestoreFile, rs); err != nil {
 		a.writeError(w, r, err)
 		return

@@ -116,6 +116,13 @@ type RestoreRequest struct {
 	// LazyPages is host:port of the source's page server in a post-copy
 	// migration.
 	LazyPages string `json:"lazy_pages,omitempty"`
+	// LazyPagesCA, LazyPagesCert and LazyPagesKey (PEM) are the target's
+	// credentials for that page server, which speaks TLS: a CA made for this
+	// migration alone, and the one client certificate it signed, with its key
+	// (pki.PageServerCreds). Required with LazyPages.
+	LazyPagesCA   string `json:"lazy_pages_ca,omitempty"`
+	LazyPagesCert string `json:"lazy_pages_cert,omitempty"`
+	LazyPagesKey  string `json:"lazy_pages_key,omitempty"`
 }
 
 // RestoreResponse says what the target started.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ssi-cluster/ssi/checkpoint/criulog"
+	"github.com/ssi-cluster/ssi/checkpoint/criutls"
 )
 
 // Post-copy ("lazy") migration: the dump writes everything but the memory, and
@@ -57,6 +58,9 @@ type LazyDumpOpts struct {
 	// the target can reach); Port 0 picks a free one.
 	Address string
 	Port    int
+	// TLS, when set, makes the page server speak TLS and admit only a
+	// client whose certificate TLS.CACert signed (criutls).
+	TLS *criutls.Files
 	Flags
 }
 
@@ -98,6 +102,9 @@ func StartLazyDump(ctx context.Context, o LazyDumpOpts) (*LazyDump, error) {
 	defer statusR.Close()
 	args := []string{"dump", "-t", strconv.Itoa(o.PID), "-D", o.ImagesDir, "-o", DefaultDumpLog, "-v4",
 		"--leave-stopped", "--lazy-pages", "--address", o.Address, "--port", strconv.Itoa(port), "--status-fd", "3"}
+	if o.TLS != nil {
+		args = append(args, o.TLS.ServerArgs()...)
+	}
 	if o.FileLocks {
 		args = append(args, "--file-locks")
 	}

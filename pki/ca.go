@@ -144,6 +144,11 @@ func serial() (*big.Int, error) {
 
 // NewCA creates a self-signed cluster CA named after the cluster's first node.
 func NewCA(name string) (*CA, error) {
+	return newCA("ssi cluster CA ("+name+")", CALifetime)
+}
+
+// newCA creates a self-signed CA that signs leaf certificates only.
+func newCA(cn string, lifetime time.Duration) (*CA, error) {
 	key, err := NewKey()
 	if err != nil {
 		return nil, fmt.Errorf("pki: CA key: %w", err)
@@ -155,9 +160,9 @@ func NewCA(name string) (*CA, error) {
 	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber:          sn,
-		Subject:               pkix.Name{CommonName: "ssi cluster CA (" + name + ")", Organization: []string{"ssi"}},
+		Subject:               pkix.Name{CommonName: cn, Organization: []string{"ssi"}},
 		NotBefore:             now.Add(-time.Minute),
-		NotAfter:              now.Add(CALifetime),
+		NotAfter:              now.Add(lifetime),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 		IsCA:                  true,

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ssi-cluster/ssi/checkpoint/criutls"
 )
 
 // Names of the files in a job directory.
@@ -41,6 +43,9 @@ type RestoreSpec struct {
 	// images hold no memory, and a lazy-pages daemon fetches it from there
 	// after the restore (post-copy).
 	LazyPages string `json:"lazy_pages,omitempty"`
+	// LazyPagesTLS are the lazy-pages daemon's credentials for that page
+	// server (pki.PageServerCreds); nil: plain TCP.
+	LazyPagesTLS *criutls.Files `json:"lazy_pages_tls,omitempty"`
 }
 
 // Spec is what the agent asks the shim to run. It is written to the job directory

@@ -96,8 +96,12 @@ func startLazyPages(ctx context.Context, rs RestoreSpec, work string) error {
 	}
 	const log, sock = "lazy-pages.log", "lazy-pages.socket"
 	_ = os.Remove(filepath.Join(work, sock))
-	cmd := exec.Command(rs.CRIUPath, "lazy-pages", "--page-server", "--address", host, "--port", port,
-		"--images-dir", rs.ImagesDir, "--work-dir", work, "--log-file", log, "-v4")
+	args := []string{"lazy-pages", "--page-server", "--address", host, "--port", port,
+		"--images-dir", rs.ImagesDir, "--work-dir", work, "--log-file", log, "-v4"}
+	if rs.LazyPagesTLS != nil {
+		args = append(args, rs.LazyPagesTLS.ClientArgs()...)
+	}
+	cmd := exec.Command(rs.CRIUPath, args...)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("%w: start lazy-pages: %w", ErrRestore, err)
 	}
