@@ -464,7 +464,7 @@ func (a *Agent) balanceStatus(ctx context.Context) (api.BalanceStatus, error) {
 	if ok {
 		out.Status = &st
 	}
-	evs, err := a.store.Events(ctx, "", 0, 0)
+	evs, _, err := a.store.Events(ctx, 0, 0, 0)
 	if err != nil {
 		return api.BalanceStatus{}, err
 	}

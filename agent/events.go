@@ -87,9 +87,20 @@ func (l *eventLog) add(ctx context.Context, ev pidtable.Event) {
 	}
 }
 
-// handleEvents is GET /v1/events?after=ID&gpid=N&limit=N.
+// handleEvents is GET /v1/events?since=REV&gpid=N&limit=N: the events
+// written after etcd revision REV; the answer's api.HeaderRevision is the
+// since of the next call (pidtable.Store.Events).
 func (a *Agent) handleEvents(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
+	var since int64
+	if s := q.Get("since"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n < 0 {
+			a.writeError(w, r, api.Errorf(api.CodeBadRequest, "since %q: want a revision (a number from the %s header of an earlier answer)", s, api.HeaderRevision))
+			return
+		}
+		since = n
+	}
 	var gpid uint64
 	if s := q.Get("gpid"); s != "" {
 		g, err := strconv.ParseUint(s, 10, 64)
@@ -108,7 +119,7 @@ func (a *Agent) handleEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	evs, err := a.store.Events(r.Context(), q.Get("after"), gpid, limit)
+	evs, rev, err := a.store.Events(r.Context(), since, gpid, limit)
 	if err != nil {
 		a.writeError(w, r, fmt.Errorf("read events: %w", err))
 		return
@@ -116,5 +127,6 @@ func (a *Agent) handleEvents(w http.ResponseWriter, r *http.Request) {
 	if evs == nil {
 		evs = []pidtable.Event{}
 	}
+	w.Header().Set(api.HeaderRevision, strconv.FormatInt(rev, 10))
 	writeJSON(w, http.StatusOK, evs)
 }

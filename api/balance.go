@@ -45,13 +45,13 @@ func (c *Client) SetBalance(ctx context.Context, r BalanceRequest) (BalanceStatu
 	return out, c.do(ctx, http.MethodPut, "/v1/balancer", r, &out)
 }
 
-// Events returns the cluster's events after the event ID after ("" for the
-// oldest kept), those of gpid only when it is not 0, at most limit of the
-// newest (0: the server's default).
-func (c *Client) Events(ctx context.Context, after string, gpid uint64, limit int) ([]pidtable.Event, error) {
+// Events returns the cluster's events written after etcd revision since (0:
+// all, at most limit of the newest, 0 for the server's default), only gpid's
+// when gpid is not 0, and the revision to pass as since to get what follows.
+func (c *Client) Events(ctx context.Context, since int64, gpid uint64, limit int) ([]pidtable.Event, int64, error) {
 	q := url.Values{}
-	if after != "" {
-		q.Set("after", after)
+	if since > 0 {
+		q.Set("since", strconv.FormatInt(since, 10))
 	}
 	if gpid != 0 {
 		q.Set("gpid", strconv.FormatUint(gpid, 10))
@@ -59,6 +59,15 @@ func (c *Client) Events(ctx context.Context, after string, gpid uint64, limit in
 	if limit > 0 {
 		q.Set("limit", strconv.Itoa(limit))
 	}
+	path := "/v1/events?" + q.Encode()
 	var out []pidtable.Event
-	return out, c.do(ctx, http.MethodGet, fmt.Sprintf("/v1/events?%s", q.Encode()), nil, &out)
+	h, err := c.doHeader(ctx, http.MethodGet, path, nil, &out)
+	if err != nil {
+		return nil, 0, err
+	}
+	rev, err := strconv.ParseInt(h.Get(HeaderRevision), 10, 64)
+	if err != nil {
+		return nil, 0, fmt.Errorf("GET %s: the agent sent no valid %s header (%q): an agent older than this ssi?", path, HeaderRevision, h.Get(HeaderRevision))
+	}
+	return out, rev, nil
 }

@@ -18,6 +18,9 @@ const (
 	HeaderForwarded  = "X-Ssi-Forwarded-By"
 	HeaderOnBehalfOf = "X-Ssi-On-Behalf-Of"
 	HeaderAdmin      = "X-Ssi-Admin"
+	// HeaderRevision, on an answer to GET /v1/events, is the etcd revision
+	// the events were read at: the since= of the next call.
+	HeaderRevision = "X-Ssi-Revision"
 )
 
 // RunRequest asks for a job to be started.

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -88,6 +89,16 @@ func privateWorkdir(t *testing.T) string {
 // output shows it ran exactly once.
 func TestBalanceSpreadsAndFailsOver(t *testing.T) {
 	c := need(t)
+	// `ssi events -f` follows the whole batch, through the leader's death,
+	// from node1 (which never leads: see below).
+	fctx, fcancel := context.WithCancel(context.Background())
+	defer fcancel()
+	follower := c.cmd(fctx, "events", "-f", "-o", "json")
+	var followed bytes.Buffer
+	follower.Stdout = &followed
+	if err := follower.Start(); err != nil {
+		t.Fatal(err)
+	}
 	balanceOn(t, c)
 	wd := privateWorkdir(t)
 	const jobs, secs = 6, 35
@@ -181,6 +192,34 @@ func TestBalanceSpreadsAndFailsOver(t *testing.T) {
 		t.Errorf("batch submitted to node1 ended on nodes %v with %d moves; want it spread", nodes, moved)
 	}
 	t.Logf("%d jobs ended on nodes %v; %d moves", jobs, nodes, moved)
+
+	// The follower printed every event once: the batch's moves as the event
+	// log has them, and the new leader taking over.
+	time.Sleep(1500 * time.Millisecond) // one more poll of the follower
+	fcancel()
+	_ = follower.Wait()
+	seen := map[string]bool{}
+	followedMoves, leaderAfterKill := 0, false
+	for _, line := range strings.Split(strings.TrimSpace(followed.String()), "\n") {
+		var ev pidtable.Event
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("events -f -o json printed %q: %v", line, err)
+		}
+		if seen[ev.ID] {
+			t.Fatalf("events -f: event %s printed twice", ev.ID)
+		}
+		seen[ev.ID] = true
+		switch {
+		case ev.Kind == pidtable.EventMoved && slices.Contains(gpids, ev.GPID):
+			followedMoves++
+		case ev.Kind == pidtable.EventLeader && ev.Node != leader && ev.Time.After(killed):
+			leaderAfterKill = true
+		}
+	}
+	if followedMoves != moved || !leaderAfterKill {
+		t.Errorf("events -f showed %d of the batch's %d moves, new leader shown: %v", followedMoves, moved, leaderAfterKill)
+	}
+	t.Logf("events -f: %d events, the batch's %d moves and the new leader", len(seen), followedMoves)
 }
 
 // TestBalanceOffAndPinned: with the balancer off nothing moves; switched on,

@@ -207,23 +207,27 @@ func (s *Store) AddEvent(ctx context.Context, ev Event, lease clientv3.LeaseID) 
 	return nil
 }
 
-// Events returns the events after the ID after ("" for all), oldest first,
-// only those of gpid when gpid is not 0, at most limit (0: no limit) of the
-// newest ones.
-func (s *Store) Events(ctx context.Context, after string, gpid uint64, limit int) ([]Event, error) {
-	from := eventsPrefix
-	if after != "" {
-		from = eventsPrefix + after + "\x00"
+// Events returns the events written after etcd revision since (0 for all),
+// oldest first, only those of gpid when gpid is not 0, at most limit (0: no
+// limit) of the newest ones; and the revision they were read at, the since of
+// the next call that follows the log. Following by revision rather than by ID
+// misses nothing: IDs are taken from the writers' clocks, and an event can be
+// written after one with a later ID (two migrations ending at once, or an old
+// leader's last words), which a reader already past that ID would never see.
+func (s *Store) Events(ctx context.Context, since int64, gpid uint64, limit int) ([]Event, int64, error) {
+	opts := []clientv3.OpOption{clientv3.WithPrefix()}
+	if since > 0 {
+		opts = append(opts, clientv3.WithMinModRev(since+1))
 	}
-	resp, err := s.c.Get(ctx, from, clientv3.WithRange(clientv3.GetPrefixRangeEnd(eventsPrefix)))
+	resp, err := s.c.Get(ctx, eventsPrefix, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("pidtable: list events: %w", err)
+		return nil, 0, fmt.Errorf("pidtable: list events: %w", err)
 	}
 	var out []Event
 	for _, kv := range resp.Kvs {
 		var ev Event
 		if err := json.Unmarshal(kv.Value, &ev); err != nil {
-			return nil, fmt.Errorf("pidtable: decode %s: %w", kv.Key, err)
+			return nil, 0, fmt.Errorf("pidtable: decode %s: %w", kv.Key, err)
 		}
 		if gpid != 0 && ev.GPID != gpid {
 			continue
@@ -233,7 +237,7 @@ func (s *Store) Events(ctx context.Context, after string, gpid uint64, limit int
 	if limit > 0 && len(out) > limit {
 		out = out[len(out)-limit:]
 	}
-	return out, nil
+	return out, resp.Header.Revision, nil
 }
 
 // TrimEvents deletes the oldest events beyond the newest keep.

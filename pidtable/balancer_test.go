@@ -71,7 +71,7 @@ func TestEventsOrderFilterTrim(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	all, err := s.Events(ctx, "", 0, 0)
+	all, rev, err := s.Events(ctx, 0, 0, 0)
 	if err != nil || len(all) != 10 {
 		t.Fatalf("events: %d, %v", len(all), err)
 	}
@@ -80,22 +80,35 @@ func TestEventsOrderFilterTrim(t *testing.T) {
 			t.Fatalf("events out of order at %d: %s after %s", i, all[i].ID, all[i-1].ID)
 		}
 	}
-	after, err := s.Events(ctx, all[6].ID, 0, 0)
-	if err != nil || len(after) != 3 || after[0].ID != all[7].ID {
-		t.Fatalf("events after %s: %d (%v)", all[6].ID, len(after), err)
+	// Following from rev: an event written now with an ID older than every
+	// event seen (another writer's clock, a late goroutine) still shows.
+	late := Event{Time: t0.Add(-time.Second), Kind: EventMoved, Node: "node2", GPID: 3}
+	late.ID = NewEventID(late.Time, late.Node, 0)
+	if err := s.AddEvent(ctx, late, l.ID); err != nil {
+		t.Fatal(err)
 	}
-	one, err := s.Events(ctx, "", 2, 0)
+	after, rev2, err := s.Events(ctx, rev, 0, 0)
+	if err != nil || len(after) != 1 || after[0].ID != late.ID || rev2 <= rev {
+		t.Fatalf("events since revision %d: %+v, revision %d, %v", rev, after, rev2, err)
+	}
+	if none, _, err := s.Events(ctx, rev2, 0, 0); err != nil || len(none) != 0 {
+		t.Fatalf("events since revision %d (nothing new): %+v, %v", rev2, none, err)
+	}
+	if _, err := s.c.Delete(ctx, eventKey(late)); err != nil {
+		t.Fatal(err)
+	}
+	one, _, err := s.Events(ctx, 0, 2, 0)
 	if err != nil || len(one) != 5 {
 		t.Fatalf("events of gpid 2: %d, %v", len(one), err)
 	}
-	last, err := s.Events(ctx, "", 0, 2)
+	last, _, err := s.Events(ctx, 0, 0, 2)
 	if err != nil || len(last) != 2 || last[1].ID != all[9].ID {
 		t.Fatalf("newest 2: %+v, %v", last, err)
 	}
 	if err := s.TrimEvents(ctx, 4); err != nil {
 		t.Fatal(err)
 	}
-	kept, err := s.Events(ctx, "", 0, 0)
+	kept, _, err := s.Events(ctx, 0, 0, 0)
 	if err != nil || len(kept) != 4 || kept[0].ID != all[6].ID {
 		t.Fatalf("after trim to 4: %d events, first %v, err %v", len(kept), kept, err)
 	}

@@ -60,18 +60,16 @@ Events are kept for about an hour, at most 2000. -f keeps printing new ones;
 				return err
 			}
 			ctx := cmd.Context()
-			after := ""
+			var since int64
 			for {
-				evs, err := cl.Events(ctx, after, gpid, limit)
+				evs, rev, err := cl.Events(ctx, since, gpid, limit)
 				if err != nil {
 					if ctx.Err() != nil {
 						return nil
 					}
 					return explain(err, src)
 				}
-				if len(evs) > 0 {
-					after = evs[len(evs)-1].ID
-				}
+				since = rev
 				if err := writeEvents(e.stdout, evs, output == "json"); err != nil {
 					return err
 				}

@@ -425,20 +425,16 @@ func (b *bench) measure(ctx context.Context, iters []int, on bool) (measurement,
 	if err := b.setBalancer(ctx, on); err != nil {
 		return measurement{}, err
 	}
-	before, err := b.api.Events(ctx, "", 0, 1)
+	_, since, err := b.api.Events(ctx, 0, 0, 1)
 	if err != nil {
 		return measurement{}, err
-	}
-	after := ""
-	if len(before) > 0 {
-		after = before[len(before)-1].ID
 	}
 	m, err := b.batch(ctx, iters)
 	m.on = on
 	if err != nil {
 		return m, err
 	}
-	evs, err := b.api.Events(ctx, after, 0, 10000)
+	evs, _, err := b.api.Events(ctx, since, 0, 10000)
 	if err != nil {
 		return m, err
 	}
