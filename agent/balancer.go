@@ -259,7 +259,7 @@ func (b *balancer) config(c pidtable.BalancerConfig) placement.BalanceConfig {
 	defer b.mu.Unlock()
 	return placement.BalanceConfig{
 		Residency: c.Residency, Hysteresis: c.Hysteresis, MaxInflightPerNode: c.MaxInflightPerNode,
-		TransferRate: b.rate, Freeze: b.freeze,
+		MaxMovesPerRound: c.MaxMovesPerRound, TransferRate: b.rate, Freeze: b.freeze,
 	}
 }
 
@@ -494,6 +494,9 @@ func (a *Agent) handleSetBalance(w http.ResponseWriter, r *http.Request) {
 	case req.MaxInflightPerNode != nil && *req.MaxInflightPerNode < 0:
 		a.writeError(w, r, api.Errorf(api.CodeBadRequest, "--max-inflight %d: must not be negative", *req.MaxInflightPerNode))
 		return
+	case req.MaxMovesPerRound != nil && *req.MaxMovesPerRound < 0:
+		a.writeError(w, r, api.Errorf(api.CodeBadRequest, "--max-moves %d: must not be negative", *req.MaxMovesPerRound))
+		return
 	}
 	cfg, err := a.store.UpdateBalancerConfig(r.Context(), func(c *pidtable.BalancerConfig) error {
 		c.Enabled = req.Enabled
@@ -506,6 +509,9 @@ func (a *Agent) handleSetBalance(w http.ResponseWriter, r *http.Request) {
 		if req.MaxInflightPerNode != nil {
 			c.MaxInflightPerNode = *req.MaxInflightPerNode
 		}
+		if req.MaxMovesPerRound != nil {
+			c.MaxMovesPerRound = *req.MaxMovesPerRound
+		}
 		return nil
 	})
 	if err != nil {
@@ -517,7 +523,7 @@ func (a *Agent) handleSetBalance(w http.ResponseWriter, r *http.Request) {
 		state = "on"
 	}
 	who := callerOf(r).user
-	a.events.add(r.Context(), pidtable.Event{Kind: pidtable.EventConfig, Reason: fmt.Sprintf("balancer switched %s by %s (residency %s, hysteresis %g, max in flight per node %d; 0: default)", state, who, cfg.Residency, cfg.Hysteresis, cfg.MaxInflightPerNode)})
+	a.events.add(r.Context(), pidtable.Event{Kind: pidtable.EventConfig, Reason: fmt.Sprintf("balancer switched %s by %s (residency %s, hysteresis %g, max in flight per node %d, max moves per round %d; 0: default)", state, who, cfg.Residency, cfg.Hysteresis, cfg.MaxInflightPerNode, cfg.MaxMovesPerRound)})
 	st, err := a.balanceStatus(r.Context())
 	if err != nil {
 		a.writeError(w, r, err)

@@ -31,6 +31,7 @@ type BalanceRequest struct {
 	Residency          *time.Duration `json:"residency,omitempty"`
 	Hysteresis         *float64       `json:"hysteresis,omitempty"`
 	MaxInflightPerNode *int           `json:"max_inflight_per_node,omitempty"`
+	MaxMovesPerRound   *int           `json:"max_moves_per_round,omitempty"`
 }
 
 // Balance returns the balancer's state.

@@ -288,6 +288,36 @@ func TestBalanceOffAndPinned(t *testing.T) {
 	}
 }
 
+// TestBalanceTuning: ssi balance off|on retunes the balancer cluster-wide
+// (--max-moves and --max-inflight here), says so in ssi events, and 0 restores
+// the defaults.
+func TestBalanceTuning(t *testing.T) {
+	c := need(t)
+	config := func() pidtable.BalancerConfig {
+		var st api.BalanceStatus
+		if err := json.Unmarshal([]byte(c.ok(t, "balance", "status", "-o", "json")), &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Config
+	}
+	c.ok(t, "balance", "off", "--max-moves", "3", "--max-inflight", "2")
+	defer c.ok(t, "balance", "off", "--max-moves", "0", "--max-inflight", "0")
+	if got := config(); got.Enabled || got.MaxMovesPerRound != 3 || got.MaxInflightPerNode != 2 {
+		t.Fatalf("after balance off --max-moves 3 --max-inflight 2: %+v", got)
+	}
+	if out := c.ok(t, "balance", "status"); !strings.Contains(out, "max in flight per node 2, max moves per round 3") {
+		t.Errorf("balance status does not show the tuning:\n%s", out)
+	}
+	evs := c.ok(t, "events", "--limit", "1")
+	if !strings.Contains(evs, "config") || !strings.Contains(evs, "max moves per round 3") {
+		t.Errorf("newest event is not the retuning: %q", evs)
+	}
+	c.ok(t, "balance", "off", "--max-moves", "0", "--max-inflight", "0")
+	if got := config(); got.MaxMovesPerRound != 0 || got.MaxInflightPerNode != 0 {
+		t.Fatalf("after --max-moves 0 --max-inflight 0: %+v, want the defaults (0)", got)
+	}
+}
+
 // TestBalanceCLIErrors: bad input gets a usage error naming what was wrong.
 func TestBalanceCLIErrors(t *testing.T) {
 	c := need(t)
@@ -299,6 +329,7 @@ func TestBalanceCLIErrors(t *testing.T) {
 		{[]string{"balance"}, "want one of status, on, off"},
 		{[]string{"balance", "status", "--residency", "5s"}, "go with 'ssi balance on' or 'off'"},
 		{[]string{"balance", "on", "--residency", "-1s"}, "must not be negative"},
+		{[]string{"balance", "off", "--max-moves", "-2"}, "must not be negative"},
 		{[]string{"events", "--gpid", "x"}, `invalid gpid "x"`},
 	} {
 		r := c.ssi(t, tc.args...)

@@ -31,8 +31,10 @@ type BalancerConfig struct {
 	// Hysteresis overrides the least load difference per core worth a move.
 	Hysteresis float64 `json:"hysteresis,omitempty"`
 	// MaxInflightPerNode overrides the cap on migrations in flight per node.
-	MaxInflightPerNode int       `json:"max_inflight_per_node,omitempty"`
-	Updated            time.Time `json:"updated,omitzero"`
+	MaxInflightPerNode int `json:"max_inflight_per_node,omitempty"`
+	// MaxMovesPerRound overrides the cap on the moves one round starts.
+	MaxMovesPerRound int       `json:"max_moves_per_round,omitempty"`
+	Updated          time.Time `json:"updated,omitzero"`
 }
 
 // DefaultBalancerConfig is the setting of a cluster where nobody set one: on.

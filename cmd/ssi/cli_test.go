@@ -146,6 +146,7 @@ func TestUsageErrors(t *testing.T) {
 		{"run", "--constraint", "novalue", "--", "x"}, {"run", "--placement", "best", "--", "x"},
 		{"balance"}, {"balance", "foo"}, {"balance", "on", "off"}, {"balance", "status", "--residency", "1s"},
 		{"balance", "on", "--hysteresis", "-1"}, {"balance", "status", "-o", "yaml"},
+		{"balance", "on", "--max-moves", "-1"}, {"balance", "status", "--max-moves", "2"},
 		{"events", "--gpid", "x"}, {"events", "--gpid", "0"}, {"events", "-o", "wide"}, {"events", "extra"},
 		{"agent", "--name", "n", "--listen", "127.0.0.1:1", "--data-dir", "/tmp/x", "--cpuset", "99"},
 		{"agent", "--name", "n", "--listen", "127.0.0.1:1", "--data-dir", "/tmp/x", "--cpuset", "0-x"},
