@@ -75,11 +75,6 @@ func (a *Agent) measure() pidtable.NodeStatus {
 	}
 	a.mu.Unlock()
 	now := time.Now()
-	for _, j := range jobs {
-		if j.token != "" && now.Sub(j.placed) <= recentWindow && !slices.Contains(served, j.token) {
-			served = append(served, j.token)
-		}
-	}
 	st := pidtable.NodeStatus{Updated: now.UTC(), Jobs: len(jobs), Procs: make(map[uint64]pidtable.ProcStats, len(jobs))}
 	for _, j := range jobs {
 		ps := pidtable.ProcStats{Stat: "?"}
@@ -128,8 +123,12 @@ func (a *Agent) measure() pidtable.NodeStatus {
 		st.Procs[j.gpid] = ps
 		st.Load += ps.CPU / 100
 		if !j.placed.IsZero() && now.Sub(j.placed) < recentWindow {
-			// New: counts at least at its expected load (recent.go).
+			// New: counts at least at its expected load, and its token is
+			// listed with it (recent.go).
 			st.Expected += max(expectedLoad(j.cpus)-ps.CPU/100, 0)
+			if j.token != "" && !slices.Contains(served, j.token) {
+				served = append(served, j.token)
+			}
 		}
 		st.Demand += ps.Demand
 		st.ReservedCPUs += j.cpus
