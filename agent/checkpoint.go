@@ -95,10 +95,12 @@ func (a *Agent) checkpoint(ctx context.Context, p pidtable.Proc, req api.Checkpo
 	case a.criuErr != nil:
 		return api.CheckpointResult{}, api.Errorf(api.CodeConflict, "node %s cannot checkpoint jobs: %v", a.cfg.Name, a.criuErr)
 	}
-	j := a.localJob(p.GPID)
-	if j == nil || !j.state.Init.Alive() {
-		return api.CheckpointResult{}, api.Errorf(api.CodeConflict, "gpid %d is not running on %s", p.GPID, a.cfg.Name)
+	// Signals are held off while the job is frozen for the dump (agent.signal).
+	j, err := a.markBusy(p.GPID, "being checkpointed")
+	if err != nil {
+		return api.CheckpointResult{}, err
 	}
+	defer a.clearBusy(j)
 	c := pidtable.Checkpoint{Name: name, State: pidtable.Saving, GPID: p.GPID, Node: a.cfg.Name, Created: start.UTC(), LeaveRunning: req.LeaveRunning, Proc: p}
 	crev, err := a.store.CreateCheckpoint(ctx, c)
 	if errors.Is(err, pidtable.ErrExists) {
@@ -108,7 +110,7 @@ func (a *Agent) checkpoint(ctx context.Context, p pidtable.Proc, req api.Checkpo
 		return api.CheckpointResult{}, err
 	}
 	dir := a.checkpointDir(name)
-	if _, err := a.store.Update(ctx, p.GPID, func(q *pidtable.Proc) error {
+	if _, _, err := a.store.Transition(ctx, p.GPID, pidtable.CheckpointClaim, a.cfg.Name, func(q *pidtable.Proc) error {
 		if q.Node != a.cfg.Name || q.State != pidtable.Running {
 			return api.Errorf(api.CodeConflict, "gpid %d is %s on %s, not running here", q.GPID, q.State, q.Node)
 		}
@@ -129,7 +131,11 @@ func (a *Agent) checkpoint(ctx context.Context, p pidtable.Proc, req api.Checkpo
 		if err := a.store.DeleteCheckpoint(ctx, name, crev); err != nil {
 			a.log.Warn("remove record of failed checkpoint", "checkpoint", name, "err", err)
 		}
-		a.releaseCheckpointing(ctx, p.GPID, name)
+		if err := a.releaseCheckpointing(ctx, p.GPID, name); err != nil {
+			if q, _, gerr := a.store.Get(ctx, p.GPID); gerr == nil && q.State.Ended() {
+				cause = api.Errorf(api.CodeConflict, "gpid %d ended during the checkpoint: it %s; no checkpoint was kept (the checkpoint stopped at: %v)", p.GPID, describeEnd(q), cause)
+			}
+		}
 		a.log.Warn("checkpoint failed", "gpid", p.GPID, "checkpoint", name, "err", cause)
 		return api.CheckpointResult{}, cause
 	}
@@ -196,12 +202,12 @@ func (a *Agent) checkpoint(ctx context.Context, p pidtable.Proc, req api.Checkpo
 	}
 	// From here on the checkpoint is kept, whatever happens to the job.
 	if err := failpoint.Hit("checkpoint/after-save"); err != nil {
-		a.releaseCheckpointing(ctx, p.GPID, name)
+		_ = a.releaseCheckpointing(ctx, p.GPID, name)
 		resume(j)
 		return api.CheckpointResult{}, err
 	}
 	if req.LeaveRunning {
-		a.releaseCheckpointing(ctx, p.GPID, name)
+		_ = a.releaseCheckpointing(ctx, p.GPID, name)
 	} else {
 		// The checkpoint is saved: stop the job. The marker tells the shim and
 		// finish that the job did not end but was put away.
@@ -232,17 +238,20 @@ type movedMark struct {
 	Checkpoint string `json:"checkpoint,omitempty"`
 }
 
-// releaseCheckpointing returns a job claimed by a checkpoint to Running.
-func (a *Agent) releaseCheckpointing(ctx context.Context, gpid uint64, name string) {
-	if _, err := a.store.Update(ctx, gpid, func(q *pidtable.Proc) error {
+// releaseCheckpointing returns a job claimed by a checkpoint to Running. It
+// fails when the record moved on (the job ended during the checkpoint).
+func (a *Agent) releaseCheckpointing(ctx context.Context, gpid uint64, name string) error {
+	_, _, err := a.store.Transition(ctx, gpid, pidtable.CheckpointRelease, a.cfg.Name, func(q *pidtable.Proc) error {
 		if q.Node != a.cfg.Name || q.State != pidtable.Checkpointing || q.Checkpoint != name {
 			return fmt.Errorf("record changed under the checkpoint: %v", q)
 		}
 		q.State, q.Checkpoint = pidtable.Running, ""
 		return nil
-	}); err != nil {
-		a.log.Error("release job after checkpoint", "gpid", gpid, "checkpoint", name, "err", err)
+	})
+	if err != nil {
+		a.log.Warn("release job after checkpoint", "gpid", gpid, "checkpoint", name, "err", err)
 	}
+	return err
 }
 
 // copyPrefix copies the first n bytes of src (all of it when n < 0) to a new
@@ -461,7 +470,7 @@ func (a *Agent) restoreCheckpoint(ctx context.Context, c pidtable.Checkpoint, as
 		return res, api.Errorf(api.CodeConflict, "gpid %d is still %s on %s: restoring checkpoint %s under the same gpid would run it twice. Stop it first (ssi kill %d), or restore a copy under a new gpid with --as-new", c.GPID, old.State, old.Node, c.Name, c.GPID)
 	default:
 		proc.Epoch, proc.Created = old.Epoch+1, old.Created
-		if _, err := a.store.Swap(ctx, proc, orev); err != nil {
+		if _, _, err := a.store.TransitionAt(ctx, c.GPID, orev, pidtable.RestoreClaim, a.cfg.Name, func(p *pidtable.Proc) error { *p = proc; return nil }); err != nil {
 			if errors.Is(err, pidtable.ErrChanged) {
 				return res, api.Errorf(api.CodeConflict, "gpid %d changed while restoring checkpoint %s (restored elsewhere at the same time?); see ssi ps -a", c.GPID, c.Name)
 			}
@@ -469,7 +478,7 @@ func (a *Agent) restoreCheckpoint(ctx context.Context, c pidtable.Checkpoint, as
 		}
 		undoRecord = func(ctx context.Context) {
 			// Put the ended record back, with a higher epoch: it no longer runs here.
-			_, _ = a.store.Update(ctx, old.GPID, func(p *pidtable.Proc) error {
+			_, _, _ = a.store.Transition(ctx, old.GPID, pidtable.RestoreUndo, a.cfg.Name, func(p *pidtable.Proc) error {
 				if p.Node != a.cfg.Name || p.State != pidtable.Starting {
 					return fmt.Errorf("changed")
 				}
@@ -590,7 +599,7 @@ func (a *Agent) restoreCheckpoint(ctx context.Context, c pidtable.Checkpoint, as
 		return fail(err)
 	}
 	// The restored copy is stopped. It may run once the record says it does.
-	if _, err := a.store.Update(ctx, gpid, func(p *pidtable.Proc) error {
+	if _, _, err := a.store.Transition(ctx, gpid, pidtable.Start, a.cfg.Name, func(p *pidtable.Proc) error {
 		if p.Node != a.cfg.Name || p.State != pidtable.Starting {
 			return fmt.Errorf("gpid %d changed during the restore: %v", gpid, p)
 		}

@@ -52,7 +52,36 @@ type job struct {
 	lastCPUAt time.Time
 	lastSched map[int]time.Duration
 	lastAt    time.Time
-	done      chan struct{}
+	// busy says what holds the job frozen or about to be (a migration, a
+	// checkpoint), guarded by Agent.mu; signals are held off meanwhile.
+	busy string
+	done chan struct{}
+}
+
+// markBusy reserves a running job of this node for a migration or a
+// checkpoint (what says which, for the messages of refused signals).
+func (a *Agent) markBusy(gpid uint64, what string) (*job, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	j := a.jobs[gpid]
+	switch {
+	case j == nil || !j.state.Init.Alive():
+		return nil, api.Errorf(api.CodeConflict, "gpid %d is not running on %s", gpid, a.cfg.Name)
+	case j.busy != "":
+		return nil, api.Errorf(api.CodeConflict, "gpid %d is already %s; retry when that is done", gpid, j.busy)
+	}
+	j.busy = what
+	return j, nil
+}
+
+// clearBusy ends what markBusy reserved.
+func (a *Agent) clearBusy(j *job) {
+	if j == nil {
+		return
+	}
+	a.mu.Lock()
+	j.busy = ""
+	a.mu.Unlock()
 }
 
 func (a *Agent) jobDir(gpid uint64) string {
@@ -148,7 +177,7 @@ func (a *Agent) spawn(ctx context.Context, req api.RunRequest, who caller, token
 	a.mu.Lock()
 	a.jobs[p.GPID] = j
 	a.mu.Unlock()
-	if _, err := a.store.Update(ctx, p.GPID, func(p *pidtable.Proc) error {
+	if _, _, err := a.store.Transition(ctx, p.GPID, pidtable.Start, a.cfg.Name, func(p *pidtable.Proc) error {
 		now := time.Now().UTC()
 		p.State, p.PID, p.InitPID, p.Started, p.Arrived = pidtable.Running, st.MainPID, st.Init.PID, now, now
 		return nil
@@ -241,9 +270,13 @@ var errNotOwner = errors.New("agent: job owned by another node")
 
 // finish records the end of j in etcd, retrying while etcd is unreachable. A
 // job that migrated away, or an uncommitted migration copy, ends only locally.
+// A job that ends while it is being migrated or checkpointed ends here too
+// (the End transition clears the migration): the migration then finds its
+// record gone and reports the end instead of resuming anything.
 func (a *Agent) finish(ctx context.Context, j *job) {
 	var ex shim.Exit
 	err := shim.ReadJSON(j.dir, shim.ExitFile, &ex)
+	tr := pidtable.End
 	update := func(p *pidtable.Proc) error {
 		if p.Node != a.cfg.Name {
 			return fmt.Errorf("%w: gpid %d is owned by %s", errNotOwner, p.GPID, p.Node)
@@ -264,6 +297,7 @@ func (a *Agent) finish(ctx context.Context, j *job) {
 	if shim.ReadJSON(j.dir, shim.MovedFile, &moved) == nil {
 		// The job did not end: it migrated away, or was a copy that was never
 		// committed, or was stopped into a checkpoint.
+		tr = pidtable.CheckpointStop
 		update = func(p *pidtable.Proc) error {
 			if moved.Checkpoint == "" || p.Node != a.cfg.Name || p.State != pidtable.Checkpointing || p.Checkpoint != moved.Checkpoint {
 				return errNotOwner
@@ -273,8 +307,13 @@ func (a *Agent) finish(ctx context.Context, j *job) {
 		}
 	}
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
-		_, uerr := a.store.Update(ctx, j.gpid, update)
+		_, _, uerr := a.store.Transition(ctx, j.gpid, tr, a.cfg.Name, update)
 		if uerr == nil || errors.Is(uerr, pidtable.ErrNotFound) || errors.Is(uerr, errNotOwner) {
+			break
+		}
+		if errors.Is(uerr, pidtable.ErrIllegalTransition) {
+			// Ended already (the healer, say), or no longer ours: nothing to record.
+			a.log.Warn("job end not recorded: its record does not allow it", "gpid", j.gpid, "err", uerr)
 			break
 		}
 		a.log.Warn("record job end", "gpid", j.gpid, "err", uerr)
@@ -314,14 +353,21 @@ func waitExit(id shim.ProcID) error {
 
 // signal delivers sig to a job running here.
 func (a *Agent) signal(gpid uint64, sig syscall.Signal) error {
+	// Under the lock: a migration or checkpoint cannot claim the job between
+	// the check and the kill.
 	a.mu.Lock()
+	defer a.mu.Unlock()
 	j := a.jobs[gpid]
-	a.mu.Unlock()
 	if j == nil {
 		return api.Errorf(api.CodeConflict, "gpid %d is not running on node %s", gpid, a.cfg.Name)
 	}
 	if !j.state.Init.Alive() {
 		return api.Errorf(api.CodeConflict, "gpid %d has just exited", gpid)
+	}
+	if j.busy != "" {
+		// A signal to a frozen copy would be lost with it if the move
+		// commits; the client retries, and reaches the job where it runs.
+		return api.Errorf(api.CodeBusy, "gpid %d is %s: the signal was not sent; retry in a moment (ssi kill and ssi run retry by themselves)", gpid, j.busy)
 	}
 	var err error
 	switch sig {
@@ -391,7 +437,7 @@ func (a *Agent) reconcile(ctx context.Context) error {
 				_ = os.Remove(filepath.Join(dir, shim.RestoreFile))
 			}
 			if p.State == pidtable.Starting {
-				_, _ = a.store.Update(ctx, p.GPID, func(p *pidtable.Proc) error {
+				_, _, _ = a.store.Transition(ctx, p.GPID, pidtable.Start, a.cfg.Name, func(p *pidtable.Proc) error {
 					now := time.Now().UTC()
 					p.State, p.PID, p.InitPID, p.Started, p.Arrived = pidtable.Running, j.state.MainPID, j.state.Init.PID, now, now
 					return nil

@@ -118,6 +118,9 @@ func (a *Agent) handleMigrate(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	m := &migration{a: a, gpid: p.GPID, target: target, send: send, id: newID(), postcopy: req.PostCopy}
 	st, err := migrate.Run(ctx, m)
+	if !errors.Is(err, migrate.ErrCommitUncertain) { // settleLater clears it then
+		a.clearBusy(m.j)
+	}
 	if err != nil {
 		ev := api.MigrateEvent{Error: err.Error(), Code: api.CodeInternal}
 		var ae *api.Error
@@ -221,6 +224,8 @@ type migration struct {
 	keys     [2]string
 	restored shim.State
 	prepared bool
+	// released: settleCommit released the record after an unanswered commit.
+	released bool
 	// imageBytes is the size of the dumped images.
 	imageBytes int64
 	// postcopy: the memory follows after the restore, served by lazy (the
@@ -253,15 +258,13 @@ func (m *migration) setPhase(ctx context.Context, phase migrate.Phase) error {
 	// etcd unreachable fails the step in seconds, not at the migration's bound.
 	ctx, cancel := context.WithTimeout(ctx, etcdStepTimeout)
 	defer cancel()
-	p, _, err := m.a.store.Get(ctx, m.gpid)
-	if err != nil {
-		return err
-	}
-	if p.Migration == nil || p.Migration.ID != m.id {
-		return fmt.Errorf("the job's record no longer names this migration")
-	}
-	p.Migration.Phase = string(phase)
-	rev, err := m.a.store.Swap(ctx, p, m.rev)
+	_, rev, err := m.a.store.TransitionAt(ctx, m.gpid, m.rev, pidtable.Edit, m.a.cfg.Name, func(p *pidtable.Proc) error {
+		if p.Migration == nil || p.Migration.ID != m.id {
+			return fmt.Errorf("%w: it is %s", errMigrationGone, p.State)
+		}
+		p.Migration.Phase = string(phase)
+		return nil
+	})
 	if err != nil {
 		return err
 	}
@@ -270,13 +273,16 @@ func (m *migration) setPhase(ctx context.Context, phase migrate.Phase) error {
 }
 
 func (m *migration) Claim(ctx context.Context) error {
-	m.j = m.a.localJob(m.gpid)
-	if m.j == nil || !m.j.state.Init.Alive() {
-		return api.Errorf(api.CodeConflict, "gpid %d is not running on %s", m.gpid, m.a.cfg.Name)
+	// Signals are held off from here on (agent.signal): one sent to the
+	// frozen source copy would be lost with it once the target's copy runs.
+	j, err := m.a.markBusy(m.gpid, "being migrated to "+m.target.Name)
+	if err != nil {
+		return err
 	}
+	m.j = j
 	cctx, cancel := context.WithTimeout(ctx, etcdStepTimeout)
 	defer cancel()
-	_, rev, err := m.a.store.UpdateRev(cctx, m.gpid, func(p *pidtable.Proc) error {
+	_, rev, err := m.a.store.Transition(cctx, m.gpid, pidtable.MigrationClaim, m.a.cfg.Name, func(p *pidtable.Proc) error {
 		if p.Node != m.a.cfg.Name || p.State != pidtable.Running {
 			return api.Errorf(api.CodeConflict, "gpid %d is %s on %s, not running here", p.GPID, p.State, p.Node)
 		}
@@ -285,6 +291,7 @@ func (m *migration) Claim(ctx context.Context) error {
 		return nil
 	})
 	if err != nil {
+		m.a.clearBusy(j)
 		return err
 	}
 	m.rev = rev
@@ -408,38 +415,93 @@ func (m *migration) Restore(ctx context.Context) error {
 }
 
 func (m *migration) Commit(ctx context.Context) error {
-	p, _, err := m.a.store.Get(ctx, m.gpid)
-	if err != nil {
-		return err
-	}
-	if p.Migration == nil || p.Migration.ID != m.id {
-		return fmt.Errorf("the job's record no longer names this migration")
-	}
-	p.Node, p.Epoch, p.State = m.target.Name, p.Epoch+1, pidtable.Running
-	p.PID, p.InitPID, p.Migration = m.restored.MainPID, m.restored.Init.PID, nil
-	p.MigrationError, p.MigrationFailed = "", time.Time{}
-	p.Arrived = time.Now().UTC()
-	_, err = m.a.store.Swap(ctx, p, m.rev)
+	cctx, cancel := context.WithTimeout(ctx, etcdStepTimeout)
+	defer cancel()
+	_, rev, err := m.a.store.TransitionAt(cctx, m.gpid, m.rev, pidtable.MigrationCommit, m.a.cfg.Name, func(p *pidtable.Proc) error {
+		if p.Migration == nil || p.Migration.ID != m.id {
+			return fmt.Errorf("%w: it is %s", errMigrationGone, p.State)
+		}
+		p.Node, p.Epoch, p.State = m.target.Name, p.Epoch+1, pidtable.Running
+		p.PID, p.InitPID = m.restored.MainPID, m.restored.Init.PID
+		p.MigrationError, p.MigrationFailed = "", time.Time{}
+		p.Arrived = time.Now().UTC()
+		return nil
+	})
 	if err == nil {
+		m.rev = rev
 		return failpoint.Hit("migrate/source/after-commit")
 	}
-	if errors.Is(err, pidtable.ErrChanged) {
-		return err
+	if !errors.Is(err, pidtable.ErrOutcomeUnknown) {
+		return err // not applied, and it never will be: roll back
 	}
-	// The outcome is unknown (etcd timed out, say): read the record until etcd
-	// answers; it says whether the commit happened.
-	for ctx.Err() == nil {
-		time.Sleep(200 * time.Millisecond)
-		got, _, gerr := m.a.store.Get(ctx, m.gpid)
-		if gerr != nil {
-			continue
-		}
-		if got.Node == m.target.Name && got.Epoch == p.Epoch {
+	// The commit was sent and not answered: etcd may still apply it. Settle
+	// it by a write that makes a late apply fail: the release, a
+	// compare-and-swap at the very revision the commit was guarded by. Only
+	// once one of the two is known to have happened does either copy move.
+	committed, serr := m.settleCommit(ctx)
+	switch {
+	case serr != nil:
+		go m.settleLater()
+		return fmt.Errorf("%w: %w", migrate.ErrCommitUncertain, errors.Join(err, serr))
+	case committed:
+		return nil
+	}
+	return fmt.Errorf("the commit did not happen (released instead after it went unanswered): %w", err)
+}
+
+// settleCommit decides a commit whose outcome is unknown, until ctx ends:
+// committed is true if the record names the target at the commit's epoch;
+// false once the release at the commit's revision won (m.released) or the
+// record was changed by someone else (the commit, guarded by that revision,
+// then can never apply).
+func (m *migration) settleCommit(ctx context.Context) (committed bool, err error) {
+	for {
+		cctx, cancel := context.WithTimeout(ctx, etcdStepTimeout)
+		_, rev, rerr := m.a.store.TransitionAt(cctx, m.gpid, m.rev, pidtable.MigrationRelease, m.a.cfg.Name, func(p *pidtable.Proc) error {
+			p.State = pidtable.Running
+			p.MigrationError, p.MigrationFailed = "the commit went unanswered (etcd unreachable); released instead", time.Now().UTC()
 			return nil
+		})
+		var got pidtable.Proc
+		var gerr error
+		if errors.Is(rerr, pidtable.ErrChanged) {
+			got, _, gerr = m.a.store.Get(cctx, m.gpid)
 		}
-		return fmt.Errorf("commit did not happen: %w", err)
+		cancel()
+		switch {
+		case rerr == nil:
+			m.rev, m.released = rev, true
+			return false, nil
+		case errors.Is(rerr, pidtable.ErrChanged) && gerr == nil:
+			// Only the commit hands the record to the target.
+			return got.Node == m.target.Name, nil
+		}
+		if ctx.Err() != nil {
+			return false, fmt.Errorf("etcd did not answer: %w", errors.Join(rerr, gerr, ctx.Err()))
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
-	return fmt.Errorf("%w: %w", migrate.ErrCommitUncertain, err)
+}
+
+// settleLater goes on settling a commit that stayed unknown past the
+// migration's bound, and then carries out the outcome: the source copy is
+// killed (committed: the target resumes its copy by itself) or resumed
+// (released: the target discards its copy once it reads the record).
+func (m *migration) settleLater() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	committed, err := m.settleCommit(ctx)
+	switch {
+	case err != nil:
+		m.a.log.Error("commit outcome still unknown after an hour; the job stays frozen on both nodes until the agent restarts", "gpid", m.gpid, "err", err)
+	case committed:
+		m.a.log.Warn("an unanswered commit turned out applied; removing the source copy", "gpid", m.gpid)
+		m.a.forgetMigrated(m.j)
+	default:
+		m.a.log.Warn("an unanswered commit was settled by releasing the job; it runs here again", "gpid", m.gpid)
+		resume(m.j)
+	}
+	m.a.clearBusy(m.j)
 }
 
 func (m *migration) Resume(ctx context.Context) error {
@@ -577,7 +639,21 @@ func (m *migration) Rollback(ctx context.Context, cause error, dumped, restored 
 		_ = os.RemoveAll(m.images)
 	}
 	why := cause.Error() // now: cause may be annotated with this rollback's outcome later
-	if err := m.release(ctx, why); err != nil {
+	var err error
+	if !m.released { // settleCommit may have released it already
+		err = m.release(ctx, why)
+	}
+	switch {
+	case err == nil:
+		return errors.Join(append(errs, m.checkResumed(ctx))...)
+	case errors.Is(err, errMigrationGone):
+		// The record moved on without this migration: the job ended meanwhile
+		// (finish recorded it) and is not resumed, or someone else holds it.
+		if end := m.ended(ctx); end != nil {
+			return errors.Join(append(errs, end)...)
+		}
+		errs = append(errs, err)
+	default:
 		// etcd unreachable: the job runs again here, but its record still says
 		// migrating. Keep trying until etcd answers (the record then also lets
 		// the target discard its part).
@@ -598,6 +674,47 @@ func (m *migration) Rollback(ctx context.Context, cause error, dumped, restored 
 	return errors.Join(errs...)
 }
 
+// checkResumed makes sure the job a rollback released runs again on this node
+// before anyone is told so: a job that ended while it was being moved (its
+// main process gone) is waited for until its end is recorded, and reported
+// as ended.
+func (m *migration) checkResumed(ctx context.Context) error {
+	if m.j == nil || (m.j.state.Init.Alive() && !gone(m.j.state.MainPID)) {
+		return nil
+	}
+	select {
+	case <-m.j.done: // finish recorded the end
+	case <-time.After(10 * time.Second):
+	case <-ctx.Done():
+	}
+	if end := m.ended(ctx); end != nil {
+		return end
+	}
+	return fmt.Errorf("the job's processes on %s are gone, and its end is not recorded yet", m.a.cfg.Name)
+}
+
+// ended reads the job's record and returns a *migrate.JobEnded if it has ended.
+func (m *migration) ended(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, etcdStepTimeout)
+	defer cancel()
+	p, _, err := m.a.store.Get(ctx, m.gpid)
+	if err != nil || !p.State.Ended() {
+		return nil
+	}
+	return &migrate.JobEnded{GPID: m.gpid, How: describeEnd(p)}
+}
+
+// gone reports whether process pid has exited (absent or a zombie).
+func gone(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	// The state letter follows the command name, which is in parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z' || b[i+2] == 'X'
+}
+
 // errMigrationGone: the record no longer names this migration.
 var errMigrationGone = errors.New("record no longer names the migration")
 
@@ -608,9 +725,9 @@ var errMigrationGone = errors.New("record no longer names the migration")
 func (m *migration) release(ctx context.Context, why string) error {
 	ctx, cancel := context.WithTimeout(ctx, etcdStepTimeout)
 	defer cancel()
-	_, err := m.a.store.Update(ctx, m.gpid, func(p *pidtable.Proc) error {
+	_, _, err := m.a.store.Transition(ctx, m.gpid, pidtable.MigrationRelease, m.a.cfg.Name, func(p *pidtable.Proc) error {
 		if p.Node != m.a.cfg.Name || p.Migration == nil || p.Migration.ID != m.id {
-			return fmt.Errorf("%w: gpid %d: %+v", errMigrationGone, p.GPID, p)
+			return fmt.Errorf("%w: gpid %d is %s on %s", errMigrationGone, p.GPID, p.State, p.Node)
 		}
 		p.State, p.Migration = pidtable.Running, nil
 		p.MigrationError, p.MigrationFailed = why, time.Now().UTC()

@@ -177,9 +177,26 @@ func (c *Client) Proc(ctx context.Context, gpid uint64) (ProcInfo, error) {
 	return out, c.do(ctx, http.MethodGet, fmt.Sprintf("/v1/procs/%d", gpid), nil, &out)
 }
 
-// Signal sends sig to a job.
+// signalRetry bounds how long Signal retries a job that is being moved or
+// checkpointed (CodeBusy); a move takes seconds.
+const signalRetry = 2 * time.Minute
+
+// Signal sends sig to a job. A job being migrated or checkpointed holds
+// signals off (CodeBusy) until it runs again, where it then runs: Signal
+// retries until the signal is delivered or refused for another reason.
 func (c *Client) Signal(ctx context.Context, gpid uint64, sig string) error {
-	return c.do(ctx, http.MethodPost, fmt.Sprintf("/v1/procs/%d/signal", gpid), SignalRequest{Signal: sig}, nil)
+	deadline := time.Now().Add(signalRetry)
+	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
+		err := c.do(ctx, http.MethodPost, fmt.Sprintf("/v1/procs/%d/signal", gpid), SignalRequest{Signal: sig}, nil)
+		if !IsCode(err, CodeBusy) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (while waiting to retry: %w)", err, ctx.Err())
+		case <-time.After(backoff):
+		}
+	}
 }
 
 // Wait blocks until a job ends.

@@ -16,6 +16,7 @@ const (
 	CodeForbidden       Code = "forbidden"       // 403: the caller may not do this
 	CodeNotFound        Code = "not_found"       // 404: unknown gpid or node
 	CodeConflict        Code = "conflict"        // 409: the job is not in a state for this
+	CodeBusy            Code = "busy"            // 409: the job is being moved or checkpointed; retry shortly
 	CodeNotReady        Code = "not_ready"       // 503: the node that must act is NotReady
 	CodeInternal        Code = "internal"        // 500
 )
@@ -31,7 +32,7 @@ func (c Code) Status() int {
 		return http.StatusForbidden
 	case CodeNotFound:
 		return http.StatusNotFound
-	case CodeConflict:
+	case CodeConflict, CodeBusy:
 		return http.StatusConflict
 	case CodeNotReady:
 		return http.StatusServiceUnavailable

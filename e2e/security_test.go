@@ -587,14 +587,14 @@ func TestReplayedPrepare(t *testing.T) {
 		return nil
 	})
 	// Claim as node1 would, then put the record back at the end.
-	if _, err := store.Update(ctx, gpid, func(p *pidtable.Proc) error {
+	if _, _, err := store.Transition(ctx, gpid, pidtable.MigrationClaim, cur.Node, func(p *pidtable.Proc) error {
 		p.State, p.Migration = pidtable.Migrating, &pidtable.Migration{ID: "m-now", Target: "node3", Phase: "prepare", Started: time.Now().UTC()}
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
 	defer func() {
-		if _, err := store.Update(context.Background(), gpid, func(p *pidtable.Proc) error {
+		if _, _, err := store.Transition(context.Background(), gpid, pidtable.MigrationRelease, cur.Node, func(p *pidtable.Proc) error {
 			p.State, p.Migration = pidtable.Running, nil
 			return nil
 		}); err != nil {

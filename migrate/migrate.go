@@ -75,6 +75,10 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
+	var end *JobEnded
+	if errors.As(e.RollbackErr, &end) {
+		return fmt.Sprintf("gpid %d ended during the migration: it %s; nothing was moved (the migration stopped during %s: %v)", end.GPID, end.How, e.Phase, e.Err)
+	}
 	msg := fmt.Sprintf("migration failed during %s: %v", e.Phase, e.Err)
 	if e.RollbackErr != nil {
 		return msg + fmt.Sprintf("; rollback: %v", e.RollbackErr)
@@ -86,6 +90,17 @@ func (e *Error) Error() string {
 }
 
 func (e *Error) Unwrap() error { return e.Err }
+
+// JobEnded is what a rollback returns when the job ended during the migration
+// (it exited, was killed, or was found lost): there is nothing to move and
+// nothing to resume; its record holds its end.
+type JobEnded struct {
+	GPID uint64
+	// How says how it ended, e.g. "exited with status 137".
+	How string
+}
+
+func (e *JobEnded) Error() string { return fmt.Sprintf("gpid %d %s", e.GPID, e.How) }
 
 // ErrCommitUncertain wraps a commit whose outcome is unknown (e.g. etcd timed
 // out): neither copy may be resumed or killed until the record is read again.

@@ -29,7 +29,7 @@ func TestUpdateRefusesNewerRecord(t *testing.T) {
 	if snap, err := s.Snapshot(ctx); err != nil || len(snap.Procs) != 1 {
 		t.Fatalf("snapshot with a newer record: %v", err)
 	}
-	_, err = s.Update(ctx, p.GPID, func(p *Proc) error { p.State = Exited; return nil })
+	_, _, err = s.Transition(ctx, p.GPID, End, "n1", func(p *Proc) error { p.State = Exited; return nil })
 	if !errors.Is(err, ErrNewerRecord) || !strings.Contains(err.Error(), "upgrade this agent") {
 		t.Fatalf("update of a newer record: %v", err)
 	}

@@ -139,26 +139,24 @@ func (s *Store) getForUpdate(ctx context.Context, gpid uint64) (Proc, int64, err
 
 // Update applies fn to gpid's record and writes it back only if the record did
 // not change in between, retrying on conflict. fn may return an error to abort.
-// fn must not change GPID; changing Node must also increment Epoch.
+// It edits fields only: a change of state, owner or epoch is a Transition.
 func (s *Store) Update(ctx context.Context, gpid uint64, fn func(*Proc) error) (Proc, error) {
-	p, _, err := s.UpdateRev(ctx, gpid, fn)
+	p, _, err := s.Transition(ctx, gpid, Edit, "", fn)
 	return p, err
 }
 
-// UpdateRev is Update, also returning the record's new mod revision.
-func (s *Store) UpdateRev(ctx context.Context, gpid uint64, fn func(*Proc) error) (Proc, int64, error) {
+// Transition applies fn to gpid's record as transition t made by node by, and
+// writes it back only if the record did not change in between, retrying on
+// conflict. The lifecycle table (lifecycle.go) must allow the change, or it
+// fails with a *TransitionError and nothing is written. fn may return an error
+// to abort. It returns the record written and its new mod revision.
+func (s *Store) Transition(ctx context.Context, gpid uint64, t Transition, by string, fn func(*Proc) error) (Proc, int64, error) {
 	for range maxCASRetries {
-		p, rev, err := s.getForUpdate(ctx, gpid)
+		old, rev, err := s.getForUpdate(ctx, gpid)
 		if err != nil {
 			return Proc{}, 0, err
 		}
-		if err := fn(&p); err != nil {
-			return Proc{}, 0, err
-		}
-		if p.GPID != gpid {
-			return Proc{}, 0, fmt.Errorf("pidtable: update of gpid %d tried to change it to %d", gpid, p.GPID)
-		}
-		newRev, ok, err := s.swap(ctx, p, rev)
+		p, newRev, ok, err := s.apply(ctx, old, rev, t, by, fn)
 		if err != nil {
 			return Proc{}, 0, err
 		}
@@ -169,35 +167,64 @@ func (s *Store) UpdateRev(ctx context.Context, gpid uint64, fn func(*Proc) error
 	return Proc{}, 0, fmt.Errorf("%w: updating gpid %d", ErrConflict, gpid)
 }
 
-// ErrChanged is returned by Swap when the record is not at the expected revision.
+// ErrOutcomeUnknown wraps a write whose transaction was sent but not answered
+// (etcd timed out, say): it may still be applied later.
+var ErrOutcomeUnknown = errors.New("outcome unknown")
+
+// ErrChanged is returned by TransitionAt when the record is not at the
+// expected revision.
 var ErrChanged = errors.New("pidtable: record changed")
 
-// Swap writes p if its record is still at revision rev (one compare-and-swap, no
-// retry) and returns the new revision. It fails with ErrChanged when another
-// write came first. Any other error leaves the outcome unknown.
-func (s *Store) Swap(ctx context.Context, p Proc, rev int64) (int64, error) {
-	newRev, ok, err := s.swap(ctx, p, rev)
+// TransitionAt is Transition as one compare-and-swap with no retry: it applies
+// only if gpid's record is still at revision rev (the caller's last read or
+// write), and fails with ErrChanged when another write came first. An error
+// wrapping ErrOutcomeUnknown leaves the outcome unknown: the write may still
+// be applied (etcd timed out, say); any other error means it was not sent.
+func (s *Store) TransitionAt(ctx context.Context, gpid uint64, rev int64, t Transition, by string, fn func(*Proc) error) (Proc, int64, error) {
+	old, cur, err := s.getForUpdate(ctx, gpid)
 	if err != nil {
-		return 0, err
+		return Proc{}, 0, err
+	}
+	if cur != rev {
+		return Proc{}, 0, fmt.Errorf("%w: gpid %d is at revision %d, not %d", ErrChanged, gpid, cur, rev)
+	}
+	p, newRev, ok, err := s.apply(ctx, old, rev, t, by, fn)
+	if err != nil {
+		return Proc{}, 0, err
 	}
 	if !ok {
-		return 0, fmt.Errorf("%w: gpid %d is no longer at revision %d", ErrChanged, p.GPID, rev)
+		return Proc{}, 0, fmt.Errorf("%w: gpid %d is no longer at revision %d", ErrChanged, gpid, rev)
 	}
-	return newRev, nil
+	return p, newRev, nil
 }
 
-func (s *Store) swap(ctx context.Context, p Proc, rev int64) (int64, bool, error) {
+// apply runs fn on a copy of old (read at rev), checks the change against the
+// lifecycle table and writes it if the record is still at rev.
+func (s *Store) apply(ctx context.Context, old Proc, rev int64, t Transition, by string, fn func(*Proc) error) (Proc, int64, bool, error) {
+	p := old
+	if old.Migration != nil { // fn may edit it; old must stay as read
+		m := *old.Migration
+		p.Migration = &m
+	}
+	if fn != nil {
+		if err := fn(&p); err != nil {
+			return Proc{}, 0, false, err
+		}
+	}
+	if err := checkTransition(t, by, old, &p); err != nil {
+		return Proc{}, 0, false, err
+	}
 	val, err := json.Marshal(p)
 	if err != nil {
-		return 0, false, fmt.Errorf("pidtable: encode gpid %d: %w", p.GPID, err)
+		return Proc{}, 0, false, fmt.Errorf("pidtable: encode gpid %d: %w", p.GPID, err)
 	}
 	key := ProcKey(p.GPID)
 	tr, err := s.c.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
 		Then(clientv3.OpPut(key, string(val))).Commit()
 	if err != nil {
-		return 0, false, fmt.Errorf("pidtable: update gpid %d: %w", p.GPID, err)
+		return Proc{}, 0, false, fmt.Errorf("pidtable: update gpid %d: %w: %w", p.GPID, ErrOutcomeUnknown, err)
 	}
-	return tr.Header.Revision, tr.Succeeded, nil
+	return p, tr.Header.Revision, tr.Succeeded, nil
 }
 
 // Delete removes gpid's record if it is still owned by node (so an agent never

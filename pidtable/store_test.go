@@ -164,15 +164,15 @@ func TestUpdateIsCompareAndSwap(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := s.Update(ctx, p.GPID, func(p *Proc) error { p.Epoch++; return nil }); err != nil {
+			if _, err := s.Update(ctx, p.GPID, func(p *Proc) error { p.Argv = append(p.Argv, "x"); return nil }); err != nil {
 				t.Error(err)
 			}
 		}()
 	}
 	wg.Wait()
 	got, _, _ := s.Get(ctx, p.GPID)
-	if got.Epoch != 21 {
-		t.Fatalf("epoch %d after 20 concurrent increments from 1, want 21", got.Epoch)
+	if len(got.Argv) != 20 {
+		t.Fatalf("%d arguments after 20 concurrent appends, want 20", len(got.Argv))
 	}
 	abort := errors.New("abort")
 	if _, err := s.Update(ctx, p.GPID, func(*Proc) error { return abort }); !errors.Is(err, abort) {
@@ -196,7 +196,7 @@ func TestWaitEndedAndSnapshot(t *testing.T) {
 	}()
 	time.Sleep(100 * time.Millisecond)
 	code := 3
-	if _, err := s.Update(ctx, p.GPID, func(p *Proc) error { p.State, p.ExitCode = Exited, &code; return nil }); err != nil {
+	if _, _, err := s.Transition(ctx, p.GPID, End, "n1", func(p *Proc) error { p.State, p.ExitCode = Exited, &code; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	got := <-done
@@ -231,27 +231,29 @@ func TestStatusDisappearsWithLease(t *testing.T) {
 	}
 }
 
-func TestSwapIsGuardedByRevision(t *testing.T) {
+func TestTransitionAtIsGuardedByRevision(t *testing.T) {
 	s := newStore(t)
 	ctx := context.Background()
 	makeReady(t, s, "n1")
 	p, _ := s.Create(ctx, Proc{Node: "n1", State: Running})
-	_, rev, err := s.Get(ctx, p.GPID)
+	_, rev, err := s.Transition(ctx, p.GPID, MigrationClaim, "n1", func(p *Proc) error {
+		p.State, p.Migration = Migrating, &Migration{ID: "m", Target: "n2"}
+		return nil
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.Node, p.Epoch = "n2", p.Epoch+1
-	newRev, err := s.Swap(ctx, p, rev)
+	commit := func(p *Proc) error { p.State, p.Node, p.Epoch = Running, "n2", p.Epoch+1; return nil }
+	_, newRev, err := s.TransitionAt(ctx, p.GPID, rev, MigrationCommit, "n1", commit)
 	if err != nil || newRev <= rev {
-		t.Fatalf("swap at the right revision: rev %d -> %d, %v", rev, newRev, err)
+		t.Fatalf("commit at the right revision: rev %d -> %d, %v", rev, newRev, err)
 	}
-	// A stale owner's swap (the old revision) must fail and change nothing.
-	p.Node = "n1"
-	if _, err := s.Swap(ctx, p, rev); !errors.Is(err, ErrChanged) {
-		t.Fatalf("stale swap: %v, want ErrChanged", err)
+	// A stale writer (the old revision) must fail and change nothing.
+	if _, _, err := s.TransitionAt(ctx, p.GPID, rev, MigrationRelease, "n1", func(p *Proc) error { p.State = Running; return nil }); !errors.Is(err, ErrChanged) {
+		t.Fatalf("stale release: %v, want ErrChanged", err)
 	}
 	got, gotRev, _ := s.Get(ctx, p.GPID)
-	if got.Node != "n2" || got.Epoch != 2 || gotRev != newRev {
-		t.Fatalf("record after stale swap: %+v at %d", got, gotRev)
+	if got.Node != "n2" || got.Epoch != 2 || got.Migration != nil || gotRev != newRev {
+		t.Fatalf("record after stale write: %+v at %d", got, gotRev)
 	}
 }
