@@ -62,8 +62,34 @@ type balancer struct {
 	// rejected remembers the last rejection logged per job, for dedupe.
 	rejected map[uint64]rejection
 	// demand is each live job's demand as the last round saw it.
-	demand  map[uint64]float64
+	demand map[uint64]float64
+	// backoff holds back jobs a move failed for, per job, growing.
+	backoff map[uint64]backoff
 	enabled bool
+}
+
+// backoff is how long the balancer leaves a job alone after failed moves:
+// moveBackoff after the first failure, doubling with each failure that
+// follows, at most maxMoveBackoff. A job that keeps failing to move (it
+// cannot be dumped, say) is then tried a few times an hour, not every round,
+// and the round moves the others meanwhile.
+type backoff struct {
+	until time.Time
+	delay time.Duration
+}
+
+const (
+	moveBackoff    = 10 * time.Second
+	maxMoveBackoff = 10 * time.Minute
+)
+
+// failedMove backs gpid off after a failed move (b.mu held).
+func (b *balancer) failedMove(gpid uint64, now time.Time) time.Duration {
+	bo := b.backoff[gpid]
+	bo.delay = min(max(2*bo.delay, moveBackoff), maxMoveBackoff)
+	bo.until = now.Add(bo.delay)
+	b.backoff[gpid] = bo
+	return bo.delay
 }
 
 type rejection struct {
@@ -72,7 +98,7 @@ type rejection struct {
 }
 
 func newBalancer(a *Agent, events *eventLog) *balancer {
-	return &balancer{a: a, events: events, inflight: map[uint64]pidtable.InflightMove{}, clients: map[string]*api.Client{}, rejected: map[uint64]rejection{}}
+	return &balancer{a: a, events: events, inflight: map[uint64]pidtable.InflightMove{}, clients: map[string]*api.Client{}, rejected: map[uint64]rejection{}, backoff: map[uint64]backoff{}}
 }
 
 // balancerLoop campaigns for the balancer's leadership and, while leading,
@@ -232,15 +258,25 @@ func (b *balancer) view(snap *pidtable.Snapshot, now time.Time) ([]placement.Bal
 			arrived = p.Started
 		}
 		_, moving := b.inflight[p.GPID]
+		var backedOff time.Duration
+		if bo, ok := b.backoff[p.GPID]; ok {
+			backedOff = max(bo.until.Sub(now), 0)
+		}
 		jobs = append(jobs, placement.BalanceJob{
 			GPID: p.GPID, Node: p.Node,
 			Age: max(now.Sub(p.Started), 0), Resident: max(now.Sub(arrived), 0), Moved: p.Epoch > 1,
 			Demand: demand, Memory: ps.RSS,
 			CPUs: p.CPUs, MemoryRequest: p.Memory, Constraints: p.Constraints,
 			Pinned: p.Pinned, Migrating: moving || p.State == pidtable.Migrating,
+			BackedOff: backedOff,
 		})
 	}
 	b.demand = seen
+	for g := range b.backoff {
+		if _, live := seen[g]; !live {
+			delete(b.backoff, g) // ended or gone: forget it
+		}
+	}
 	nodes := make([]placement.BalanceNode, 0, len(snap.Nodes))
 	for _, n := range snap.Nodes {
 		pn := placement.Node{Name: n.Name, CPUs: n.CPUs, Memory: n.Memory, Labels: n.Labels}
@@ -297,16 +333,19 @@ func (b *balancer) start(ctx context.Context, snap *pidtable.Snapshot, mv placem
 		}
 		b.mu.Lock()
 		delete(b.inflight, mv.GPID)
+		var delay time.Duration
 		if err == nil {
 			b.done++
 			b.measure(st)
+			delete(b.backoff, mv.GPID)
 		} else {
 			b.failed++
+			delay = b.failedMove(mv.GPID, time.Now())
 		}
 		b.mu.Unlock()
 		ev := pidtable.Event{GPID: mv.GPID, From: mv.From, To: mv.To, Took: time.Since(started)}
 		if err != nil {
-			ev.Kind, ev.Reason = pidtable.EventFailed, err.Error()
+			ev.Kind, ev.Reason = pidtable.EventFailed, fmt.Sprintf("%v (not moved again for %s)", err, delay)
 		} else {
 			ev.Kind = pidtable.EventMoved
 			ev.Frozen, ev.Bytes = time.Duration(st.FrozenMS*float64(time.Millisecond)), st.ImageBytes

@@ -61,6 +61,10 @@ type BalanceJob struct {
 	// moving.
 	Pinned    bool
 	Migrating bool
+	// BackedOff is how long the job is still held back after a move of it
+	// failed (the caller's backoff, growing per failure): the round moves
+	// other jobs meanwhile.
+	BackedOff time.Duration
 }
 
 // Move is one migration the balancer decided.

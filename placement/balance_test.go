@@ -72,6 +72,13 @@ func TestBalanceTable(t *testing.T) {
 			rejectHas: map[uint64]string{1: "pinned", 2: "already migrating", 3: "residency", 4: "no CPU demand"},
 		},
 		{
+			name:      "a job whose move failed is backed off; the round moves another",
+			nodes:     []BalanceNode{bnode("a", 1, 3), bnode("b", 1, 0)},
+			jobs:      []BalanceJob{{GPID: 1, Node: "a", Age: old, Resident: old, Demand: 1, BackedOff: 20 * time.Second}, bjob(2, "a", old)},
+			moves:     []string{"2:a->b"},
+			rejectHas: map[uint64]string{1: "backed off for 20s more"},
+		},
+		{
 			name:      "too young to pay for its memory",
 			nodes:     []BalanceNode{bnode("a", 1, 2), bnode("b", 1, 0)},
 			jobs:      []BalanceJob{{GPID: 1, Node: "a", Age: 20 * time.Second, Resident: 20 * time.Second, Demand: 1, Memory: 8 << 30}},

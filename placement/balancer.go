@@ -268,6 +268,8 @@ func (b *balancer) consider(src int, j BalanceJob, planned int) (Move, string) {
 		return Move{}, "pinned (ssi run --pin)"
 	case j.Migrating:
 		return Move{}, "already migrating"
+	case j.BackedOff > 0:
+		return Move{}, "a move of it failed; backed off for " + dur(j.BackedOff) + " more"
 	case j.Moved && j.Resident < cfg.Residency:
 		return Move{}, "moved here " + dur(j.Resident) + " ago, less than the residency " + dur(cfg.Residency)
 	case !(j.Demand > 0) || math.IsInf(j.Demand, 0):
