@@ -70,6 +70,9 @@ type Agent struct {
 	// leader-side state (used while this agent leads).
 	events   *eventLog
 	balancer *balancer
+	// own is the watched copy of the records that name this node (the
+	// phantom check and the GC read it, not the table).
+	own *pidtable.ProcCache
 
 	// peer carries agent-to-agent traffic (migration steps, image streams,
 	// checkpoint images) under the node's certificate. Clients are redirected,
@@ -152,7 +155,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	loops, stop := context.WithCancel(ctx)
 	defer stop()
-	loopFuncs := []func(context.Context){a.statusLoop, a.gcLoop}
+	a.own = a.store.NewProcCache(func(p pidtable.Proc) bool { return p.Node == a.cfg.Name }, a.log)
+	loopFuncs := []func(context.Context){a.own.Run, a.statusLoop, a.gcLoop, a.healLoop}
 	if !a.cfg.NoBalancer {
 		loopFuncs = append(loopFuncs, a.balancerLoop)
 	}

@@ -507,11 +507,12 @@ func (a *Agent) gc(ctx context.Context) {
 	// record does not (below) belongs to a job that lives elsewhere now, e.g.
 	// restored from a checkpoint on another node.
 	entries, _ := os.ReadDir(a.jobsDir)
-	procs, err := a.store.Procs(ctx, a.cfg.Name)
-	if err != nil {
-		a.log.Warn("gc: list jobs", "err", err)
+	select {
+	case <-a.own.Synced():
+	case <-ctx.Done():
 		return
 	}
+	procs, _ := a.own.Procs()
 	ours := make(map[uint64]bool, len(procs))
 	for _, p := range procs {
 		ours[p.GPID] = true

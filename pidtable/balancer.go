@@ -75,6 +75,7 @@ const (
 	EventRejected = "rejected" // considered and not moved, and why
 	EventLeader   = "leader"   // an agent became the balancer's leader
 	EventConfig   = "config"   // the balancer was switched on or off, or retuned
+	EventLost     = "lost"     // a record said a job runs where no process of it exists (agent/heal.go)
 )
 
 // Event is one entry of the cluster's event log, /ssi/events/<time>-<node>-<seq>.

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"sync"
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -255,5 +257,78 @@ func TestTransitionAtIsGuardedByRevision(t *testing.T) {
 	got, gotRev, _ := s.Get(ctx, p.GPID)
 	if got.Node != "n2" || got.Epoch != 2 || got.Migration != nil || gotRev != newRev {
 		t.Fatalf("record after stale write: %+v at %d", got, gotRev)
+	}
+}
+
+// TestProcCacheFollowsTheTable: the cache lists, then follows creates,
+// transitions (a record that leaves the filter goes), deletes, and lists
+// again after its watch is compacted away.
+func TestProcCacheFollowsTheTable(t *testing.T) {
+	s := newStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	makeReady(t, s, "n1")
+	makeReady(t, s, "n2")
+	before, _ := s.Create(ctx, Proc{Node: "n1", State: Running})
+	c := s.NewProcCache(func(p Proc) bool { return p.Node == "n1" }, slog.Default())
+	go c.Run(ctx)
+	<-c.Synced()
+	wait := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !ok(); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				procs, rev := c.Procs()
+				t.Fatalf("%s: cache at %d holds %+v", what, rev, procs)
+			}
+		}
+	}
+	has := func(gpid uint64, st State) func() bool {
+		return func() bool { p, _, ok := c.Get(gpid); return ok && p.State == st }
+	}
+	wait("listed", has(before.GPID, Running))
+	p, _ := s.Create(ctx, Proc{Node: "n1", State: Running})
+	other, _ := s.Create(ctx, Proc{Node: "n2", State: Running})
+	wait("created", has(p.GPID, Running))
+	code := 0
+	if _, _, err := s.Transition(ctx, p.GPID, End, "n1", func(p *Proc) error { p.State, p.ExitCode = Exited, &code; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	wait("ended", has(p.GPID, Exited))
+	if _, _, ok := c.Get(other.GPID); ok {
+		t.Fatal("the cache holds another node's record")
+	}
+	// Moved away: leaves the filter.
+	if _, _, err := s.Transition(ctx, before.GPID, MigrationClaim, "n1", func(p *Proc) error {
+		p.State, p.Migration = Migrating, &Migration{ID: "m", Target: "n2"}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Transition(ctx, before.GPID, MigrationCommit, "n1", func(p *Proc) error {
+		p.State, p.Node, p.Epoch = Running, "n2", p.Epoch+1
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	wait("moved away", func() bool { _, _, ok := c.Get(before.GPID); return !ok })
+	if err := s.Delete(ctx, p.GPID, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	wait("deleted", func() bool { _, _, ok := c.Get(p.GPID); return !ok })
+	// A watch from a revision compacted away fails (Run then lists again);
+	// the running cache, whose watch is past it, goes on.
+	resp, err := s.c.Get(ctx, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, _ := s.Create(ctx, Proc{Node: "n1", State: Running})
+	if _, err := s.c.Compact(ctx, resp.Header.Revision+1); err != nil {
+		t.Fatal(err)
+	}
+	wait("created after a compaction", has(q.GPID, Running))
+	stale := s.NewProcCache(nil, slog.Default())
+	stale.rev = resp.Header.Revision - 1
+	if err := stale.watch(ctx); !errors.Is(err, rpctypes.ErrCompacted) {
+		t.Fatalf("watch from a compacted revision: %v", err)
 	}
 }
