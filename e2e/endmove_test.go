@@ -42,18 +42,32 @@ const (
 // directory, then exits with status 7.
 var endingJob = []string{"sh", "-c", `i=0; while [ ! -e ` + endTrigger + ` ]; do echo $i; i=$((i+1)); sleep 0.02; done; exit 7`}
 
+// moveOp is what moves (or saves) the job while it ends.
+type moveOp string
+
+const (
+	opMigrate    moveOp = "migrate"
+	opPostCopy   moveOp = "postcopy"
+	opCheckpoint moveOp = "checkpoint" // ssi checkpoint --leave-running
+)
+
 // TestEndDuringMigration holds the source agent at every step boundary of a
 // migration (failpoint wait), ends the job one of four ways there, lets the
 // migration go on, and checks the outcome. Stop-and-copy at every step;
-// post-copy at the steps where its CRIU holds the job.
+// post-copy at the steps where its CRIU holds the job; `ssi checkpoint
+// --leave-running` at both of its steps that hold the job.
 func TestEndDuringMigration(t *testing.T) {
 	c := need(t)
 	ctx := context.Background()
 	gates := t.TempDir()
-	steps := []string{"after-claim", "after-prepare", "after-dump", "after-transfer", "after-restore", "after-commit", "after-resume"}
-	var spec []string
+	migSteps := []string{"after-claim", "after-prepare", "after-dump", "after-transfer", "after-restore", "after-commit", "after-resume"}
+	var steps, spec []string // failpoint names, and their wait actions
+	for _, s := range migSteps {
+		steps = append(steps, sourceWaitSt+s)
+	}
+	steps = append(steps, "checkpoint/after-claim", "checkpoint/after-dump")
 	for _, s := range steps {
-		spec = append(spec, sourceWaitSt+s+"=wait("+filepath.Join(gates, s)+")")
+		spec = append(spec, s+"=wait("+filepath.Join(gates, gateName(s))+")")
 	}
 	c.stopAgent(t, "node3", syscall.SIGTERM)
 	if err := c.StartAgentEnv(ctx, "node3", []string{"SSI_FAILPOINTS=" + strings.Join(spec, ";")}); err != nil {
@@ -65,19 +79,22 @@ func TestEndDuringMigration(t *testing.T) {
 	}()
 	ways := []endWay{endByKill, endByTerm, endFromHost, endByItself}
 	cases, passed := 0, 0
-	for _, postcopy := range []bool{false, true} {
-		at := steps
-		if postcopy {
-			at = []string{"after-dump", "after-restore", "after-commit"}
+	for _, op := range []moveOp{opMigrate, opPostCopy, opCheckpoint} {
+		var at []string
+		switch op {
+		case opMigrate:
+			at = steps[:len(migSteps)]
+		case opPostCopy:
+			at = []string{sourceWaitSt + "after-dump", sourceWaitSt + "after-restore", sourceWaitSt + "after-commit"}
+		case opCheckpoint:
+			at = steps[len(migSteps):]
 		}
 		for _, step := range at {
 			for _, way := range ways {
-				name := step + "/" + string(way)
-				if postcopy {
-					name = "postcopy/" + name
-				}
+				name := string(op) + "/" + strings.TrimPrefix(step, sourceWaitSt)
+				name = strings.ReplaceAll(name, "checkpoint/checkpoint/", "checkpoint/") + "/" + string(way)
 				cases++
-				if t.Run(name, func(t *testing.T) { endDuringMove(t, c, gates, steps, step, way, postcopy) }) {
+				if t.Run(name, func(t *testing.T) { endDuringMove(t, c, gates, steps, step, way, op) }) {
 					passed++
 				}
 			}
@@ -86,22 +103,28 @@ func TestEndDuringMigration(t *testing.T) {
 	t.Logf("end-during-migration cases: %d, passed: %d", cases, passed)
 }
 
+// gateName is the gate file of failpoint point.
+func gateName(point string) string { return strings.ReplaceAll(point, "/", "_") }
+
 // dumped reports whether the source copy is already frozen at step (and so
 // cannot end by itself, or be killed from outside for good: its images are
 // taken).
-func dumped(step string) bool { return step != "after-claim" && step != "after-prepare" }
+func dumped(step string) bool {
+	return !strings.HasSuffix(step, "/after-claim") && !strings.HasSuffix(step, "/after-prepare")
+}
 
-func endDuringMove(t *testing.T, c *testCluster, gates string, steps []string, step string, way endWay, postcopy bool) {
+func endDuringMove(t *testing.T, c *testCluster, gates string, steps []string, step string, way endWay, op moveOp) {
 	// Every gate open but this step's.
 	for _, s := range steps {
-		_ = os.Remove(filepath.Join(gates, s+".reached"))
+		f := filepath.Join(gates, gateName(s))
+		_ = os.Remove(f + ".reached")
 		if s == step {
-			_ = os.Remove(filepath.Join(gates, s))
-		} else if err := os.WriteFile(filepath.Join(gates, s), nil, 0o600); err != nil {
+			_ = os.Remove(f)
+		} else if err := os.WriteFile(f, nil, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	gate := filepath.Join(gates, step)
+	gate := filepath.Join(gates, gateName(step))
 	opened := false
 	open := func() {
 		if !opened {
@@ -127,8 +150,12 @@ func endDuringMove(t *testing.T, c *testCluster, gates string, steps []string, s
 	mctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	args := []string{"migrate", g, "node2"}
-	if postcopy {
+	switch op {
+	case opPostCopy:
 		args = append(args, "--postcopy")
+	case opCheckpoint:
+		args = []string{"checkpoint", g, "--leave-running", "--name", "endmove-" + g}
+		defer c.ssi(t, "checkpoints", "rm", "endmove-"+g)
 	}
 	mig := c.cmd(mctx, args...)
 	mig.Env = append(mig.Env, "SSI_ENDPOINT="+c.Nodes[0].API())
@@ -161,7 +188,7 @@ func endDuringMove(t *testing.T, c *testCluster, gates string, steps []string, s
 			defer cancel()
 			killDone <- runCmd(t, c.cmd(kctx, "kill", "-s", sig, g))
 		}()
-		if step != "after-commit" && step != "after-resume" {
+		if !strings.HasSuffix(step, "/after-commit") && !strings.HasSuffix(step, "/after-resume") {
 			// Held off while the source holds the job: not sent, not dropped.
 			select {
 			case r := <-killDone:
@@ -177,8 +204,9 @@ func endDuringMove(t *testing.T, c *testCluster, gates string, steps []string, s
 			t.Fatalf("kill -9 %d: %v", mainPID, err)
 		}
 		// A frozen copy whose images are taken is not the job any more: the
-		// move goes on, and the job runs where the record says.
-		expectRunning = dumped(step)
+		// move goes on, and the job runs where the record says. (A
+		// checkpoint left running resumes that very copy, which then ends.)
+		expectRunning = dumped(step) && op != opCheckpoint
 	case endByItself:
 		if err := os.WriteFile(filepath.Join(work, endTrigger), nil, 0o644); err != nil {
 			t.Fatal(err)
@@ -202,7 +230,7 @@ func endDuringMove(t *testing.T, c *testCluster, gates string, steps []string, s
 	case <-time.After(90 * time.Second):
 		t.Fatalf("ssi migrate did not return within 90 s of the gate opening; stdout %q stderr %q", mout.String(), merr.String())
 	}
-	t.Logf("migrate: %v, stdout %q, stderr %q", merrv, mout.String(), merr.String())
+	t.Logf("%s: %v, stdout %q, stderr %q", op, merrv, mout.String(), merr.String())
 	if killDone != nil {
 		if r := <-killDone; r.code != 0 {
 			t.Fatalf("ssi kill: %v", r)
@@ -214,8 +242,12 @@ func endDuringMove(t *testing.T, c *testCluster, gates string, steps []string, s
 		}
 	}
 	if (way == endFromHost || way == endByItself) && !dumped(step) {
-		if merrv == nil || !strings.Contains(merr.String(), "ended during the migration") || !strings.Contains(merr.String(), fmt.Sprintf("status %d", want)) {
-			t.Fatalf("migrate of a job that ended during it: %v, stderr %q; want it to say it ended, with status %d", merrv, merr.String(), want)
+		during := "ended during the migration"
+		if op == opCheckpoint {
+			during = "ended during the checkpoint"
+		}
+		if merrv == nil || !strings.Contains(merr.String(), during) || !strings.Contains(merr.String(), fmt.Sprintf("status %d", want)) {
+			t.Fatalf("%s of a job that ended during it: %v, stderr %q; want it to say it %s, with status %d", op, merrv, merr.String(), during, want)
 		}
 	}
 	if expectRunning {
