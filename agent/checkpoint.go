@@ -154,9 +154,6 @@ func (a *Agent) checkpoint(ctx context.Context, p pidtable.Proc, req api.Checkpo
 	if err != nil {
 		return fail(err)
 	}
-	if meta.Files, err = jobFiles(j); err != nil {
-		return fail(err)
-	}
 	if meta.CPUFlags, err = a.cpu.flags(); err != nil {
 		return fail(err)
 	}
@@ -170,6 +167,10 @@ func (a *Agent) checkpoint(ctx context.Context, p pidtable.Proc, req api.Checkpo
 	}
 	dumped = true
 	dumpTime := time.Since(frozenAt)
+	// The files and their sizes as the dump saw them: the tree is stopped.
+	if meta.Files, err = jobFiles(j); err != nil {
+		return fail(err)
+	}
 	if err := failpoint.Hit("checkpoint/after-dump"); err != nil {
 		return fail(err)
 	}
@@ -557,7 +558,10 @@ func (a *Agent) restoreCheckpoint(ctx context.Context, c pidtable.Checkpoint, as
 	if err := a.checkCPU(meta.CPUFlags); err != nil {
 		return fail(err)
 	}
-	if err := checkFiles(a.cfg.Name, meta.Files, spec.Workdir); err != nil {
+	if err := checkFilesPresent(a.cfg.Name, meta.Files, spec.Workdir); err != nil {
+		return fail(err)
+	}
+	if err := checkFileSizes(a.cfg.Name, meta.Files, "checkpoint "+c.Name+" was taken", "put it back as it was, or restore on a node where it is unchanged"); err != nil {
 		return fail(err)
 	}
 	if err := copyPrefix(filepath.Join(from, shim.LogFile), filepath.Join(dir, shim.LogFile), -1); err != nil {
@@ -666,24 +670,6 @@ func (a *Agent) fetchCheckpoint(ctx context.Context, holder pidtable.Node, c pid
 		return n, api.Errorf(api.CodeConflict, "checkpoint %s from %s: %v", name, holder.Name, err)
 	}
 	return n, nil
-}
-
-// checkFiles checks that node has every file a job uses, with the same size,
-// and its working directory.
-func checkFiles(node string, files []api.FileCheck, workdir string) error {
-	for _, f := range files {
-		fi, err := os.Stat(f.Path)
-		if err != nil {
-			return api.Errorf(api.CodeConflict, "node %s lacks %s, which the job uses: %v", node, f.Path, err)
-		}
-		if fi.Size() != f.Size {
-			return api.Errorf(api.CodeConflict, "%s has %d bytes on node %s but had %d when the job was dumped: the job would not restore", f.Path, fi.Size(), node, f.Size)
-		}
-	}
-	if fi, err := os.Stat(workdir); err != nil || !fi.IsDir() {
-		return api.Errorf(api.CodeConflict, "node %s lacks the job's working directory %s", node, workdir)
-	}
-	return nil
 }
 
 // reconcileCheckpoints runs at agent start: it removes checkpoints this node

@@ -228,6 +228,8 @@ type migration struct {
 	released bool
 	// imageBytes is the size of the dumped images.
 	imageBytes int64
+	// files are the files the job uses, with their sizes at the dump.
+	files []api.FileCheck
 	// postcopy: the memory follows after the restore, served by lazy (the
 	// dump's page server) for pagesWait; lazyBytes is the job's RSS at dump.
 	postcopy  bool
@@ -354,6 +356,11 @@ func (m *migration) Dump(ctx context.Context) (int64, error) {
 	// so the shipped log is complete (CRIU does not carry pipe contents over).
 	waitDrained(init, filepath.Join(m.j.dir, shim.LogFile))
 	m.imageBytes = dirSize(m.images)
+	// The files and their sizes as the dump saw them (the tree is stopped):
+	// the target checks them before it restores.
+	if m.files, err = jobFiles(m.j); err != nil {
+		return 0, err
+	}
 	return m.imageBytes, failpoint.Hit("migrate/source/after-dump")
 }
 
@@ -402,7 +409,7 @@ func (m *migration) Restore(ctx context.Context) error {
 		return err
 	}
 	var resp api.RestoreResponse
-	req := api.RestoreRequest{ID: m.id, StdoutKey: m.keys[0], StderrKey: m.keys[1]}
+	req := api.RestoreRequest{ID: m.id, StdoutKey: m.keys[0], StderrKey: m.keys[1], Files: m.files}
 	if m.lazy != nil {
 		req.LazyPages = m.lazy.Addr
 		req.LazyPagesCA, req.LazyPagesCert, req.LazyPagesKey = string(m.lazyTLS.CACert), string(m.lazyTLS.ClientCert), string(m.lazyTLS.ClientKey)
@@ -799,44 +806,6 @@ func (m *migration) do(req *http.Request, out any) error {
 	return nil
 }
 
-// jobFiles lists the files the job's processes map or hold open (and their
-// sizes): the target must have each of them, with the same size.
-func jobFiles(j *job) ([]api.FileCheck, error) {
-	pids, err := j.cgroup.Pids()
-	if err != nil {
-		return nil, err
-	}
-	seen := map[string]bool{}
-	var out []api.FileCheck
-	add := func(path string) {
-		if !strings.HasPrefix(path, "/") || seen[path] || strings.HasSuffix(path, " (deleted)") {
-			return
-		}
-		seen[path] = true
-		if fi, err := os.Stat(path); err == nil && fi.Mode().IsRegular() {
-			out = append(out, api.FileCheck{Path: path, Size: fi.Size()})
-		}
-	}
-	for _, pid := range pids {
-		maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
-		if err != nil {
-			continue // exited meanwhile
-		}
-		for _, line := range strings.Split(string(maps), "\n") {
-			if f := strings.Fields(line); len(f) >= 6 {
-				add(strings.Join(f[5:], " "))
-			}
-		}
-		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-		for _, fd := range fds {
-			if t, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); err == nil {
-				add(t)
-			}
-		}
-	}
-	return out, nil
-}
-
 // waitDrained waits (up to 5 s) until the pipes of a stopped job hold no unread
 // output and the job's log stopped growing.
 func waitDrained(init int, logPath string) {
@@ -984,7 +953,7 @@ func (a *Agent) prepare(gpid uint64, req api.PrepareRequest) error {
 	if err := a.checkCPU(req.CPUFlags); err != nil {
 		return err
 	}
-	if err := checkFiles(a.cfg.Name, req.Files, req.Spec.Workdir); err != nil {
+	if err := checkFilesPresent(a.cfg.Name, req.Files, req.Spec.Workdir); err != nil {
 		return err
 	}
 	if a.localJob(gpid) != nil {
@@ -1088,6 +1057,10 @@ func (a *Agent) handleRestore(w http.ResponseWriter, r *http.Request) {
 	}
 	in, err := a.incomingFor(gpid, req.ID, from)
 	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if err := checkFileSizes(a.cfg.Name, req.Files, "the job was frozen for its move", fmt.Sprintf("a retry may succeed once it is left alone (ssi migrate %d %s)", gpid, a.cfg.Name)); err != nil {
 		a.writeError(w, r, err)
 		return
 	}

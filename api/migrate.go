@@ -123,6 +123,9 @@ type RestoreRequest struct {
 	LazyPagesCA   string `json:"lazy_pages_ca,omitempty"`
 	LazyPagesCert string `json:"lazy_pages_cert,omitempty"`
 	LazyPagesKey  string `json:"lazy_pages_key,omitempty"`
+	// Files are the files the job maps or holds open, with their sizes when
+	// it was frozen for the dump: the target checks them before it restores.
+	Files []FileCheck `json:"files,omitempty"`
 }
 
 // RestoreResponse says what the target started.

@@ -1,0 +1,156 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Real programs that must move (issue 19): jobs that write files, hold locks.
+
+// appendingJob appends consecutive numbers to log.txt in its working
+// directory as fast as it can, opening the file for every line (as
+// `cmd >> file` in a shell loop does).
+var appendingJob = []string{"sh", "-c", `i=0; while :; do echo $i >> log.txt; i=$((i+1)); done`}
+
+// checkCounted checks that path holds 0, 1, 2, ... with no gap, no repeat,
+// and returns how many lines it has.
+func checkCounted(t *testing.T, path string) int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		return 0 // not written yet
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	for i, l := range lines {
+		if i == len(lines)-1 && !strings.HasSuffix(string(b), "\n") {
+			break // the line being written
+		}
+		if l != strconv.Itoa(i) {
+			t.Fatalf("%s: line %d is %q, want %d (a gap or a repeat: the file was not restored as it was)", path, i+1, l, i)
+		}
+	}
+	return len(lines)
+}
+
+// TestFileWriterMoves: a job appending to a file (a logger) moves around the
+// cluster while it writes, stop-and-copy and post-copy, and the file holds
+// every number once, in order. Before issue 19 every such move was refused:
+// the sizes were compared before the job was frozen.
+func TestFileWriterMoves(t *testing.T) {
+	c := need(t)
+	work := privateWorkdir(t)
+	gpid := c.detach(t, append([]string{"--node", "node1", "--workdir", work, "--"}, appendingJob...)...)
+	defer c.kill(t, gpid)
+	log := filepath.Join(work, "log.txt")
+	grown := func(min int) {
+		eventually(t, 10*time.Second, "log.txt growing", func() error {
+			if n := checkCounted(t, log); n < min {
+				return fmt.Errorf("%d lines", n)
+			}
+			return nil
+		})
+	}
+	grown(100)
+	for i, to := range []string{"node2", "node3", "node1", "node2"} {
+		args := []string{"migrate", strconv.FormatUint(gpid, 10), to}
+		if i == 3 {
+			args = append(args, "--postcopy")
+		}
+		r := c.ssi(t, args...)
+		if r.code != 0 {
+			t.Fatalf("move %d of a job appending to a file: %v", i+1, r)
+		}
+		t.Logf("move %d: %s", i+1, strings.TrimSpace(r.stdout))
+		before := checkCounted(t, log)
+		grown(before + 100)
+		if p := c.proc(t, gpid); p.Node != to || p.State != "running" {
+			t.Fatalf("after move %d: %s on %s", i+1, p.State, p.Node)
+		}
+	}
+	t.Logf("log.txt: %d lines, in order, after 4 moves", checkCounted(t, log))
+}
+
+// TestFileChangedWhileFrozen: a file the job holds open really is changed
+// by someone else while the job is frozen for its move: the target refuses
+// to restore, the message names the file and says what happened, and the job
+// runs on its source again.
+func TestFileChangedWhileFrozen(t *testing.T) {
+	c := need(t)
+	ctx := context.Background()
+	gate := filepath.Join(t.TempDir(), "gate")
+	c.stopAgent(t, "node3", syscall.SIGTERM)
+	if err := c.StartAgentEnv(ctx, "node3", []string{"SSI_FAILPOINTS=migrate/source/after-transfer=wait(" + gate + ")"}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = os.WriteFile(gate, nil, 0o600)
+		c.stopAgent(t, "node3", syscall.SIGTERM)
+		c.startAgent(t, "node3")
+	}()
+	work := privateWorkdir(t)
+	gpid := c.detach(t, "--node", "node3", "--workdir", work, "--", "sh", "-c", `exec 3>>held.txt; i=0; while :; do echo $i >&3; i=$((i+1)); sleep 0.01; done`)
+	defer c.kill(t, gpid)
+	held := filepath.Join(work, "held.txt")
+	eventually(t, 10*time.Second, "held.txt growing", func() error {
+		if checkCounted(t, held) < 10 {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	mctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	mig := c.cmd(mctx, "migrate", strconv.FormatUint(gpid, 10), "node2")
+	mig.Env = append(mig.Env, "SSI_ENDPOINT="+c.Nodes[0].API())
+	done := make(chan result, 1)
+	go func() { done <- runCmd(t, mig) }()
+	eventually(t, 30*time.Second, "source held after the transfer", func() error {
+		_, err := os.Stat(gate + ".reached")
+		return err
+	})
+	f, err := os.OpenFile(held, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = f.WriteString("an intruder's line\n")
+	f.Close()
+	if err := os.WriteFile(gate, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	t.Logf("migrate: %v", r)
+	for _, want := range []string{held, "something other than the job changed it", "a retry may succeed", "running on its source node again"} {
+		if r.code == 0 || !strings.Contains(r.stderr, want) {
+			t.Fatalf("migrate of a job whose file changed while it was frozen: %v; want %q", r, want)
+		}
+	}
+	p := c.proc(t, gpid)
+	if p.Node != "node3" || p.State != "running" {
+		t.Fatalf("after the refused move: %s on %s", p.State, p.Node)
+	}
+	n := strings.Count(string(mustRead(t, held)), "\n")
+	eventually(t, 10*time.Second, "the job writing on its source again", func() error {
+		if m := strings.Count(string(mustRead(t, held)), "\n"); m <= n+5 {
+			return fmt.Errorf("%d lines, was %d", m, n)
+		}
+		return nil
+	})
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
