@@ -52,6 +52,10 @@ type Agent struct {
 	// migration against the delayed removal of a migrated job's directory.
 	dirMu    sync.Mutex
 	incoming map[uint64]*incoming // migrations this node is the target of
+	// outgoing are the migrations this node is the source of, by gpid (the
+	// migration's ID): such a job may have no process here for a while (its
+	// locks handed over), and is no phantom.
+	outgoing map[uint64]string
 
 	// criuPath and criuErr: the CRIU this node migrates with, and why it cannot.
 	criuPath string
@@ -100,6 +104,7 @@ func New(cfg Config) (*Agent, error) {
 		jobsDir:  filepath.Join(cfg.DataDir, "jobs"),
 		jobs:     map[uint64]*job{},
 		incoming: map[uint64]*incoming{},
+		outgoing: map[uint64]string{},
 		streams:  map[string]int{},
 		rnd:      mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid()))),
 		peer:     newTransport(),

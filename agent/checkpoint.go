@@ -237,6 +237,9 @@ type movedMark struct {
 	// Checkpoint is set when the job was stopped into a checkpoint rather than
 	// migrated away.
 	Checkpoint string `json:"checkpoint,omitempty"`
+	// HandOver is set when the stopped source copy of a migration was killed
+	// to release its file locks before the target's restore (handover.go).
+	HandOver bool `json:"hand_over,omitempty"`
 }
 
 // releaseCheckpointing returns a job claimed by a checkpoint to Running. It

@@ -56,7 +56,10 @@ func (a *Agent) heal(ctx context.Context, prev map[uint64]int64) map[uint64]int6
 		if p.Node != a.cfg.Name || (p.State != pidtable.Running && p.State != pidtable.Migrating && p.State != pidtable.Checkpointing) {
 			continue
 		}
-		if a.localJob(p.GPID) != nil {
+		a.mu.Lock()
+		busy := a.jobs[p.GPID] != nil || a.outgoing[p.GPID] != ""
+		a.mu.Unlock()
+		if busy {
 			continue
 		}
 		_, rev, ok := a.own.Get(p.GPID)
@@ -78,7 +81,10 @@ func (a *Agent) healPhantom(ctx context.Context, p pidtable.Proc, rev int64) {
 	cctx, cancel := context.WithTimeout(ctx, etcdStepTimeout)
 	defer cancel()
 	_, _, err := a.store.TransitionAt(cctx, p.GPID, rev, pidtable.End, a.cfg.Name, func(q *pidtable.Proc) error {
-		if a.localJob(q.GPID) != nil {
+		a.mu.Lock()
+		busy := a.jobs[q.GPID] != nil || a.outgoing[q.GPID] != ""
+		a.mu.Unlock()
+		if busy {
 			return errNotPhantom
 		}
 		q.State, q.Error, q.PID, q.InitPID = pidtable.Lost, why, 0, 0

@@ -74,13 +74,14 @@ func (a *Agent) markBusy(gpid uint64, what string) (*job, error) {
 	return j, nil
 }
 
-// clearBusy ends what markBusy reserved.
+// clearBusy ends what markBusy reserved, and the migration out, if any.
 func (a *Agent) clearBusy(j *job) {
 	if j == nil {
 		return
 	}
 	a.mu.Lock()
 	j.busy = ""
+	delete(a.outgoing, j.gpid)
 	a.mu.Unlock()
 }
 
@@ -323,7 +324,11 @@ func (a *Agent) finish(ctx context.Context, j *job) {
 	delete(a.jobs, j.gpid)
 	a.mu.Unlock()
 	close(j.done)
-	a.log.Info("job ended", "gpid", j.gpid, "code", ex.Code, "lost", err != nil)
+	if moved.Time.IsZero() {
+		a.log.Info("job ended", "gpid", j.gpid, "code", ex.Code, "lost", err != nil)
+	} else {
+		a.log.Info("the job's copy here is gone; the job goes on elsewhere or in a checkpoint", "gpid", j.gpid, "checkpoint", moved.Checkpoint, "hand_over", moved.HandOver)
+	}
 }
 
 // waitExit blocks until the process id names has exited, using a pidfd through
@@ -358,6 +363,9 @@ func (a *Agent) signal(gpid uint64, sig syscall.Signal) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	j := a.jobs[gpid]
+	if j == nil && a.outgoing[gpid] != "" {
+		return api.Errorf(api.CodeBusy, "gpid %d is being migrated (its locks are being handed over): the signal was not sent; retry in a moment", gpid)
+	}
 	if j == nil {
 		return api.Errorf(api.CodeConflict, "gpid %d is not running on node %s", gpid, a.cfg.Name)
 	}

@@ -135,7 +135,7 @@ func (a *Agent) handleMigrate(w http.ResponseWriter, r *http.Request) {
 	stats := &api.MigrateStats{
 		GPID: p.GPID, From: a.cfg.Name, To: target.Name, FrozenMS: ms(st.Frozen), ImageBytes: st.ImageBytes,
 		DumpMS: ms(st.Dump), TransferMS: ms(st.Transfer), RestoreMS: ms(st.Restore), TotalMS: ms(st.Total),
-		PostCopy: m.postcopy, PagesMS: ms(m.pagesWait), LazyBytes: m.lazyBytes,
+		PostCopy: m.postcopy, PagesMS: ms(m.pagesWait), LazyBytes: m.lazyBytes, Note: m.note,
 	}
 	a.log.Info("migrated", "gpid", p.GPID, "target", target.Name, "frozen_ms", stats.FrozenMS, "image_bytes", st.ImageBytes, "total_ms", stats.TotalMS)
 	send(api.MigrateEvent{Done: true, Stats: stats})
@@ -228,8 +228,14 @@ type migration struct {
 	released bool
 	// imageBytes is the size of the dumped images.
 	imageBytes int64
-	// files are the files the job uses, with their sizes at the dump.
+	// files are the files the job uses, with their sizes at the dump;
+	// locks the file locks it holds (handover.go).
 	files []api.FileCheck
+	locks []string
+	// handedOver: the source copy was killed to release its locks.
+	handedOver bool
+	// note says what the migration did differently from what was asked.
+	note string
 	// postcopy: the memory follows after the restore, served by lazy (the
 	// dump's page server) for pagesWait; lazyBytes is the job's RSS at dump.
 	postcopy  bool
@@ -296,6 +302,9 @@ func (m *migration) Claim(ctx context.Context) error {
 		m.a.clearBusy(j)
 		return err
 	}
+	m.a.mu.Lock()
+	m.a.outgoing[m.gpid] = m.id
+	m.a.mu.Unlock()
 	m.rev = rev
 	return failpoint.Hit("migrate/source/after-claim")
 }
@@ -343,6 +352,16 @@ func (m *migration) Dump(ctx context.Context) (int64, error) {
 		return 0, fmt.Errorf("images dir: %w", err)
 	}
 	if m.postcopy {
+		// A job holding file locks hands them over only once all its memory
+		// is on the target (handover.go): it moves by a full copy.
+		if locks, err := jobLocks(m.j); err != nil {
+			return 0, err
+		} else if len(locks) > 0 {
+			m.postcopy = false
+			m.note = fmt.Sprintf("post-copy fell back to a full copy: the job holds file locks (%s), which its source copy can give up only once all its memory is on the target", strings.Join(locks, "; "))
+		}
+	}
+	if m.postcopy {
 		if err := m.lazyDump(ctx); err != nil {
 			return 0, err
 		}
@@ -360,6 +379,12 @@ func (m *migration) Dump(ctx context.Context) (int64, error) {
 	// the target checks them before it restores.
 	if m.files, err = jobFiles(m.j); err != nil {
 		return 0, err
+	}
+	if m.locks, err = jobLocks(m.j); err != nil {
+		return 0, err
+	}
+	if m.postcopy && len(m.locks) > 0 {
+		return 0, api.Errorf(api.CodeConflict, "gpid %d took a file lock while it was being dumped for post-copy (%s); retry the move", m.gpid, strings.Join(m.locks, "; "))
 	}
 	return m.imageBytes, failpoint.Hit("migrate/source/after-dump")
 }
@@ -407,6 +432,13 @@ func (m *migration) Transfer(ctx context.Context) error {
 func (m *migration) Restore(ctx context.Context) error {
 	if err := m.setPhase(ctx, migrate.Restore); err != nil {
 		return err
+	}
+	if len(m.locks) > 0 {
+		// The target's restore takes the job's locks: the frozen source copy
+		// must give them up first (handover.go).
+		if err := m.handOver(ctx); err != nil {
+			return err
+		}
 	}
 	var resp api.RestoreResponse
 	req := api.RestoreRequest{ID: m.id, StdoutKey: m.keys[0], StderrKey: m.keys[1], Files: m.files}
@@ -639,6 +671,14 @@ func (m *migration) Rollback(ctx context.Context, cause error, dumped, restored 
 	if m.j != nil {
 		killOrphanLazyDump(m.j.dir)
 	}
+	if m.handedOver {
+		// The source copy was killed to hand its locks over: bring the job
+		// back from its images. Without them there is no job left to resume.
+		if err := m.restoreHere(ctx); err != nil {
+			m.lose(ctx, fmt.Sprintf("its source copy was handed over for a move (it held file locks), and after the move failed (%v) it could not be restored on %s from its images: %v", cause, m.a.cfg.Name, err))
+			return errors.Join(append(errs, m.ended(ctx))...)
+		}
+	}
 	if dumped {
 		resume(m.j)
 	}
@@ -738,6 +778,9 @@ func (m *migration) release(ctx context.Context, why string) error {
 		}
 		p.State, p.Migration = pidtable.Running, nil
 		p.MigrationError, p.MigrationFailed = why, time.Now().UTC()
+		if m.handedOver { // restored from its images: new host PIDs
+			p.PID, p.InitPID = m.j.state.MainPID, m.j.state.Init.PID
+		}
 		return nil
 	})
 	return err
@@ -859,8 +902,13 @@ func dirSize(dir string) int64 {
 // resume continues a job left stopped by a dump or a restore.
 func resume(j *job) { j.cgroup.Signal(unix.SIGCONT) }
 
-// killJob kills a job's init, and with it its PID namespace.
-func killJob(j *job) { _ = unix.Kill(j.state.Init.PID, unix.SIGKILL) }
+// killJob kills a job's init, and with it its PID namespace (unless it is
+// gone already: its PID may have been reused).
+func killJob(j *job) {
+	if j.state.Init.Alive() {
+		_ = unix.Kill(j.state.Init.PID, unix.SIGKILL)
+	}
+}
 
 // forgetMigrated ends this node's part in a job that now runs elsewhere: mark
 // its directory moved (so the shim reports no exit and followers reconnect to

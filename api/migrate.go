@@ -52,6 +52,9 @@ type MigrateStats struct {
 	PostCopy  bool    `json:"post_copy,omitempty"`
 	PagesMS   float64 `json:"pages_ms,omitempty"`
 	LazyBytes int64   `json:"lazy_bytes,omitempty"`
+	// Note says what the migration did differently from what was asked, and
+	// why (e.g. post-copy fell back to a full copy).
+	Note string `json:"note,omitempty"`
 	// StreamLost is set (and the figures are zero) when the progress stream
 	// broke and the outcome was read from the process table instead.
 	StreamLost bool `json:"stream_lost,omitempty"`

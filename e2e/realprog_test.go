@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Real programs that must move (issue 19): jobs that write files, hold locks.
@@ -153,4 +156,165 @@ func mustRead(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// lockerPath is testdata/locker.py, copied where any job can read it.
+func lockerPath(t *testing.T) string {
+	t.Helper()
+	dst := filepath.Join(privateWorkdir(t), "locker.py")
+	if err := os.WriteFile(dst, mustRead(t, "testdata/locker.py"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+// lockHeld reports whether someone holds a lock of kind on path, by trying
+// to take it without waiting (from the test process: another owner).
+func lockHeld(t *testing.T, path, kind string) bool {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	lk := unix.Flock_t{Type: unix.F_WRLCK}
+	switch kind {
+	case "posix":
+		err = unix.FcntlFlock(f.Fd(), unix.F_SETLK, &lk)
+	case "ofd":
+		err = unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk)
+	case "flock":
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+	}
+	switch {
+	case err == nil:
+		return false // we got it: nobody held it (closing f drops it)
+	case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EACCES):
+		return true
+	}
+	t.Fatalf("try %s lock on %s: %v", kind, path, err)
+	return false
+}
+
+// frozenOf reads the frozen time from ssi migrate's summary line.
+func frozenOf(t *testing.T, summary string) time.Duration {
+	t.Helper()
+	_, rest, ok := strings.Cut(summary, "frozen ")
+	if !ok {
+		t.Fatalf("no frozen time in %q", summary)
+	}
+	d, err := time.ParseDuration(strings.TrimRight(strings.Fields(rest)[0], ","))
+	if err != nil {
+		t.Fatalf("frozen time in %q: %v", summary, err)
+	}
+	return d
+}
+
+// TestLockHolderMoves: a job holding a POSIX, an OFD or a flock lock on a
+// file both nodes see moves, stop-and-copy and post-copy, with no long
+// freeze; the lock is held by the job on its new node after each move (an
+// outsider cannot take it), and the lines it wrote under the lock are all
+// there once. Before issue 19 the restore waited for the frozen source
+// copy's lock until its 20 s bound and the move failed.
+func TestLockHolderMoves(t *testing.T) {
+	c := need(t)
+	for _, kind := range []string{"posix", "ofd", "flock"} {
+		t.Run(kind, func(t *testing.T) {
+			work := privateWorkdir(t)
+			gpid := c.detach(t, "--node", "node1", "--workdir", work, "--", "python3", lockerPath(t), kind)
+			defer c.kill(t, gpid)
+			db := filepath.Join(work, "locked.db")
+			eventually(t, 10*time.Second, "job writing under its lock", func() error {
+				if checkCounted(t, db) < 10 {
+					return fmt.Errorf("not yet")
+				}
+				return nil
+			})
+			if !lockHeld(t, db, kind) {
+				t.Fatalf("the job does not hold its %s lock before any move", kind)
+			}
+			for i, to := range []string{"node2", "node3", "node1"} {
+				args := []string{"migrate", strconv.FormatUint(gpid, 10), to}
+				if i == 2 {
+					args = append(args, "--postcopy")
+				}
+				start := time.Now()
+				r := c.ssi(t, args...)
+				if r.code != 0 {
+					t.Fatalf("move %d of a %s lock holder: %v (after %s)", i+1, kind, r, time.Since(start))
+				}
+				summary := strings.TrimSpace(r.stdout)
+				if f := frozenOf(t, summary); f > 3*time.Second {
+					t.Fatalf("move %d froze the job %s: %s", i+1, f, summary)
+				}
+				t.Logf("move %d: %s", i+1, summary)
+				if i == 2 && !strings.Contains(summary, "post-copy fell back to a full copy: the job holds file locks") {
+					t.Fatalf("a post-copy move of a lock holder does not say it fell back: %s", summary)
+				}
+				n := checkCounted(t, db)
+				eventually(t, 10*time.Second, "writing again after the move", func() error {
+					if checkCounted(t, db) < n+10 {
+						return fmt.Errorf("not yet")
+					}
+					return nil
+				})
+				if !lockHeld(t, db, kind) {
+					t.Fatalf("after move %d the job no longer holds its %s lock", i+1, kind)
+				}
+				if p := c.proc(t, gpid); p.Node != to || p.State != "running" {
+					t.Fatalf("after move %d: %s on %s", i+1, p.State, p.Node)
+				}
+			}
+			t.Logf("%s: locked.db holds %d lines in order after 3 moves", kind, checkCounted(t, db))
+		})
+	}
+}
+
+// TestLockHolderRollback: the target's restore of a lock holder fails after
+// the source copy handed its locks over (it is dead by then): the source
+// brings the job back from its images, with its lock, and it goes on writing.
+func TestLockHolderRollback(t *testing.T) {
+	c := need(t)
+	ctx := context.Background()
+	c.stopAgent(t, "node2", syscall.SIGTERM)
+	if err := c.StartAgentEnv(ctx, "node2", []string{"SSI_FAILPOINTS=migrate/target/after-restore=error"}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		c.stopAgent(t, "node2", syscall.SIGTERM)
+		c.startAgent(t, "node2")
+	}()
+	work := privateWorkdir(t)
+	gpid := c.detach(t, "--node", "node1", "--workdir", work, "--", "python3", lockerPath(t), "posix")
+	defer c.kill(t, gpid)
+	db := filepath.Join(work, "locked.db")
+	eventually(t, 10*time.Second, "job writing under its lock", func() error {
+		if checkCounted(t, db) < 10 {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	pidBefore := c.proc(t, gpid).PID
+	r := c.ssi(t, "migrate", strconv.FormatUint(gpid, 10), "node2")
+	if r.code == 0 || !strings.Contains(r.stderr, "failpoint") || !strings.Contains(r.stderr, "running on its source node again") {
+		t.Fatalf("migrate with a failing target restore: %v", r)
+	}
+	p := c.proc(t, gpid)
+	if p.Node != "node1" || p.State != "running" || p.PID == pidBefore || p.PID == 0 {
+		t.Fatalf("after the rollback: %s on %s, pid %d (was %d): want running on node1 restored from its images", p.State, p.Node, p.PID, pidBefore)
+	}
+	n := checkCounted(t, db)
+	eventually(t, 10*time.Second, "writing again on the source", func() error {
+		if checkCounted(t, db) < n+10 {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	if !lockHeld(t, db, "posix") {
+		t.Fatal("the job restored on its source does not hold its lock")
+	}
+	if left := c.imagesLeft(gpid); len(left) > 0 {
+		t.Fatalf("images left: %v", left)
+	}
+	t.Logf("rolled back from images: %s; the job holds its lock on node1, pid %d -> %d, %d lines in order", strings.TrimSpace(r.stderr), pidBefore, p.PID, checkCounted(t, db))
 }

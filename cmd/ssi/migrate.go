@@ -101,6 +101,9 @@ migration has started.`,
 			if st.PostCopy {
 				fmt.Fprintf(e.stdout, "post-copy: %s of memory paged over in %s after the job resumed\n", humanBytes(st.LazyBytes), msec(st.PagesMS))
 			}
+			if st.Note != "" {
+				fmt.Fprintf(e.stdout, "note: %s\n", st.Note)
+			}
 			return nil
 		},
 	}

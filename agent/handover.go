@@ -1,0 +1,141 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/ssi-cluster/ssi/api"
+	"github.com/ssi-cluster/ssi/isolate"
+	"github.com/ssi-cluster/ssi/pidtable"
+	"github.com/ssi-cluster/ssi/shim"
+)
+
+// Jobs that hold file locks. CRIU's restore takes the job's locks again
+// (--file-locks), and on a file both nodes see (a shared file system, or one
+// kernel) it would wait for the frozen source copy, which still holds them:
+// the job stayed frozen until the restore's bound and the move failed. So a
+// job that holds locks hands them over: once its images are safely on the
+// target (transferred and checked), the source copy is killed, which releases
+// every lock it held, and only then does the target restore. Should the
+// restore or the commit fail, the source restores the job from the very same
+// images, which it keeps until the migration is over (restoreHere).
+//
+// The invariant holds: the source copy is dead before the target copy
+// exists, so there are never two live copies and a lock is never held by two;
+// before the commit the record names the source, and the rollback brings the
+// job back there from its images, so a failure loses no job. What this costs:
+// from the hand-over to the commit the job exists only as images (on both
+// nodes); were the source agent to die in that window, its successor finds
+// the job's images gone (/dev/shm is cleared at start) and the job is
+// recorded lost, with the reason.
+
+// jobLocks lists the file locks the job's processes hold (POSIX, OFD and
+// flock locks, and leases), as /proc/PID/fdinfo shows them.
+func jobLocks(j *job) ([]string, error) {
+	pids, err := j.cgroup.Pids()
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, pid := range pids {
+		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fdinfo", pid))
+		for _, fd := range fds {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, fd.Name()))
+			if err != nil {
+				continue
+			}
+			for _, line := range strings.Split(string(b), "\n") {
+				if rest, ok := strings.CutPrefix(line, "lock:"); ok {
+					target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+					f := strings.Fields(rest)
+					kind := strings.Join(f[1:min(len(f), 4)], " ")
+					out = append(out, fmt.Sprintf("%s (%s, pid %d fd %s)", target, kind, pid, fd.Name()))
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// handOver kills the stopped source copy of a job that holds file locks, so
+// that the target's restore can take them. Its directory is marked first, so
+// that its end is no end of the job (finish, the shim).
+func (m *migration) handOver(ctx context.Context) error {
+	if err := shim.WriteJSON(m.j.dir, shim.MovedFile, movedMark{Time: time.Now().UTC(), HandOver: true}); err != nil {
+		return err
+	}
+	m.handedOver = true
+	killJob(m.j)
+	select {
+	case <-m.j.done:
+	case <-ctx.Done():
+		// restoreHere, in the rollback, waits for the copy to be gone.
+		return fmt.Errorf("the source copy of gpid %d did not die after SIGKILL: %w", m.gpid, ctx.Err())
+	}
+	m.a.log.Info("handed the job's file locks over: source copy killed after the transfer", "gpid", m.gpid, "locks", len(m.locks))
+	m.send(api.MigrateEvent{Phase: "handover"})
+	return nil
+}
+
+// lose records the job lost, saying why: its last copy is gone.
+func (m *migration) lose(ctx context.Context, why string) {
+	ctx, cancel := context.WithTimeout(ctx, etcdStepTimeout)
+	defer cancel()
+	_, _, err := m.a.store.Transition(ctx, m.gpid, pidtable.End, m.a.cfg.Name, func(p *pidtable.Proc) error {
+		p.State, p.Error, p.PID, p.InitPID = pidtable.Lost, why, 0, 0
+		return nil
+	})
+	m.a.log.Error("job lost", "gpid", m.gpid, "why", why, "err", err)
+}
+
+// restoreHere brings a handed-over job back on this node from its images,
+// stopped, as the rollback of a migration that failed after the hand-over.
+func (m *migration) restoreHere(ctx context.Context) error {
+	a, old := m.a, m.j
+	// The killed copy's shim must be gone first: until then it could still
+	// record an exit (its moved mark is removed below).
+	select {
+	case <-old.done:
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("the killed source copy's shim did not exit")
+	}
+	var spec shim.Spec
+	if err := shim.ReadJSON(old.dir, shim.SpecFile, &spec); err != nil {
+		return err
+	}
+	for _, f := range []string{shim.MovedFile, shim.StateFile, shim.ExitFile} {
+		_ = os.Remove(filepath.Join(old.dir, f))
+	}
+	_ = os.Remove(filepath.Join(old.dir, lazyDumpFile))
+	rs := shim.RestoreSpec{ImagesDir: m.images, StdoutKey: m.keys[0], StderrKey: m.keys[1], CRIUPath: a.criuPath}
+	if err := shim.WriteJSON(old.dir, shim.RestoreFile, rs); err != nil {
+		return err
+	}
+	cg, err := isolate.OpenCgroup(spec.Cgroup)
+	if err != nil {
+		if cg, err = isolate.CreateCgroup(spec.Cgroup, a.limits(old.cpus, old.memory)); err != nil {
+			return err
+		}
+	}
+	cmd, st, err := shim.Launch(ctx, a.cfg.ShimExe, old.dir, shim.ModeRestore)
+	if err != nil {
+		if cmd != nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+		return fmt.Errorf("restore on %s from its images: %w", a.cfg.Name, err)
+	}
+	j := &job{gpid: m.gpid, dir: old.dir, state: st, cgroup: cg, cpus: old.cpus, memory: old.memory, token: old.token, busy: old.busy, done: make(chan struct{})}
+	a.mu.Lock()
+	a.jobs[m.gpid] = j
+	a.mu.Unlock()
+	go a.watch(j, cmd)
+	_ = os.Remove(filepath.Join(old.dir, shim.RestoreFile))
+	m.j = j
+	a.log.Info("restored a handed-over job on its source from its images", "gpid", m.gpid, "pid", st.MainPID)
+	return nil
+}

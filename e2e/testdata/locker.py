@@ -1,0 +1,30 @@
+"""A job that holds a file lock and writes under it (issue 19's lock holder).
+
+locker.py KIND: KIND is posix (lockf), ofd (open file description lock) or
+flock. It locks locked.db in its working directory, then appends 0, 1, 2, ...
+to it and prints each number, every 10 ms, for ever.
+"""
+import fcntl
+import struct
+import sys
+import time
+
+kind = sys.argv[1]
+f = open("locked.db", "a")
+if kind == "posix":
+    fcntl.lockf(f, fcntl.LOCK_EX)
+elif kind == "flock":
+    fcntl.flock(f, fcntl.LOCK_EX)
+elif kind == "ofd":
+    # struct flock: l_type, l_whence, l_start, l_len, l_pid (0 for OFD locks).
+    fcntl.fcntl(f, fcntl.F_OFD_SETLKW, struct.pack("hhqqii", fcntl.F_WRLCK, 0, 0, 0, 0, 0))
+else:
+    sys.exit("kind must be posix, ofd or flock")
+print("locked", kind, flush=True)
+i = 0
+while True:
+    f.write("%d\n" % i)
+    f.flush()
+    print(i, flush=True)
+    i += 1
+    time.sleep(0.01)
