@@ -168,7 +168,7 @@ func (a *Agent) checkpoint(ctx context.Context, p pidtable.Proc, req api.Checkpo
 	dumped = true
 	dumpTime := time.Since(frozenAt)
 	// The files and their sizes as the dump saw them: the tree is stopped.
-	if meta.Files, err = jobFiles(j); err != nil {
+	if meta.Files, err = jobFiles(j, false); err != nil {
 		return fail(err)
 	}
 	if err := failpoint.Hit("checkpoint/after-dump"); err != nil {

@@ -11,15 +11,20 @@ import (
 // The files a job maps or holds open. CRIU restores such a file only if it
 // finds it at the path, with the size it had at the dump ("File X has bad
 // size"). A migration checks twice, each time when the check can say
-// something true: at prepare, that the target sees every file (sizes are not
-// compared then: a running job may be appending to its files); after the
-// transfer, that every file has the size it had when the job was frozen for
-// the dump (the job itself cannot have changed it since). A checkpoint records
+// something true: at prepare, that the target sees the files the job maps
+// (its program, its libraries: a running job's open files come and go, and a
+// running job may be appending to them); after the transfer, that every file
+// it maps or holds open is there with the size it had when the job was frozen
+// for the dump (the job itself cannot have changed it since). A checkpoint records
 // the sizes at its dump and its restore compares them.
 
-// jobFiles lists the files the job's processes map or hold open (and their
-// sizes): the target must have each of them, with the same size.
-func jobFiles(j *job) ([]api.FileCheck, error) {
+// jobFiles lists the files the job's processes map, and unless mappedOnly the
+// files they hold open, with their sizes: the target must have each of them,
+// with the same size. A running job opens and removes files all the time (a
+// database's journal, a compiler's temporary files), so only its mappings
+// (its program and libraries, mapped data) are worth checking before it is
+// frozen.
+func jobFiles(j *job, mappedOnly bool) ([]api.FileCheck, error) {
 	pids, err := j.cgroup.Pids()
 	if err != nil {
 		return nil, err
@@ -44,6 +49,9 @@ func jobFiles(j *job) ([]api.FileCheck, error) {
 			if f := strings.Fields(line); len(f) >= 6 {
 				add(strings.Join(f[5:], " "))
 			}
+		}
+		if mappedOnly {
+			continue
 		}
 		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 		for _, fd := range fds {

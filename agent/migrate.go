@@ -321,7 +321,7 @@ func (m *migration) Prepare(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	files, err := jobFiles(m.j)
+	files, err := jobFiles(m.j, true)
 	if err != nil {
 		return err
 	}
@@ -377,7 +377,7 @@ func (m *migration) Dump(ctx context.Context) (int64, error) {
 	m.imageBytes = dirSize(m.images)
 	// The files and their sizes as the dump saw them (the tree is stopped):
 	// the target checks them before it restores.
-	if m.files, err = jobFiles(m.j); err != nil {
+	if m.files, err = jobFiles(m.j, false); err != nil {
 		return 0, err
 	}
 	if m.locks, err = jobLocks(m.j); err != nil {

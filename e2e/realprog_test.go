@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -317,4 +318,81 @@ func TestLockHolderRollback(t *testing.T) {
 		t.Fatalf("images left: %v", left)
 	}
 	t.Logf("rolled back from images: %s; the job holds its lock on node1, pid %d -> %d, %d lines in order", strings.TrimSpace(r.stderr), pidBefore, p.PID, checkCounted(t, db))
+}
+
+// TestSQLiteWriterMoves: an SQLite writer committing 500-row transactions
+// back to back, in WAL and in DELETE journal mode, moves 5 times while it
+// writes (stop-and-copy; the last move post-copy, which falls back to a full
+// copy while it holds a lock); afterwards the database holds whole
+// transactions only and passes PRAGMA integrity_check. Before issue 19, 0 of
+// 12 such moves succeeded.
+func TestSQLiteWriterMoves(t *testing.T) {
+	c := need(t)
+	src, err := filepath.Abs("testdata/sqlwriter.py")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []string{"wal", "delete"} {
+		t.Run(mode, func(t *testing.T) {
+			work := privateWorkdir(t)
+			prog := filepath.Join(work, "sqlwriter.py")
+			if err := os.WriteFile(prog, mustRead(t, src), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			gpid := c.detach(t, "--node", "node1", "--workdir", work, "--", "python3", prog, mode)
+			g := strconv.FormatUint(gpid, 10)
+			committed := func() int {
+				lines := strings.Fields(c.ok(t, "logs", g))
+				if len(lines) == 0 {
+					return 0
+				}
+				n, _ := strconv.Atoi(lines[len(lines)-1])
+				return n
+			}
+			eventually(t, 15*time.Second, "committing", func() error {
+				if committed() < 2000 {
+					return fmt.Errorf("not yet")
+				}
+				return nil
+			})
+			moved := 0
+			for i, to := range []string{"node2", "node3", "node1", "node2", "node3"} {
+				args := []string{"migrate", g, to}
+				if i == 4 {
+					args = append(args, "--postcopy")
+				}
+				r := c.ssi(t, args...)
+				if r.code != 0 {
+					t.Fatalf("move %d of an SQLite writer (%s): %v", i+1, mode, r)
+				}
+				moved++
+				summary := strings.TrimSpace(r.stdout)
+				if f := frozenOf(t, summary); f > 3*time.Second {
+					t.Fatalf("move %d froze the writer %s", i+1, f)
+				}
+				t.Logf("move %d: %s", i+1, summary)
+				n := committed()
+				eventually(t, 15*time.Second, "committing after the move", func() error {
+					if committed() < n+1000 {
+						return fmt.Errorf("%d rows, was %d", committed(), n)
+					}
+					return nil
+				})
+			}
+			last := committed()
+			c.kill(t, gpid)
+			out, err := exec.Command("python3", "-c", `import sqlite3,sys
+db=sqlite3.connect(sys.argv[1])
+print(db.execute("PRAGMA integrity_check").fetchone()[0], db.execute("SELECT count(*) FROM t").fetchone()[0], db.execute("SELECT max(i) FROM t").fetchone()[0])`, filepath.Join(work, "rows.db")).CombinedOutput()
+			if err != nil {
+				t.Fatalf("check the database: %v: %s", err, out)
+			}
+			var check string
+			var rows, maxID int
+			if _, err := fmt.Sscan(string(out), &check, &rows, &maxID); err != nil || check != "ok" || rows%500 != 0 || rows < last || rows != maxID {
+				t.Fatalf("database after %d moves: %q (last committed count printed %d)", moved, out, last)
+			}
+			t.Logf("%s: %d moves, %d rows in whole transactions, integrity_check ok", mode, moved, rows)
+		})
+	}
 }
