@@ -56,6 +56,8 @@ type Agent struct {
 	// migration's ID): such a job may have no process here for a while (its
 	// locks handed over), and is no phantom.
 	outgoing map[uint64]string
+	// statusNow asks the status loop to publish at once (kickStatus).
+	statusNow chan struct{}
 
 	// criuPath and criuErr: the CRIU this node migrates with, and why it cannot.
 	criuPath string
@@ -98,16 +100,17 @@ func New(cfg Config) (*Agent, error) {
 	var seed [16]byte
 	_, _ = rand.Read(seed[:])
 	a := &Agent{
-		cfg:      cfg,
-		log:      cfg.Log.With("node", cfg.Name),
-		instance: hex.EncodeToString(seed[:8]),
-		jobsDir:  filepath.Join(cfg.DataDir, "jobs"),
-		jobs:     map[uint64]*job{},
-		incoming: map[uint64]*incoming{},
-		outgoing: map[uint64]string{},
-		streams:  map[string]int{},
-		rnd:      mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid()))),
-		peer:     newTransport(),
+		cfg:       cfg,
+		log:       cfg.Log.With("node", cfg.Name),
+		instance:  hex.EncodeToString(seed[:8]),
+		jobsDir:   filepath.Join(cfg.DataDir, "jobs"),
+		jobs:      map[uint64]*job{},
+		incoming:  map[uint64]*incoming{},
+		outgoing:  map[uint64]string{},
+		statusNow: make(chan struct{}, 1),
+		streams:   map[string]int{},
+		rnd:       mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid()))),
+		peer:      newTransport(),
 	}
 	a.events = &eventLog{a: a}
 	a.balancer = newBalancer(a, a.events)

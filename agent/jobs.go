@@ -25,6 +25,10 @@ import (
 // basePath is the PATH jobs get unless the request sets one.
 const basePath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
+// A job's environment is what the user passed (--env) over ssi's own: PATH
+// (basePath), HOME, USER, LOGNAME of the job's user, SSI_GPID, and goDebug;
+// nothing of the agent's own environment.
+//
 // goDebug keeps Go (>= 1.25) jobs migratable: by default their runtime keeps
 // their cgroup's CPU limit files open, which ties a restore to the source
 // cgroup's path. A job's own --env GODEBUG=... replaces it.
@@ -155,6 +159,8 @@ func (a *Agent) spawn(ctx context.Context, req api.RunRequest, who caller, token
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return api.RunResponse{}, undo(fmt.Errorf("create job dir: %w", err))
 	}
+	// ssi's own variables come first: the C library's getenv takes the first.
+	env = append([]string{"SSI_GPID=" + strconv.FormatUint(p.GPID, 10)}, env...)
 	spec := shim.Spec{GPID: p.GPID, Node: a.cfg.Name, Argv: req.Argv, Env: env, Workdir: workdir, UID: uid, GID: gid, Groups: groups, Cgroup: cgPath}
 	if err := shim.WriteJSON(dir, shim.SpecFile, spec); err != nil {
 		return api.RunResponse{}, undo(err)

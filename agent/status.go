@@ -39,10 +39,20 @@ func (a *Agent) statusLoop(ctx context.Context) {
 				continue
 			}
 		case <-t.C:
+		case <-a.statusNow:
 		}
 		if err := a.publishStatus(ctx, a.measure()); err != nil && ctx.Err() == nil {
 			a.log.Warn("publish status", "err", err)
 		}
+	}
+}
+
+// kickStatus makes the status loop publish now rather than at its next tick:
+// a job that just arrived shows in ssi ps with its figures at once.
+func (a *Agent) kickStatus() {
+	select {
+	case a.statusNow <- struct{}{}:
+	default:
 	}
 }
 

@@ -2,6 +2,7 @@ package checkpoint
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -39,5 +40,31 @@ func TestClassifyDumpErrors(t *testing.T) {
 		if got := IsProcDirCollision(c.err); got != c.collides {
 			t.Errorf("%s: IsProcDirCollision = %v", c.name, got)
 		}
+	}
+}
+
+// TestExplain: the CRIU failures a user meets, as CRIU words them on this
+// machine, become sentences that say what in the job stops the move.
+func TestExplain(t *testing.T) {
+	for _, c := range []struct {
+		line, want string
+	}{
+		{"(00.062882) Error (criu/sk-inet.c:200): inet: Connected TCP socket, consider using --tcp-established option.", "established TCP connection"},
+		{"(00.120000) Error (criu/sk-inet.c:1001): inet: Can't bind inet socket (id 22): Cannot assign requested address", "bound to an address of its node"},
+		{"(00.050000) Error (criu/sk-unix.c:700): unix: External socket is used. Consider using --ext-unix-sk option.", "Unix socket connected to a process outside it"},
+		{"(00.030000) Error (criu/files.c:500): Can't dump file 5 of that type [1234] (unknown /dev/foo)", "kind of file descriptor"},
+		{"(00.200000) Error (criu/files-reg.c:2000): File /tmp/x has bad size 60 (expect 6)", "does not have the size"},
+		{"(00.300000) Error (criu/mem.c:900): Can't map: Cannot allocate memory", "ran out of memory"},
+	} {
+		got := Explain(fmt.Errorf("migrate: %w", &CRIUError{Op: "dump", Lines: []string{c.line}}))
+		if !strings.Contains(got, c.want) {
+			t.Errorf("%q: explained as %q, want %q", c.line, got, c.want)
+		}
+	}
+	if got := Explain(&CRIUError{Op: "dump", Lines: []string{"(00.010000) Error (criu/cr-dump.c:2000): Dumping FAILED."}}); got != "" {
+		t.Errorf("an unknown failure explained as %q", got)
+	}
+	if got := Explain(fmt.Errorf("criu restore failed: (00.1) Error (criu/sk-inet.c:1001): inet: Can't bind inet socket (id 22): Cannot assign requested address")); !strings.Contains(got, "bound to an address") {
+		t.Errorf("a restore failure quoted by the shim: %q", got)
 	}
 }

@@ -396,3 +396,32 @@ print(db.execute("PRAGMA integrity_check").fetchone()[0], db.execute("SELECT cou
 		})
 	}
 }
+
+// TestJobEnvironment: a job's environment is what the user passed plus ssi's
+// own variables, nothing of the agent's (which runs with GODEBUG, SSI_*,
+// and the harness's own variables).
+func TestJobEnvironment(t *testing.T) {
+	c := need(t)
+	out := c.ok(t, "run", "--node", "node2", "--env", "FOO=bar", "--env", "PATH=/usr/bin:/bin", "--", "env")
+	var got []string
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		k, _, _ := strings.Cut(l, "=")
+		got = append(got, k)
+	}
+	want := map[string]bool{"SSI_GPID": true, "PATH": true, "HOME": true, "USER": true, "LOGNAME": true, "GODEBUG": true, "FOO": true}
+	seen := map[string]bool{}
+	for _, k := range got {
+		if !want[k] {
+			t.Errorf("the job's environment has %s, which neither the user nor ssi set: %q", k, out)
+		}
+		seen[k] = true
+	}
+	for k := range want {
+		if !seen[k] {
+			t.Errorf("the job's environment lacks %s: %q", k, out)
+		}
+	}
+	if !strings.Contains(out, "FOO=bar\n") || !strings.Contains(out, "GODEBUG=containermaxprocs=0,updatemaxprocs=0\n") {
+		t.Errorf("environment: %q", out)
+	}
+}

@@ -22,6 +22,8 @@ const (
 	ShimLog   = "shim.log"
 	// RestoreFile (RestoreSpec) tells `ssi-shim restore` what to restore.
 	RestoreFile = "restore.json"
+	// RestoreLog is CRIU's restore log, in RestoreSpec.WorkDir.
+	RestoreLog = "restore.log"
 	// MovedFile marks a job directory whose job migrated to another node: the
 	// stopped source copy's end is not the job's end.
 	MovedFile = "moved.json"

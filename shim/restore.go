@@ -32,7 +32,7 @@ func criuRestore(ctx context.Context, rs RestoreSpec, cgroup string, stdout, std
 	if rs.CRIUPath == "" || rs.ImagesDir == "" || rs.StdoutKey == "" || rs.StderrKey == "" {
 		return 0, fmt.Errorf("%w: incomplete %s: %+v", ErrRestore, RestoreFile, rs)
 	}
-	const log, pidfile = "restore.log", "restore.pid"
+	const log, pidfile = RestoreLog, "restore.pid"
 	work := rs.WorkDir
 	if work == "" {
 		work = rs.ImagesDir

@@ -1,0 +1,201 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/ssi-cluster/ssi/api"
+	"github.com/ssi-cluster/ssi/checkpoint"
+	"github.com/ssi-cluster/ssi/shim"
+	"golang.org/x/sys/unix"
+)
+
+// Dumps, and what the agent says when CRIU fails: CRIU's failures become
+// sentences about the job (checkpoint.Explain), and CRIU's log is kept where
+// the message says (<data-dir>/criu-logs, the newest keptCRIULogs), since
+// the images directory it was written in goes with a failed migration.
+
+// dumpAttempts bounds the dumps tried when they collide (see dump).
+const dumpAttempts = 6
+
+// dump is checkpoint.Dump, retried when it collides with another dump of a job
+// with the same working directory (checkpoint.IsProcDirCollision): on one
+// machine (or a shared file system) two jobs started in the same directory
+// cannot be dumped at the very same moment. A failed dump leaves the tree
+// running, so a retry starts afresh.
+func (a *Agent) dump(ctx context.Context, o checkpoint.DumpOpts, j *job) error {
+	for attempt := 1; ; attempt++ {
+		err := checkpoint.Dump(ctx, o)
+		if !checkpoint.IsProcDirCollision(err) || attempt == dumpAttempts || ctx.Err() != nil {
+			a.keepCRIULog(err, j.gpid)
+			return explainDumpError(err, j)
+		}
+		a.log.Info("dump collided with another dump in the same working directory; retrying", "pid", o.PID, "attempt", attempt)
+		if err := emptyDir(o.ImagesDir); err != nil {
+			return err
+		}
+		a.dumpBackoff()
+	}
+}
+
+// explainDumpError says plainly why CRIU could not dump a job of a user other
+// than root: an unpatched CRIU on a node whose root lacks CAP_SYS_RESOURCE
+// (checkpoint.IsForeignRlimit), or a job whose init runs as the job's user,
+// started by an ssi before init stayed root (checkpoint.IsUnprivilegedProc,
+// shim.startInit).
+func explainDumpError(err error, j *job) error {
+	rlimit := checkpoint.IsForeignRlimit(err)
+	if !rlimit && !checkpoint.IsUnprivilegedProc(err) {
+		if why := checkpoint.Explain(err); why != "" {
+			return api.Errorf(api.CodeConflict, "gpid %d cannot be checkpointed: %s (%v)", j.gpid, why, err)
+		}
+		return err
+	}
+	var spec shim.Spec
+	_ = shim.ReadJSON(j.dir, shim.SpecFile, &spec)
+	if rlimit {
+		return api.Errorf(api.CodeConflict, "gpid %d (uid %d): this node's CRIU may not read the resource limits of another user's task: root here lacks CAP_SYS_RESOURCE, and this CRIU is not the patched build of hack/install-criu.sh, which reads them from /proc/PID/limits. The job keeps running here; install CRIU with hack/install-criu.sh on every node (%v)", j.gpid, spec.UID, err)
+	}
+	return api.Errorf(api.CodeConflict, "gpid %d (uid %d) was started by an older ssi whose job init runs as the job's user, and CRIU cannot dump such a job: its parasite must mount a /proc for the job's PID namespace, which a non-root task may not do. The job keeps running here; jobs started by this version can be checkpointed and migrated, so restart it to make it movable (%v)", j.gpid, spec.UID, err)
+}
+
+// emptyDir removes what a failed dump wrote into dir.
+func emptyDir(dir string) error {
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	return os.MkdirAll(dir, 0o700)
+}
+
+// dumpBackoff waits a random 20-200 ms, so that colliding dumps drift apart.
+func (a *Agent) dumpBackoff() {
+	a.rndMu.Lock()
+	d := 20*time.Millisecond + time.Duration(a.rnd.IntN(180))*time.Millisecond
+	a.rndMu.Unlock()
+	time.Sleep(d)
+}
+
+// keptCRIULogs bounds the CRIU logs of failures kept per node.
+const keptCRIULogs = 50
+
+// criuLogsDir holds the CRIU logs of failed dumps and restores.
+func (a *Agent) criuLogsDir() string { return filepath.Join(a.cfg.DataDir, "criu-logs") }
+
+// keepCRIULog copies the log of a failed CRIU operation (a *checkpoint.CRIUError
+// in err) out of the images directory, which a failure removes, into
+// criuLogsDir, and points the error at the copy. The oldest copies beyond
+// keptCRIULogs are removed.
+func (a *Agent) keepCRIULog(err error, gpid uint64) {
+	var ce *checkpoint.CRIUError
+	if !errors.As(err, &ce) || ce.LogPath == "" {
+		return
+	}
+	if kept, kerr := a.keepLog(ce.LogPath, gpid, ce.Op); kerr == nil {
+		ce.LogPath = kept
+	}
+}
+
+// keepLog copies the CRIU log at path into criuLogsDir and returns the copy's path.
+func (a *Agent) keepLog(path string, gpid uint64, op string) (string, error) {
+	dir := a.criuLogsDir()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	in, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer in.Close()
+	dst := filepath.Join(dir, fmt.Sprintf("%d-%s-%s.log", gpid, time.Now().UTC().Format("20060102T150405.000"), op))
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", err
+	}
+	_, err = io.Copy(out, io.LimitReader(in, 64<<20))
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", err
+	}
+	if entries, err := os.ReadDir(dir); err == nil && len(entries) > keptCRIULogs {
+		sort.Slice(entries, func(i, j int) bool {
+			fi, _ := entries[i].Info()
+			fj, _ := entries[j].Info()
+			return fi != nil && fj != nil && fi.ModTime().Before(fj.ModTime())
+		})
+		for _, e := range entries[:len(entries)-keptCRIULogs] {
+			_ = os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+	return dst, nil
+}
+
+// restoreFailed words a failed restore of gpid on this node from images: what
+// in the job stopped it, if known, and where CRIU's log is kept.
+func (a *Agent) restoreFailed(gpid uint64, images string, err error) error {
+	where := ""
+	if kept, kerr := a.keepLog(filepath.Join(images, shim.RestoreLog), gpid, "restore"); kerr == nil {
+		where = " (CRIU's log: " + kept + ")"
+	}
+	if why := checkpoint.Explain(err); why != "" {
+		return api.Errorf(api.CodeConflict, "node %s could not restore gpid %d: %s%s (%v)", a.cfg.Name, gpid, why, where, err)
+	}
+	return api.Errorf(api.CodeConflict, "node %s could not restore gpid %d: %v%s", a.cfg.Name, gpid, err, where)
+}
+
+// waitDrained waits (up to 5 s) until the pipes of a stopped job hold no unread
+// output and the job's log stopped growing.
+func waitDrained(init int, logPath string) {
+	deadline := time.Now().Add(5 * time.Second)
+	pending := func() int {
+		n := 0
+		for _, fd := range []int{1, 2} {
+			// Opening a pipe through /proc gives a new read end of the same pipe.
+			f, err := os.OpenFile(fmt.Sprintf("/proc/%d/fd/%d", init, fd), os.O_RDONLY|unix.O_NONBLOCK, 0)
+			if err != nil {
+				continue
+			}
+			if v, err := unix.IoctlGetInt(int(f.Fd()), unix.TIOCINQ); err == nil { // FIONREAD
+				n += v
+			}
+			f.Close()
+		}
+		return n
+	}
+	size := func() int64 {
+		fi, err := os.Stat(logPath)
+		if err != nil {
+			return -1
+		}
+		return fi.Size()
+	}
+	// Short polls: every millisecond here is frozen time.
+	last := size()
+	for time.Now().Before(deadline) {
+		time.Sleep(2 * time.Millisecond)
+		s := size()
+		if pending() == 0 && s == last {
+			return
+		}
+		last = s
+	}
+}
+
+// dirSize returns the bytes of the regular files in dir (not below it).
+func dirSize(dir string) int64 {
+	var n int64
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if fi, err := e.Info(); err == nil && fi.Mode().IsRegular() {
+			n += fi.Size()
+		}
+	}
+	return n
+}

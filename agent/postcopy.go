@@ -1,0 +1,108 @@
+package agent
+
+// Post-copy (ssi migrate --postcopy), the source's part: a lazy dump whose
+// CRIU stays up as a TLS page server for the target (docs/ARCHITECTURE.md,
+// "Post-copy").
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/ssi-cluster/ssi/api"
+	"github.com/ssi-cluster/ssi/checkpoint"
+	"github.com/ssi-cluster/ssi/checkpoint/criutls"
+	"github.com/ssi-cluster/ssi/pki"
+	"github.com/ssi-cluster/ssi/shim"
+	"golang.org/x/sys/unix"
+)
+
+// lazyDump starts a post-copy dump: images without the memory, and a page
+// server on this node's address serving it.
+func (m *migration) lazyDump(ctx context.Context) error {
+	if was, err := checkpoint.EnsurePipeMaxSize(); err != nil {
+		return api.Errorf(api.CodeConflict, "node %s cannot migrate post-copy: %v", m.a.cfg.Name, err)
+	} else if was < checkpoint.LazyPipeMaxSize {
+		m.a.log.Info("raised fs.pipe-max-size for post-copy migration", "was", was, "now", checkpoint.LazyPipeMaxSize)
+	}
+	host, _, err := net.SplitHostPort(m.a.cfg.Advertise)
+	if err != nil {
+		return err
+	}
+	if pids, err := m.j.cgroup.Pids(); err == nil {
+		for _, pid := range pids {
+			m.lazyBytes += rss(pid)
+		}
+	}
+	// The page server admits only the target (pki.PageServerCreds).
+	if m.lazyTLS, err = pki.NewPageServerCreds(host, migrationTimeout+time.Hour); err != nil {
+		return err
+	}
+	for attempt := 1; ; attempt++ {
+		var tlsFiles criutls.Files
+		if tlsFiles, err = writeTLS(m.images, "page-server", m.lazyTLS.CACert, m.lazyTLS.ServerCert, m.lazyTLS.ServerKey); err != nil {
+			return err
+		}
+		m.lazy, err = checkpoint.StartLazyDump(ctx, checkpoint.LazyDumpOpts{
+			CRIUPath: m.a.criuPath, PID: m.j.state.Init.PID, ImagesDir: m.images, Address: host,
+			TLS: &tlsFiles, Flags: checkpoint.Flags{FileLocks: true},
+		})
+		if !checkpoint.IsProcDirCollision(err) || attempt == dumpAttempts {
+			break
+		}
+		m.a.log.Info("dump collided with another dump in the same working directory; retrying", "gpid", m.gpid, "attempt", attempt)
+		if err := emptyDir(m.images); err != nil {
+			return err
+		}
+		m.a.dumpBackoff()
+	}
+	if err != nil {
+		m.a.keepCRIULog(err, m.gpid)
+		return explainDumpError(err, m.j)
+	}
+	// Noted in the job dir: should this agent die before the commit, its
+	// successor kills this CRIU (which holds the tree) before resuming the job.
+	if id, err := shim.Identify(m.lazy.PID()); err == nil {
+		_ = shim.WriteJSON(m.j.dir, lazyDumpFile, id)
+	}
+	return nil
+}
+
+// lazyPagesTLS checks the page-server credentials of a post-copy restore
+// request and writes them into a subdirectory of the images (removed with
+// them) for the shim's lazy-pages daemon.
+func lazyPagesTLS(req api.RestoreRequest, images string) (criutls.Files, error) {
+	if err := pki.CheckPageServerClient([]byte(req.LazyPagesCA), []byte(req.LazyPagesCert), []byte(req.LazyPagesKey)); err != nil {
+		return criutls.Files{}, api.Errorf(api.CodeBadRequest, "post-copy restore: the source's page server speaks TLS and the request must carry its credentials: %v", err)
+	}
+	return writeTLS(images, "lazy-pages", []byte(req.LazyPagesCA), []byte(req.LazyPagesCert), []byte(req.LazyPagesKey))
+}
+
+// writeTLS writes one end's page-server credentials into images/tls: a
+// subdirectory, which the image stream skips and which goes with the images.
+func writeTLS(images, prefix string, caCert, cert, key []byte) (criutls.Files, error) {
+	dir := filepath.Join(images, "tls")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return criutls.Files{}, fmt.Errorf("page server credentials: %w", err)
+	}
+	return criutls.Write(dir, prefix, caCert, cert, key)
+}
+
+// lazyDumpFile, in a job dir, identifies the CRIU process of a post-copy dump.
+const lazyDumpFile = "lazy-dump.json"
+
+// killOrphanLazyDump kills the CRIU of a post-copy dump started by an earlier
+// run of this agent, if it is still there.
+func killOrphanLazyDump(dir string) {
+	var id shim.ProcID
+	if shim.ReadJSON(dir, lazyDumpFile, &id) == nil && id.Alive() {
+		_ = unix.Kill(id.PID, unix.SIGKILL)
+		for i := 0; i < 100 && id.Alive(); i++ {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	_ = os.Remove(filepath.Join(dir, lazyDumpFile))
+}
