@@ -295,7 +295,7 @@ func (b *balancer) config(c pidtable.BalancerConfig) placement.BalanceConfig {
 	defer b.mu.Unlock()
 	return placement.BalanceConfig{
 		Residency: c.Residency, Hysteresis: c.Hysteresis, MaxInflightPerNode: c.MaxInflightPerNode,
-		MaxMovesPerRound: c.MaxMovesPerRound, TransferRate: b.rate, Freeze: b.freeze,
+		MaxMovesPerRound: c.MaxMovesPerRound, TransferRate: b.rate, Freeze: b.freeze, MaxFreeze: c.MaxFreeze,
 	}
 }
 
@@ -327,7 +327,7 @@ func (b *balancer) start(ctx context.Context, snap *pidtable.Snapshot, mv placem
 	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), migrationTimeout+time.Minute)
 	go func() {
 		defer cancel()
-		st, err := cl.Migrate(mctx, mv.GPID, api.MigrateRequest{Node: mv.To}, nil)
+		st, err := cl.Migrate(mctx, mv.GPID, api.MigrateRequest{Node: mv.To, PostCopy: mv.PostCopy}, nil)
 		if errors.Is(err, api.ErrStreamLost) {
 			err = b.outcome(mctx, mv)
 		}
@@ -405,8 +405,8 @@ func (b *balancer) outcome(ctx context.Context, mv placement.Move) error {
 // Freeze leaves unexplained. Both are exponentially weighted averages. b.mu
 // held.
 func (b *balancer) measure(st api.MigrateStats) {
-	if st.StreamLost || st.ImageBytes <= 0 || st.FrozenMS <= 0 {
-		return
+	if st.StreamLost || st.PostCopy || st.ImageBytes <= 0 || st.FrozenMS <= 0 {
+		return // a post-copy move's freeze says nothing of the transfer rate
 	}
 	def := placement.DefaultBalanceConfig()
 	rate, freeze := b.rate, b.freeze
@@ -536,6 +536,9 @@ func (a *Agent) handleSetBalance(w http.ResponseWriter, r *http.Request) {
 	case req.MaxMovesPerRound != nil && *req.MaxMovesPerRound < 0:
 		a.writeError(w, r, api.Errorf(api.CodeBadRequest, "--max-moves %d: must not be negative", *req.MaxMovesPerRound))
 		return
+	case req.MaxFreeze != nil && *req.MaxFreeze < 0:
+		a.writeError(w, r, api.Errorf(api.CodeBadRequest, "--max-freeze %s: must not be negative", *req.MaxFreeze))
+		return
 	}
 	cfg, err := a.store.UpdateBalancerConfig(r.Context(), func(c *pidtable.BalancerConfig) error {
 		c.Enabled = req.Enabled
@@ -551,6 +554,9 @@ func (a *Agent) handleSetBalance(w http.ResponseWriter, r *http.Request) {
 		if req.MaxMovesPerRound != nil {
 			c.MaxMovesPerRound = *req.MaxMovesPerRound
 		}
+		if req.MaxFreeze != nil {
+			c.MaxFreeze = *req.MaxFreeze
+		}
 		return nil
 	})
 	if err != nil {
@@ -562,7 +568,7 @@ func (a *Agent) handleSetBalance(w http.ResponseWriter, r *http.Request) {
 		state = "on"
 	}
 	who := callerOf(r).user
-	a.events.add(r.Context(), pidtable.Event{Kind: pidtable.EventConfig, Reason: fmt.Sprintf("balancer switched %s by %s (residency %s, hysteresis %g, max in flight per node %d, max moves per round %d; 0: default)", state, who, cfg.Residency, cfg.Hysteresis, cfg.MaxInflightPerNode, cfg.MaxMovesPerRound)})
+	a.events.add(r.Context(), pidtable.Event{Kind: pidtable.EventConfig, Reason: fmt.Sprintf("balancer switched %s by %s (residency %s, hysteresis %g, max in flight per node %d, max moves per round %d, max freeze %s; 0: default)", state, who, cfg.Residency, cfg.Hysteresis, cfg.MaxInflightPerNode, cfg.MaxMovesPerRound, cfg.MaxFreeze)})
 	st, err := a.balanceStatus(r.Context())
 	if err != nil {
 		a.writeError(w, r, err)

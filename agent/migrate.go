@@ -234,7 +234,9 @@ type migration struct {
 	// note says what the migration did differently from what was asked.
 	note string
 	// postcopy: the memory follows after the restore, served by lazy (the
-	// dump's page server) for pagesWait; lazyBytes is the job's RSS at dump.
+	// dump's page server) for pagesWait; lazyBytes is what was left to page
+	// over: the job's resident memory at the dump less the pages the images
+	// carry (lazyDump).
 	postcopy  bool
 	lazy      *checkpoint.LazyDump
 	lazyTLS   *pki.PageServerCreds

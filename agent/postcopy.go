@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/ssi-cluster/ssi/api"
@@ -68,8 +69,30 @@ func (m *migration) lazyDump(ctx context.Context) error {
 	if id, err := shim.Identify(m.lazy.PID()); err == nil {
 		_ = shim.WriteJSON(m.j.dir, lazyDumpFile, id)
 	}
+	// What is left to page over: CRIU serves only private anonymous memory
+	// lazily; the rest (shared, file-backed) is in the images already.
+	rss := m.lazyBytes
+	eager := pagesBytes(m.images)
+	m.lazyBytes = max(rss-eager, 0)
+	if rss > 0 && eager > rss/2 {
+		m.note = fmt.Sprintf("post-copy moved only part of the memory lazily: the images carry %s of the job's %s resident (shared or file-backed memory, which CRIU does not serve lazily), shipped before the job resumed", mib(eager), mib(rss))
+	}
 	return nil
 }
+
+// pagesBytes is the size of the memory pages in a dump's images.
+func pagesBytes(images string) int64 {
+	var n int64
+	entries, _ := os.ReadDir(images)
+	for _, e := range entries {
+		if fi, err := e.Info(); err == nil && strings.HasPrefix(e.Name(), "pages-") {
+			n += fi.Size()
+		}
+	}
+	return n
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 
 // lazyPagesTLS checks the page-server credentials of a post-copy restore
 // request and writes them into a subdirectory of the images (removed with

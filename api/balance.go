@@ -32,6 +32,7 @@ type BalanceRequest struct {
 	Hysteresis         *float64       `json:"hysteresis,omitempty"`
 	MaxInflightPerNode *int           `json:"max_inflight_per_node,omitempty"`
 	MaxMovesPerRound   *int           `json:"max_moves_per_round,omitempty"`
+	MaxFreeze          *time.Duration `json:"max_freeze,omitempty"`
 }
 
 // Balance returns the balancer's state.

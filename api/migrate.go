@@ -47,8 +47,11 @@ type MigrateStats struct {
 	RestoreMS  float64 `json:"restore_ms"`
 	TotalMS    float64 `json:"total_ms"`
 	// PostCopy: the memory moved after the job resumed on the target, in
-	// PagesMS (part of TotalMS, not of FrozenMS); LazyBytes is the job's
-	// resident memory at the dump, what was paged over.
+	// PagesMS (part of TotalMS, not of FrozenMS); LazyBytes is what was left
+	// to page over then: the job's resident memory at the dump less the
+	// pages the images carried (CRIU serves only private anonymous memory
+	// lazily; shared and file-backed pages go into the images, before the
+	// job resumes).
 	PostCopy  bool    `json:"post_copy,omitempty"`
 	PagesMS   float64 `json:"pages_ms,omitempty"`
 	LazyBytes int64   `json:"lazy_bytes,omitempty"`

@@ -33,8 +33,11 @@ type BalancerConfig struct {
 	// MaxInflightPerNode overrides the cap on migrations in flight per node.
 	MaxInflightPerNode int `json:"max_inflight_per_node,omitempty"`
 	// MaxMovesPerRound overrides the cap on the moves one round starts.
-	MaxMovesPerRound int       `json:"max_moves_per_round,omitempty"`
-	Updated          time.Time `json:"updated,omitzero"`
+	MaxMovesPerRound int `json:"max_moves_per_round,omitempty"`
+	// MaxFreeze overrides the longest freeze the balancer may impose on a
+	// job (longer ones move post-copy).
+	MaxFreeze time.Duration `json:"max_freeze,omitempty"`
+	Updated   time.Time     `json:"updated,omitzero"`
 }
 
 // DefaultBalancerConfig is the setting of a cluster where nobody set one: on.

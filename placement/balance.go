@@ -25,6 +25,12 @@ type BalanceConfig struct {
 	// and Freeze the fixed cost of a move (dump, restore, commit) besides it.
 	TransferRate float64
 	Freeze       time.Duration
+	// MaxFreeze is the longest the balancer may freeze a job: a job whose
+	// stop-and-copy move is expected to freeze it longer (memory /
+	// TransferRate + Freeze) moves post-copy, whose freeze is about Freeze
+	// whatever its memory (the memory follows once it runs on the target);
+	// a job that would not fit even so stays.
+	MaxFreeze time.Duration
 }
 
 // BalanceNode is what the balancer knows of one node.
@@ -74,6 +80,9 @@ type Move struct {
 	// Gain is the expected time saved, Cost the expected cost of the move.
 	Gain, Cost time.Duration
 	Reason     string
+	// PostCopy: move the job post-copy (its stop-and-copy freeze would
+	// exceed MaxFreeze).
+	PostCopy bool
 }
 
 // Rejection is a job the balancer considered and did not move, and why.

@@ -50,6 +50,7 @@ func TestBalanceTable(t *testing.T) {
 		cfg       BalanceConfig
 		moves     []string // "gpid:from->to"
 		rejectHas map[uint64]string
+		check     func(*testing.T, Plan)
 	}{
 		{
 			name:  "one overloaded, one idle",
@@ -77,6 +78,28 @@ func TestBalanceTable(t *testing.T) {
 			jobs:      []BalanceJob{{GPID: 1, Node: "a", Age: old, Resident: old, Demand: 1, BackedOff: 20 * time.Second}, bjob(2, "a", old)},
 			moves:     []string{"2:a->b"},
 			rejectHas: map[uint64]string{1: "backed off for 20s more"},
+		},
+		{
+			name:  "a big job whose stop-and-copy freeze would exceed the budget moves post-copy",
+			nodes: []BalanceNode{bnode("a", 1, 2), bnode("b", 1, 0)},
+			jobs:  []BalanceJob{{GPID: 1, Node: "a", Age: time.Hour, Resident: time.Hour, Demand: 1, Memory: 2 << 30}},
+			moves: []string{"1:a->b"},
+			check: func(t *testing.T, p Plan) {
+				if !p.Moves[0].PostCopy || !strings.Contains(p.Moves[0].Reason, "post-copy") {
+					t.Errorf("a 2 GiB job (8.8 s by stop-and-copy at 250 MB/s) moves %+v", p.Moves[0])
+				}
+			},
+		},
+		{
+			name:  "a small job moves stop-and-copy",
+			nodes: []BalanceNode{bnode("a", 1, 2), bnode("b", 1, 0)},
+			jobs:  []BalanceJob{{GPID: 1, Node: "a", Age: time.Hour, Resident: time.Hour, Demand: 1, Memory: 64 << 20}},
+			moves: []string{"1:a->b"},
+			check: func(t *testing.T, p Plan) {
+				if p.Moves[0].PostCopy {
+					t.Errorf("a 64 MiB job moves post-copy: %+v", p.Moves[0])
+				}
+			},
 		},
 		{
 			name:      "too young to pay for its memory",
@@ -162,6 +185,9 @@ func TestBalanceTable(t *testing.T) {
 			}
 			if c.rejectHas != nil && len(c.rejectHas) == 0 && len(p.Rejected) != 0 {
 				t.Errorf("rejections on a cluster with no source: %+v", p.Rejected)
+			}
+			if c.check != nil {
+				c.check(t, p)
 			}
 		})
 	}

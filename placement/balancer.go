@@ -45,6 +45,7 @@ func DefaultBalanceConfig() BalanceConfig {
 		Hysteresis:         0.25,
 		TransferRate:       250e6,
 		Freeze:             200 * time.Millisecond,
+		MaxFreeze:          2 * time.Second,
 	}
 }
 
@@ -70,6 +71,9 @@ func (c BalanceConfig) WithDefaults() BalanceConfig {
 	if c.Freeze == 0 {
 		c.Freeze = d.Freeze
 	}
+	if c.MaxFreeze == 0 {
+		c.MaxFreeze = d.MaxFreeze
+	}
 	return c
 }
 
@@ -88,6 +92,8 @@ func (c BalanceConfig) Validate() error {
 		return fmt.Errorf("%w: TransferRate %g: must be ≥ 0 bytes/s (0 means the default)", ErrBadBalanceConfig, c.TransferRate)
 	case c.Freeze < 0:
 		return fmt.Errorf("%w: Freeze %s: must be ≥ 0 (0 means the default)", ErrBadBalanceConfig, c.Freeze)
+	case c.MaxFreeze < 0:
+		return fmt.Errorf("%w: MaxFreeze %s: must be ≥ 0 (0 means the default)", ErrBadBalanceConfig, c.MaxFreeze)
 	}
 	return nil
 }
@@ -302,9 +308,18 @@ func (b *balancer) consider(src int, j BalanceJob, planned int) (Move, string) {
 	if gain <= cost {
 		return Move{}, "gain " + dur(gain) + " ≤ cost " + dur(cost) + " (age " + dur(j.Age) + ", slowdown " + f2(ss) + " here → " + f2(st) + " on " + tn.Name + ", " + strconv.FormatInt(j.Memory>>20, 10) + " MiB)"
 	}
+	// The freeze: a stop-and-copy move freezes the job for its whole cost;
+	// past the budget it moves post-copy, frozen for the fixed part alone.
+	postcopy := cost > cfg.MaxFreeze
+	if postcopy && cfg.Freeze > cfg.MaxFreeze {
+		return Move{}, "expected freeze " + dur(cost) + " by stop-and-copy, " + dur(cfg.Freeze) + " post-copy: both over the budget " + dur(cfg.MaxFreeze)
+	}
 	m := Move{
-		GPID: j.GPID, From: s.Name, To: tn.Name, Gain: gain, Cost: cost,
+		GPID: j.GPID, From: s.Name, To: tn.Name, Gain: gain, Cost: cost, PostCopy: postcopy,
 		Reason: "load/core " + f2(ls) + " here, " + f2(ltAfter) + " on " + tn.Name + " with it; gain " + dur(gain) + " > cost " + dur(cost),
+	}
+	if postcopy {
+		m.Reason += "; post-copy: a stop-and-copy freeze of " + dur(cost) + " would exceed the budget " + dur(cfg.MaxFreeze)
 	}
 	b.apply(s, tn, j)
 	return m, ""

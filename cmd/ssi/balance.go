@@ -19,6 +19,7 @@ func balanceCmd(e *env) *cobra.Command {
 		hysteresis float64
 		inflight   int
 		moves      int
+		maxFreeze  time.Duration
 	)
 	c := &cobra.Command{
 		Use:   "balance status|on|off [-o json]",
@@ -37,7 +38,8 @@ node. Jobs started with ssi run --pin are never moved.
   ssi balance on       switch it on
   ssi balance off      switch it off: no new moves (moves in flight finish)
 
-With on or off, --residency, --hysteresis, --max-inflight and --max-moves
+With on or off, --residency, --hysteresis, --max-inflight, --max-moves and
+--max-freeze
 retune it (0: the policy's default; the defaults are in docs/ARCHITECTURE.md).
 
 Every decision, including jobs considered and not moved and why, is in
@@ -53,17 +55,17 @@ ssi events.`,
 				return usageErr("balance: -o %q: want json", output)
 			}
 			f := cmd.Flags()
-			tuned := f.Changed("residency") || f.Changed("hysteresis") || f.Changed("max-inflight") || f.Changed("max-moves")
+			tuned := f.Changed("residency") || f.Changed("hysteresis") || f.Changed("max-inflight") || f.Changed("max-moves") || f.Changed("max-freeze")
 			switch args[0] {
 			case "status", "on", "off":
 			default:
 				return usageErr("balance: unknown action %q: want status, on or off", args[0])
 			}
 			if tuned && args[0] == "status" {
-				return usageErr("balance status: --residency, --hysteresis, --max-inflight and --max-moves go with 'ssi balance on' or 'off'")
+				return usageErr("balance status: --residency, --hysteresis, --max-inflight, --max-moves and --max-freeze go with 'ssi balance on' or 'off'")
 			}
-			if residency < 0 || hysteresis < 0 || inflight < 0 || moves < 0 {
-				return usageErr("balance %s: --residency, --hysteresis, --max-inflight and --max-moves must not be negative (0 restores the default)", args[0])
+			if residency < 0 || hysteresis < 0 || inflight < 0 || moves < 0 || maxFreeze < 0 {
+				return usageErr("balance %s: --residency, --hysteresis, --max-inflight, --max-moves and --max-freeze must not be negative (0 restores the default)", args[0])
 			}
 			cl, src, err := e.client()
 			if err != nil {
@@ -86,6 +88,9 @@ ssi events.`,
 				if f.Changed("max-moves") {
 					req.MaxMovesPerRound = &moves
 				}
+				if f.Changed("max-freeze") {
+					req.MaxFreeze = &maxFreeze
+				}
 				st, err = cl.SetBalance(cmd.Context(), req)
 			}
 			if err != nil {
@@ -103,6 +108,7 @@ ssi events.`,
 	c.Flags().Float64Var(&hysteresis, "hysteresis", 0, "least difference in load per CPU worth a move (0: the default)")
 	c.Flags().IntVar(&inflight, "max-inflight", 0, "most migrations in flight from or to one node (0: the default)")
 	c.Flags().IntVar(&moves, "max-moves", 0, "most moves one round of the balancer starts (0: the default)")
+	c.Flags().DurationVar(&maxFreeze, "max-freeze", 0, "longest the balancer may freeze a job; jobs whose stop-and-copy move would freeze them longer move post-copy (0: the default, 2s)")
 	return c
 }
 
@@ -114,8 +120,8 @@ func printBalance(w io.Writer, st api.BalanceStatus, now time.Time) {
 		state = "on"
 	}
 	fmt.Fprintf(bw, "balancer:   %s\n", state)
-	if st.Config.Residency != 0 || st.Config.Hysteresis != 0 || st.Config.MaxInflightPerNode != 0 || st.Config.MaxMovesPerRound != 0 {
-		fmt.Fprintf(bw, "tuning:     residency %s, hysteresis %g, max in flight per node %d, max moves per round %d (0: default)\n", st.Config.Residency, st.Config.Hysteresis, st.Config.MaxInflightPerNode, st.Config.MaxMovesPerRound)
+	if st.Config.Residency != 0 || st.Config.Hysteresis != 0 || st.Config.MaxInflightPerNode != 0 || st.Config.MaxMovesPerRound != 0 || st.Config.MaxFreeze != 0 {
+		fmt.Fprintf(bw, "tuning:     residency %s, hysteresis %g, max in flight per node %d, max moves per round %d, max freeze %s (0: default)\n", st.Config.Residency, st.Config.Hysteresis, st.Config.MaxInflightPerNode, st.Config.MaxMovesPerRound, st.Config.MaxFreeze)
 	}
 	leader := st.Leader
 	if leader == "" {
