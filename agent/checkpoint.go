@@ -240,6 +240,9 @@ type movedMark struct {
 	// HandOver is set when the stopped source copy of a migration was killed
 	// to release its file locks before the target's restore (handover.go).
 	HandOver bool `json:"hand_over,omitempty"`
+	// Keys are the job's stdout and stderr pipe keys at the dump, with which
+	// a restarted agent restores a handed-over job from its images.
+	Keys [2]string `json:"keys,omitzero"`
 }
 
 // releaseCheckpointing returns a job claimed by a checkpoint to Running. It

@@ -29,9 +29,12 @@ import (
 // before the commit the record names the source, and the rollback brings the
 // job back there from its images, so a failure loses no job. What this costs:
 // from the hand-over to the commit the job exists only as images (on both
-// nodes); were the source agent to die in that window, its successor finds
-// the job's images gone (/dev/shm is cleared at start) and the job is
-// recorded lost, with the reason.
+// nodes). Were the source agent to die in that window, its successor finds
+// the job's record still migrating, its shim gone and its directory marked:
+// it rolls the migration back like any other (the target discards its copy)
+// and restores the job from the images the dump left in /dev/shm
+// (resumeHandedOver). Only the machine itself going down then loses the
+// job: its images are in memory.
 
 // jobLocks lists the file locks the job's processes hold (POSIX, OFD and
 // flock locks, and leases), as /proc/PID/fdinfo shows them.
@@ -65,7 +68,7 @@ func jobLocks(j *job) ([]string, error) {
 // that the target's restore can take them. Its directory is marked first, so
 // that its end is no end of the job (finish, the shim).
 func (m *migration) handOver(ctx context.Context) error {
-	if err := shim.WriteJSON(m.j.dir, shim.MovedFile, movedMark{Time: time.Now().UTC(), HandOver: true}); err != nil {
+	if err := shim.WriteJSON(m.j.dir, shim.MovedFile, movedMark{Time: time.Now().UTC(), HandOver: true, Keys: m.keys}); err != nil {
 		return err
 	}
 	m.handedOver = true
@@ -79,6 +82,20 @@ func (m *migration) handOver(ctx context.Context) error {
 	m.a.log.Info("handed the job's file locks over: source copy killed after the transfer", "gpid", m.gpid, "locks", len(m.locks))
 	m.send(api.MigrateEvent{Phase: "handover"})
 	return nil
+}
+
+// resumeHandedOver is reconcile's part for a job whose agent died between
+// handing its locks over and the end of its migration: the record still
+// names this node, so the migration did not commit; it is rolled back from
+// the job's images. It reports whether dir held such a job.
+func (a *Agent) resumeHandedOver(ctx context.Context, p pidtable.Proc, j *job) bool {
+	var mark movedMark
+	if p.State != pidtable.Migrating || shim.ReadJSON(j.dir, shim.MovedFile, &mark) != nil || !mark.HandOver {
+		return false
+	}
+	close(j.done) // its shim is gone
+	a.rollbackOrphanMigration(ctx, p, j, &mark)
+	return true
 }
 
 // lose records the job lost, saying why: its last copy is gone.

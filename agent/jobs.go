@@ -437,7 +437,7 @@ func (a *Agent) reconcile(ctx context.Context) error {
 			a.mu.Unlock()
 			switch p.State {
 			case pidtable.Migrating:
-				a.rollbackOrphanMigration(ctx, p, j)
+				a.rollbackOrphanMigration(ctx, p, j, nil)
 			case pidtable.Checkpointing:
 				// A checkpoint was being taken: the job may be stopped. It runs
 				// on; a checkpoint that was saved completely is kept.
@@ -459,6 +459,8 @@ func (a *Agent) reconcile(ctx context.Context) error {
 			}
 			go a.watch(j, nil)
 			a.log.Info("adopted running job", "gpid", p.GPID, "pid", j.state.MainPID)
+		case a.resumeHandedOver(ctx, p, j):
+			// Restored from its images (or recorded lost, saying why).
 		default:
 			// Ended while we were away (exit.json present) or lost (absent).
 			if j.cgroup != nil {

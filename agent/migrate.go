@@ -738,8 +738,14 @@ func (a *Agent) probeCRIU(ctx context.Context) {
 // rollbackOrphanMigration resolves a migration this node was the source of when
 // its agent died: the record still names this node (no commit), so the target's
 // copy, if any, is discarded and the stopped source copy resumed.
-func (a *Agent) rollbackOrphanMigration(ctx context.Context, p pidtable.Proc, j *job) {
+//
+// handedOver is the mark of a source copy killed to hand its locks over:
+// the job is then restored from its images (handover.go).
+func (a *Agent) rollbackOrphanMigration(ctx context.Context, p pidtable.Proc, j *job, handedOver *movedMark) {
 	m := &migration{a: a, gpid: p.GPID, j: j, prepared: p.Migration != nil, send: func(api.MigrateEvent) {}}
+	if handedOver != nil {
+		m.handedOver, m.keys, m.images = true, handedOver.Keys, a.imagesDir("out", p.GPID)
+	}
 	if p.Migration != nil {
 		m.id = p.Migration.ID
 		snap, err := a.store.NodesSnapshot(ctx)

@@ -425,3 +425,74 @@ func TestJobEnvironment(t *testing.T) {
 		t.Errorf("environment: %q", out)
 	}
 }
+
+// TestLockHolderSourceCrash: the source agent dies after its lock holder
+// handed its locks over and the target restored it, before the commit. Its
+// restarted agent rolls the migration back: the target discards its copy and
+// the job is restored on the source from the images its dump left in memory.
+func TestLockHolderSourceCrash(t *testing.T) {
+	c := need(t)
+	ctx := context.Background()
+	c.stopAgent(t, "node3", syscall.SIGTERM)
+	if err := c.StartAgentEnv(ctx, "node3", []string{"SSI_FAILPOINTS=migrate/source/after-restore=exit"}); err != nil {
+		t.Fatal(err)
+	}
+	restarted := false
+	defer func() {
+		if !restarted {
+			c.stopAgent(t, "node3", syscall.SIGTERM)
+			c.startAgent(t, "node3")
+		}
+	}()
+	work := privateWorkdir(t)
+	gpid := c.detach(t, "--node", "node3", "--workdir", work, "--", "python3", lockerPath(t), "flock")
+	defer c.kill(t, gpid)
+	db := filepath.Join(work, "locked.db")
+	eventually(t, 10*time.Second, "job writing under its lock", func() error {
+		if checkCounted(t, db) < 10 {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	pidBefore := c.proc(t, gpid).PID
+	mctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	mig := c.cmd(mctx, "migrate", strconv.FormatUint(gpid, 10), "node2")
+	mig.Env = append(mig.Env, "SSI_ENDPOINT="+c.Nodes[0].API())
+	r := runCmd(t, mig)
+	t.Logf("migrate with the source crashing after the target's restore: %v", r)
+	eventually(t, 10*time.Second, "source agent gone at its failpoint", func() error {
+		for _, n := range c.Nodes {
+			if n.Name == "node3" && n.Agent.Alive() {
+				return fmt.Errorf("still alive")
+			}
+		}
+		return nil
+	})
+	c.startAgent(t, "node3")
+	restarted = true
+	eventually(t, 20*time.Second, "job back on node3 from its images", func() error {
+		p := c.proc(t, gpid)
+		if p.Node != "node3" || p.State != "running" || p.PID == pidBefore {
+			return fmt.Errorf("%s on %s pid %d (was %d)", p.State, p.Node, p.PID, pidBefore)
+		}
+		return nil
+	})
+	n := checkCounted(t, db)
+	eventually(t, 10*time.Second, "writing again", func() error {
+		if checkCounted(t, db) < n+10 {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	if !lockHeld(t, db, "flock") {
+		t.Fatal("the restored job does not hold its lock")
+	}
+	eventually(t, 15*time.Second, "no copy on the target", func() error {
+		if jobCgroupOn(t, c, "node2", gpid) {
+			return fmt.Errorf("node2 still has a cgroup of gpid %d", gpid)
+		}
+		return nil
+	})
+	t.Logf("restored on node3 from its images after the crash: pid %d -> %d, %d lines in order", pidBefore, c.proc(t, gpid).PID, checkCounted(t, db))
+}
