@@ -33,6 +33,10 @@ type RestoreSpec struct {
 	ImagesDir string `json:"images_dir"`
 	StdoutKey string `json:"stdout_key"`
 	StderrKey string `json:"stderr_key"`
+	// StdinKey is the job's stdin pipe, empty when it has none (a job
+	// started detached, or restored from a checkpoint): the restored job then
+	// reads from a new pipe fed from StdinFile and the agent.
+	StdinKey string `json:"stdin_key,omitempty"`
 	// CRIUPath is the criu binary to run.
 	CRIUPath string `json:"criu_path"`
 	// WorkDir receives CRIU's restore log and pidfile; empty means ImagesDir.
@@ -62,6 +66,9 @@ type Spec struct {
 	Groups  []int    `json:"groups,omitempty"`
 	// Cgroup is the path of the job's cgroup, created by the agent.
 	Cgroup string `json:"cgroup"`
+	// Stdin makes the job's fd 0 a pipe fed through StdinSocket (an attached
+	// ssi run); without it fd 0 is /dev/null.
+	Stdin bool `json:"stdin,omitempty"`
 }
 
 // ProcID identifies a process across PID reuse: its PID and its start time in
@@ -77,6 +84,9 @@ type State struct {
 	Init ProcID `json:"init"`
 	// MainPID is the host PID of CMD (0 if it never started).
 	MainPID int `json:"main_pid"`
+	// StdinKey is the CRIU key ("pipe:[INODE]") of the job's stdin pipe, for
+	// --inherit-fd at a restore; empty when the job's stdin is not ours.
+	StdinKey string `json:"stdin_key,omitempty"`
 }
 
 // Exit is written by the shim after the job is gone and its cgroup removed.

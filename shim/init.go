@@ -87,6 +87,13 @@ func RunInit(args []string) int {
 	}
 	_, _ = unix.Write(syncFD, []byte{'s'})
 	unix.Close(syncFD)
+	// Init reads nothing: its stdin goes back to /dev/null, so that the job's
+	// stdin pipe has the job alone for reader and the shim's writes fail once
+	// the job has closed it.
+	if null, err := unix.Open(os.DevNull, unix.O_RDONLY, 0); err == nil {
+		_ = unix.Dup3(null, 0, 0)
+		unix.Close(null)
+	}
 
 	for {
 		select {

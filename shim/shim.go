@@ -52,8 +52,17 @@ func RunShim(dir, exe string, log *slog.Logger) int {
 			return nil, err
 		}
 		copyOut(init.stdout, init.stderr)
-		mainPID := init.release()
-		return &running{pid: init.cmd.Process.Pid, mainPID: mainPID, wait: func() int { return waitStatusCode(init.cmd.Wait()) }}, nil
+		job := &running{pid: init.cmd.Process.Pid, wait: func() int { return waitStatusCode(init.cmd.Wait()) }}
+		if init.stdin != nil {
+			if job.stdin, err = newStdinPump(log, dir, init.stdin, StdinState{}); err != nil {
+				init.stdin.Close() // the job reads end of file
+				log.Error("job stdin", "err", err)
+			} else {
+				job.stdinKey = init.stdinKey
+			}
+		}
+		job.mainPID = init.release()
+		return job, nil
 	})
 }
 
@@ -67,21 +76,27 @@ func RunRestore(dir string, log *slog.Logger) int {
 		if err := ReadJSON(dir, RestoreFile, &rs); err != nil {
 			return nil, err
 		}
+		in, err := restoredStdin(log, dir, rs)
+		if err != nil {
+			return nil, err
+		}
 		outR, outW, errR, errW, err := outputPipes()
 		if err != nil {
+			in.discard()
 			return nil, err
 		}
 		// Readers first: the restored job runs (and may write) as soon as CRIU is done.
 		copyOut(outR, errR)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		pid, err := criuRestore(ctx, rs, spec.Cgroup, outW, errW)
+		pid, err := criuRestore(ctx, rs, spec.Cgroup, outW, errW, in.r)
 		outW.Close()
 		errW.Close()
 		if err != nil {
+			in.discard()
 			return nil, err
 		}
-		return &running{pid: pid, mainPID: childOf(pid), wait: func() int {
+		return &running{pid: pid, mainPID: childOf(pid), stdin: in.start(), stdinKey: in.key, wait: func() int {
 			for {
 				var ws unix.WaitStatus
 				if _, err := unix.Wait4(pid, &ws, 0, nil); errors.Is(err, unix.EINTR) {
@@ -102,6 +117,10 @@ func RunRestore(dir string, log *slog.Logger) int {
 type running struct {
 	pid, mainPID int
 	wait         func() int // blocks until init is gone; returns the exit code
+	// stdin feeds the job's stdin pipe (nil: the job's stdin is not ours),
+	// whose CRIU key is stdinKey.
+	stdin    *stdinPump
+	stdinKey string
 }
 
 // supervise runs the part of a shim common to both modes: set up, let launch
@@ -173,6 +192,11 @@ func supervise(dir string, log *slog.Logger, launch func(Spec, *isolate.Cgroup, 
 		return fail(err)
 	}
 	st := State{MainPID: job.mainPID}
+	if job.stdin != nil {
+		stop := serveStdin(log, dir, job.stdin)
+		defer stop()
+		st.StdinKey = job.stdinKey
+	}
 	st.Shim, _ = Identify(os.Getpid())
 	if st.Init, err = Identify(job.pid); err != nil {
 		st.Init = ProcID{PID: job.pid} // exited already; Start unknown
@@ -239,6 +263,10 @@ type initProc struct {
 	cmd            *exec.Cmd
 	stdout, stderr *os.File
 	sync           *os.File
+	// stdin is the write end of the job's stdin pipe (nil: /dev/null),
+	// stdinKey its CRIU key.
+	stdin    *os.File
+	stdinKey string
 }
 
 // startInit clones `ssi init` into the job's namespaces, held before running
@@ -252,7 +280,20 @@ type initProc struct {
 // job but root's could be checkpointed or migrated ("can't dump unprivileged
 // task whose /proc doesn't belong to it"). init is ssi's own small program; the
 // job's processes cannot signal or trace it (another uid, not dumpable).
-func startInit(exe string, spec Spec) (*initProc, error) {
+func startInit(exe string, spec Spec) (ip *initProc, err error) {
+	var stdinR, stdinW *os.File
+	var stdinKey string
+	if spec.Stdin {
+		if stdinR, stdinW, stdinKey, err = stdinPipe(); err != nil {
+			return nil, err
+		}
+		defer stdinR.Close()
+		defer func() {
+			if err != nil {
+				stdinW.Close()
+			}
+		}()
+	}
 	outR, outW, errR, errW, err := outputPipes()
 	if err != nil {
 		return nil, err
@@ -287,6 +328,9 @@ func startInit(exe string, spec Spec) (*initProc, error) {
 			Setsid:     true,
 		},
 	}
+	if stdinR != nil {
+		cmd.Stdin = stdinR
+	}
 	err = cmd.Start()
 	outW.Close()
 	errW.Close()
@@ -297,7 +341,7 @@ func startInit(exe string, spec Spec) (*initProc, error) {
 		mine.Close()
 		return nil, fmt.Errorf("shim: start job init in %s: %w", spec.Workdir, err)
 	}
-	return &initProc{cmd: cmd, stdout: outR, stderr: errR, sync: mine}, nil
+	return &initProc{cmd: cmd, stdout: outR, stderr: errR, sync: mine, stdin: stdinW, stdinKey: stdinKey}, nil
 }
 
 // release lets init run the command and returns the command's host PID (0 when
