@@ -125,7 +125,7 @@ func (a *Agent) spawn(ctx context.Context, req api.RunRequest, who caller, token
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return api.RunResponse{}, undo(fmt.Errorf("create job dir: %w", err))
 	}
-	spec := shim.Spec{GPID: p.GPID, Node: a.cfg.Name, Argv: req.Argv, Env: env, Workdir: workdir, UID: uid, GID: gid, Groups: groups, Cgroup: cgPath}
+	spec := shim.Spec{GPID: p.GPID, Node: a.cfg.Name, Argv: req.Argv, Env: env, Workdir: workdir, UID: uid, GID: gid, Groups: groups, Cgroup: cgPath, Stdin: req.Stdin}
 	if err := shim.WriteJSON(dir, shim.SpecFile, spec); err != nil {
 		return api.RunResponse{}, undo(err)
 	}

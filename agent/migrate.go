@@ -346,6 +346,9 @@ func (m *migration) Dump(ctx context.Context) (int64, error) {
 	// The tree is stopped; let the shim drain what it had written to its pipes,
 	// so the shipped log is complete (CRIU does not carry pipe contents over).
 	waitDrained(init, filepath.Join(m.j.dir, shim.LogFile))
+	if err := m.a.holdStdin(ctx, m.j); err != nil {
+		return 0, err
+	}
 	m.imageBytes = dirSize(m.images)
 	return m.imageBytes, failpoint.Hit("migrate/source/after-dump")
 }
@@ -374,7 +377,7 @@ func (m *migration) Transfer(ctx context.Context) error {
 	go func() {
 		_, err := migrate.WriteStream(countingWriter{pw, &sent},
 			migrate.Source{Prefix: "images", Dir: m.images},
-			migrate.Source{Prefix: "job", Dir: m.j.dir, Files: []string{shim.LogFile}})
+			migrate.Source{Prefix: "job", Dir: m.j.dir, Files: migratedJobFiles()})
 		pw.CloseWithError(err)
 	}()
 	ctx, cancel := context.WithTimeout(ctx, transferTimeout(m.imageBytes))
@@ -395,7 +398,7 @@ func (m *migration) Restore(ctx context.Context) error {
 		return err
 	}
 	var resp api.RestoreResponse
-	req := api.RestoreRequest{ID: m.id, StdoutKey: m.keys[0], StderrKey: m.keys[1]}
+	req := api.RestoreRequest{ID: m.id, StdoutKey: m.keys[0], StderrKey: m.keys[1], StdinKey: m.j.state.StdinKey}
 	if m.lazy != nil {
 		req.LazyPages = m.lazy.Addr
 		req.LazyPagesCA, req.LazyPagesCert, req.LazyPagesKey = string(m.lazyTLS.CACert), string(m.lazyTLS.ClientCert), string(m.lazyTLS.ClientKey)
@@ -571,6 +574,7 @@ func (m *migration) Rollback(ctx context.Context, cause error, dumped, restored 
 		killOrphanLazyDump(m.j.dir)
 	}
 	if dumped {
+		m.a.releaseStdin(m.j)
 		resume(m.j)
 	}
 	if m.images != "" {
@@ -956,6 +960,10 @@ func (a *Agent) handleImages(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, api.Errorf(api.CodeBadRequest, "image stream for gpid %d carries no job log: %v", gpid, err))
 		return
 	}
+	if err := adoptStdinFile(stage, in.dir); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
 	_ = os.RemoveAll(stage)
 	if err := failpoint.Hit("migrate/target/after-images"); err != nil {
 		a.writeError(w, r, err)
@@ -974,7 +982,7 @@ func (a *Agent) handleRestore(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	rs := shim.RestoreSpec{ImagesDir: in.images, StdoutKey: req.StdoutKey, StderrKey: req.StderrKey, CRIUPath: a.criuPath, LazyPages: req.LazyPages}
+	rs := shim.RestoreSpec{ImagesDir: in.images, StdoutKey: req.StdoutKey, StderrKey: req.StderrKey, StdinKey: req.StdinKey, CRIUPath: a.criuPath, LazyPages: req.LazyPages}
 	if req.LazyPages != "" {
 		tlsFiles, err := lazyPagesTLS(req, in.images)
 		if err != nil {

@@ -44,6 +44,10 @@ type RunRequest struct {
 	Constraints map[string]string `json:"constraints,omitempty"`
 	// Pin keeps the balancer from moving the job (ssi migrate still can).
 	Pin bool `json:"pin,omitempty"`
+	// Stdin gives the job a stdin pipe that the caller feeds with
+	// Client.Stdin (an attached ssi run); without it the job's stdin is
+	// /dev/null.
+	Stdin bool `json:"stdin,omitempty"`
 }
 
 // RunResponse names the started job.
