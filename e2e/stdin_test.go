@@ -241,3 +241,80 @@ func TestStdinAgentRestart(t *testing.T) {
 		t.Fatalf("job after the run: %+v", p.Proc)
 	}
 }
+
+// TestStdinMigrationRollback: a move that fails after the job's stdin was
+// held and drained (the target fails after its restore; the source agent
+// dies after the dump and its successor rolls back) gives the drained bytes
+// back to the job where it was: the sum is right.
+func TestStdinMigrationRollback(t *testing.T) {
+	c := need(t)
+	for _, f := range []struct{ node, spec string }{
+		{"node2", "migrate/target/after-restore=error"},
+		{"node3", "migrate/source/after-dump=exit"},
+	} {
+		t.Run(strings.ReplaceAll(f.spec, "/", "_"), func(t *testing.T) {
+			const n = 100000
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			c.stopAgent(t, f.node, syscall.SIGTERM)
+			if err := c.StartAgentEnv(ctx, f.node, []string{"SSI_FAILPOINTS=" + f.spec}); err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				if c.agentAlive(f.node) {
+					c.stopAgent(t, f.node, syscall.SIGTERM)
+				}
+				c.startAgent(t, f.node)
+			}()
+			pr, pw := io.Pipe()
+			gate, gate2 := make(chan struct{}), make(chan struct{})
+			feeder(t, pw, n, gate, gate2)
+			tag := "rollback-stdin-" + f.node
+			run := c.cmd(ctx, "run", "--node", "node3", "--", "python3", "-c", slowSum, tag)
+			var out, errb bytes.Buffer
+			run.Stdin, run.Stdout, run.Stderr = pr, &out, &errb
+			if err := run.Start(); err != nil {
+				t.Fatal(err)
+			}
+			gpid := c.newestRunning(t, func(argv []string) bool { return argv[len(argv)-1] == tag })
+			time.Sleep(500 * time.Millisecond)
+			mig := c.cmd(ctx, "migrate", strconv.FormatUint(gpid, 10), "node2")
+			mig.Env = append(mig.Env, "SSI_ENDPOINT="+c.Nodes[0].API())
+			r := runCmd(t, mig)
+			if r.code == 0 {
+				t.Fatalf("migrate with %s: %v, want a failure", f.spec, r)
+			}
+			if strings.HasSuffix(f.spec, "=exit") {
+				eventually(t, 10*time.Second, "faulty agent exited at its failpoint", func() error {
+					if c.agentAlive(f.node) {
+						return fmt.Errorf("agent of %s still alive", f.node)
+					}
+					return nil
+				})
+				c.startAgent(t, f.node) // its successor rolls the move back
+			}
+			t.Logf("migrate with %s: %s; source shim: %s", f.spec, strings.TrimSpace(r.stderr), c.heldLog("node3", gpid))
+			close(gate)
+			close(gate2)
+			if err := run.Wait(); err != nil {
+				t.Fatalf("attached run after a rolled-back move: %v, stdout %q, stderr %q", err, out.String(), errb.String())
+			}
+			if out.String() != sumOf(n) {
+				t.Fatalf("job summed %q, want %q (stderr %q)", out.String(), sumOf(n), errb.String())
+			}
+			if p := c.proc(t, gpid); p.Node != "node3" {
+				t.Fatalf("job after the rollback: %+v", p.Proc)
+			}
+		})
+	}
+}
+
+// agentAlive reports whether node's agent process is running.
+func (c *testCluster) agentAlive(node string) bool {
+	for i := range c.Nodes {
+		if c.Nodes[i].Name == node {
+			return c.Nodes[i].Agent.Alive()
+		}
+	}
+	return false
+}
