@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -317,4 +318,54 @@ func (c *testCluster) agentAlive(node string) bool {
 		}
 	}
 	return false
+}
+
+// TestStdinCheckpointRestore: a checkpoint of a job fed by an attached run
+// restores (as a new job, with nobody to feed it): the copy reads what its
+// stdin pipe held at the checkpoint, then end of file. The original goes on
+// being fed.
+func TestStdinCheckpointRestore(t *testing.T) {
+	c := need(t)
+	const n = 100000
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	pr, pw := io.Pipe()
+	gate, gate2 := make(chan struct{}), make(chan struct{})
+	feeder(t, pw, n, gate, gate2)
+	run := c.cmd(ctx, "run", "--node", "node1", "--", "python3", "-c", slowSum, "checkpoint-stdin")
+	var out, errb bytes.Buffer
+	run.Stdin, run.Stdout, run.Stderr = pr, &out, &errb
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	gpid := c.newestRunning(t, func(argv []string) bool { return argv[len(argv)-1] == "checkpoint-stdin" })
+	g := strconv.FormatUint(gpid, 10)
+	time.Sleep(500 * time.Millisecond)
+	name := "e2e-stdin-" + g
+	c.ok(t, "checkpoint", "--leave-running", "--name", name, g)
+	defer c.ssi(t, "checkpoints", "rm", name)
+	var rr struct {
+		GPID uint64 `json:"gpid"`
+	}
+	if err := json.Unmarshal([]byte(c.ok(t, "restore", name, "--as-new", "--node", "node2", "-o", "json")), &rr); err != nil {
+		t.Fatal(err)
+	}
+	cg := strconv.FormatUint(rr.GPID, 10)
+	if r := c.ssi(t, "wait", cg); r.code != 0 {
+		t.Fatalf("restored copy: %v, logs %q", r, c.ssi(t, "logs", cg))
+	}
+	// The input ends where the pipe's contents did, maybe in the middle of
+	// line k: the sum of lines 1..k-1, and of a prefix of line k.
+	var s, k int
+	logs := c.ok(t, "logs", cg)
+	if _, err := fmt.Sscanf(logs, "%d %d", &s, &k); err != nil || k <= 0 || k >= n ||
+		!strings.HasPrefix(strconv.Itoa(k), strconv.Itoa(s-(k-1)*k/2)) {
+		t.Fatalf("restored copy printed %q: want the sum of the first lines", logs)
+	}
+	t.Logf("restored copy read %d lines (the last %q of %d), then end of file", k, strconv.Itoa(s-(k-1)*k/2), k)
+	close(gate)
+	close(gate2)
+	if err := run.Wait(); err != nil || out.String() != sumOf(n) {
+		t.Fatalf("original after the checkpoint: %v, stdout %q, stderr %q", err, out.String(), errb.String())
+	}
 }
