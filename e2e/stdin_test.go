@@ -369,3 +369,26 @@ func TestStdinCheckpointRestore(t *testing.T) {
 		t.Fatalf("original after the checkpoint: %v, stdout %q, stderr %q", err, out.String(), errb.String())
 	}
 }
+
+// TestStdinThroughput measures how fast an attached run feeds a job that
+// reads as fast as it can (SSI_E2E_STDIN_MB MiB, default 64).
+func TestStdinThroughput(t *testing.T) {
+	c := need(t)
+	mb := 64
+	if v, err := strconv.Atoi(os.Getenv("SSI_E2E_STDIN_MB")); err == nil && v > 0 {
+		mb = v
+	}
+	in := make([]byte, mb<<20)
+	for i := range in {
+		in[i] = byte(i)
+	}
+	cmd := c.cmd(context.Background(), "run", "--node", "node2", "--", "wc", "-c")
+	cmd.Stdin = bytes.NewReader(in)
+	start := time.Now()
+	r := runCmd(t, cmd)
+	d := time.Since(start)
+	if r.code != 0 || strings.TrimSpace(r.stdout) != strconv.Itoa(len(in)) {
+		t.Fatalf("%d MiB through wc -c: %v", mb, r)
+	}
+	t.Logf("%d MiB of stdin in %s: %.1f MiB/s (job start and exit included)", mb, d.Round(time.Millisecond), float64(mb)/d.Seconds())
+}

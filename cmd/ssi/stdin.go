@@ -14,7 +14,7 @@ import (
 // feed retries without progress (the owner's agent restarting, a move)
 // before it stops with a message.
 const (
-	stdinChunk  = 256 << 10
+	stdinChunk  = 1 << 20
 	stdinGiveUp = time.Minute
 )
 
@@ -23,8 +23,8 @@ const (
 type stdinSender func(ctx context.Context, offset int64, data []byte, eof bool) (api.StdinStatus, error)
 
 // stdinFeed forwards r to a job's stdin, like ssh forwards its stdin: every
-// byte once and in order, then end of file. A reader goroutine fills chunks
-// while a request is in flight (at most stdinChunk bytes ahead, so a slow job
+// byte once and in order, then end of file. A reader goroutine reads ahead
+// while a request is in flight (at most stdinChunk bytes, so a slow job
 // slows the reading); the sender keeps the bytes the job has not accepted and
 // sends them again from the offset the owner reports, across agent restarts
 // and moves.
@@ -46,10 +46,13 @@ type chunk struct {
 // run forwards r until its end is delivered, the job stops reading, or ctx
 // ends.
 func (f *stdinFeed) run(ctx context.Context, r io.Reader) {
-	chunks := make(chan chunk, 1)
+	// Reads of up to 64 KiB, queued up to one request's worth ahead: the
+	// next request is ready when the last one is answered.
+	const readSize = 64 << 10
+	chunks := make(chan chunk, stdinChunk/readSize)
 	go func() {
 		for {
-			buf := make([]byte, 64<<10)
+			buf := make([]byte, readSize)
 			n, err := r.Read(buf)
 			if n > 0 {
 				select {
