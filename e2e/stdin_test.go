@@ -392,3 +392,70 @@ func TestStdinThroughput(t *testing.T) {
 	}
 	t.Logf("%d MiB of stdin in %s: %.1f MiB/s (job start and exit included)", mb, d.Round(time.Millisecond), float64(mb)/d.Seconds())
 }
+
+// TestStdinInteractive: a line typed reaches the job at once, not when more
+// input piles up: a job that answers each line (as a shell does) answers
+// each before the next is sent.
+func TestStdinInteractive(t *testing.T) {
+	c := need(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := c.cmd(ctx, "run", "--node", "node3", "--", "sh", "-c", `while read l; do echo "got $l"; done; echo bye`)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string)
+	go func() {
+		b := make([]byte, 4096)
+		var acc string
+		for {
+			n, err := stdout.Read(b)
+			acc += string(b[:n])
+			for {
+				i := strings.IndexByte(acc, '\n')
+				if i < 0 {
+					break
+				}
+				lines <- acc[:i]
+				acc = acc[i+1:]
+			}
+			if err != nil {
+				close(lines)
+				return
+			}
+		}
+	}()
+	var worst, total time.Duration
+	const rounds = 20
+	for i := range rounds {
+		start := time.Now()
+		fmt.Fprintf(stdin, "ping %d\n", i)
+		select {
+		case l := <-lines:
+			if l != fmt.Sprintf("got ping %d", i) {
+				t.Fatalf("round %d: job answered %q", i, l)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: no answer in 10 s", i)
+		}
+		d := time.Since(start)
+		total += d
+		worst = max(worst, d)
+	}
+	stdin.Close()
+	if l := <-lines; l != "bye" {
+		t.Fatalf("after end of file: %q", l)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d lines typed and answered: mean %s, worst %s per round trip", rounds, (total / rounds).Round(time.Microsecond), worst.Round(time.Microsecond))
+}
