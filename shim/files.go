@@ -69,6 +69,9 @@ type Spec struct {
 	// Stdin makes the job's fd 0 a pipe fed through StdinSocket (an attached
 	// ssi run); without it fd 0 is /dev/null.
 	Stdin bool `json:"stdin,omitempty"`
+	// TTY, when set, gives the job a terminal of this size for fds 0-2 and
+	// as its controlling terminal (ssi run -t); its input comes as Stdin's.
+	TTY *WinSize `json:"tty,omitempty"`
 }
 
 // ProcID identifies a process across PID reuse: its PID and its start time in

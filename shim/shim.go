@@ -54,12 +54,13 @@ func RunShim(dir, exe string, log *slog.Logger) int {
 		copyOut(init.stdout, init.stderr)
 		job := &running{pid: init.cmd.Process.Pid, wait: func() int { return waitStatusCode(init.cmd.Wait()) }}
 		if init.stdin != nil {
-			if job.stdin, err = newStdinPump(log, dir, init.stdin, StdinState{}); err != nil {
+			if job.stdin, err = newStdinPump(log, dir, init.stdin, StdinState{}); err == nil {
+				job.stdin.tty = spec.TTY != nil
+			} else {
 				init.stdin.Close() // the job reads end of file
 				log.Error("job stdin", "err", err)
-			} else {
-				job.stdinKey = init.stdinKey
 			}
+			job.stdinKey = init.stdinKey
 		}
 		job.mainPID = init.release()
 		return job, nil
@@ -173,11 +174,15 @@ func supervise(dir string, log *slog.Logger, launch func(Spec, *isolate.Cgroup, 
 			r *os.File
 			k joblog.Kind
 		}{{stdout, joblog.Stdout}, {stderr, joblog.Stderr}} {
+			if s.r == nil {
+				continue // a terminal has one output stream
+			}
 			pipes = append(pipes, s.r)
 			copiers.Add(1)
 			go func() {
 				defer copiers.Done()
-				if _, err := io.Copy(out.StreamWriter(s.k), s.r); err != nil {
+				// A terminal's master reads EIO once the job's side is closed.
+				if _, err := io.Copy(out.StreamWriter(s.k), s.r); err != nil && !errors.Is(err, syscall.EIO) {
 					log.Error("copy job output", "stream", s.k, "err", err)
 				}
 				s.r.Close()
@@ -280,68 +285,95 @@ type initProc struct {
 // job but root's could be checkpointed or migrated ("can't dump unprivileged
 // task whose /proc doesn't belong to it"). init is ssi's own small program; the
 // job's processes cannot signal or trace it (another uid, not dumpable).
-func startInit(exe string, spec Spec) (ip *initProc, err error) {
-	var stdinR, stdinW *os.File
-	var stdinKey string
-	if spec.Stdin {
-		if stdinR, stdinW, stdinKey, err = stdinPipe(); err != nil {
-			return nil, err
-		}
-		defer stdinR.Close()
-		defer func() {
-			if err != nil {
-				stdinW.Close()
-			}
-		}()
-	}
-	outR, outW, errR, errW, err := outputPipes()
+func startInit(exe string, spec Spec) (*initProc, error) {
+	child, ip, err := jobStdio(spec)
 	if err != nil {
 		return nil, err
 	}
+	defer closeFiles(child[:]...) // init's ends: its own once it started
 	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
+		ip.close()
 		return nil, fmt.Errorf("shim: sync socket: %w", err)
 	}
 	mine, theirs := os.NewFile(uintptr(pair[0]), "sync"), os.NewFile(uintptr(pair[1]), "sync-init")
-	devnull, err := os.Open(os.DevNull)
-	if err != nil {
-		return nil, fmt.Errorf("shim: open %s: %w", os.DevNull, err)
-	}
-	defer devnull.Close()
+	defer theirs.Close()
 	groups := make([]string, len(spec.Groups))
 	for i, g := range spec.Groups {
 		groups[i] = strconv.Itoa(g)
 	}
 	args := []string{"ssi-shim", "init", "--node", spec.Node, "--gpid", strconv.FormatUint(spec.GPID, 10),
-		"--uid", strconv.Itoa(spec.UID), "--gid", strconv.Itoa(spec.GID), "--groups", strings.Join(groups, ","), "--"}
+		"--uid", strconv.Itoa(spec.UID), "--gid", strconv.Itoa(spec.GID), "--groups", strings.Join(groups, ",")}
+	if spec.TTY != nil {
+		args = append(args, "--tty")
+	}
 	cmd := &exec.Cmd{
 		Path:       exe,
-		Args:       append(args, spec.Argv...),
+		Args:       append(append(args, "--"), spec.Argv...),
 		Env:        spec.Env,
 		Dir:        spec.Workdir,
-		Stdin:      devnull,
-		Stdout:     outW,
-		Stderr:     errW,
+		Stdin:      child[0],
+		Stdout:     child[1],
+		Stderr:     child[2],
 		ExtraFiles: []*os.File{theirs},
 		SysProcAttr: &syscall.SysProcAttr{
 			Cloneflags: isolate.JobNamespaces,
 			Setsid:     true,
 		},
 	}
-	if stdinR != nil {
-		cmd.Stdin = stdinR
-	}
-	err = cmd.Start()
-	outW.Close()
-	errW.Close()
-	theirs.Close()
-	if err != nil {
-		outR.Close()
-		errR.Close()
+	if err := cmd.Start(); err != nil {
+		ip.close()
 		mine.Close()
 		return nil, fmt.Errorf("shim: start job init in %s: %w", spec.Workdir, err)
 	}
-	return &initProc{cmd: cmd, stdout: outR, stderr: errR, sync: mine, stdin: stdinW, stdinKey: stdinKey}, nil
+	ip.cmd, ip.sync = cmd, mine
+	return ip, nil
+}
+
+// jobStdio makes fds 0-2 of a job's init (child) and the shim's ends of them
+// (in ip): a terminal (spec.TTY); or a stdin pipe (spec.Stdin) or /dev/null,
+// and pipes for stdout and stderr.
+func jobStdio(spec Spec) (child [3]*os.File, ip *initProc, err error) {
+	ip = &initProc{}
+	if spec.TTY != nil {
+		master, slave, err := openPTY(*spec.TTY, spec.UID, spec.GID)
+		if err != nil {
+			return child, nil, err
+		}
+		// The pump writes through a handle of its own, which it may close
+		// (end of input) while the output is still read from the master.
+		in, err := dupFile(master)
+		if err != nil {
+			closeFiles(master, slave)
+			return child, nil, err
+		}
+		ip.stdout, ip.stdin = master, in
+		return [3]*os.File{slave, slave, slave}, ip, nil
+	}
+	if spec.Stdin {
+		if child[0], ip.stdin, ip.stdinKey, err = stdinPipe(); err != nil {
+			return child, nil, err
+		}
+	} else if child[0], err = os.Open(os.DevNull); err != nil {
+		return child, nil, fmt.Errorf("shim: open %s: %w", os.DevNull, err)
+	}
+	if ip.stdout, child[1], ip.stderr, child[2], err = outputPipes(); err != nil {
+		closeFiles(child[0], ip.stdin)
+		return child, nil, err
+	}
+	return child, ip, nil
+}
+
+// close closes the shim's ends of a job that did not start.
+func (p *initProc) close() { closeFiles(p.stdout, p.stderr, p.stdin) }
+
+// closeFiles closes the files that are not nil (one may be given twice).
+func closeFiles(fs ...*os.File) {
+	for _, f := range fs {
+		if f != nil {
+			f.Close()
+		}
+	}
 }
 
 // release lets init run the command and returns the command's host PID (0 when

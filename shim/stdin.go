@@ -52,6 +52,7 @@ const (
 	StdinStatusOp = "status"  // report the offset
 	StdinHold     = "hold"    // stop writing, drain the pipe, save StdinFile (job frozen)
 	StdinRelease  = "release" // undo a hold (the migration rolled back)
+	StdinResize   = "resize"  // a terminal's new size: Rows, Cols
 )
 
 // stdinWriteWait bounds how long one write waits for the job to take its
@@ -71,6 +72,9 @@ type StdinRequest struct {
 	Len int64 `json:"len,omitempty"`
 	// EOF ends the stream after this write's bytes.
 	EOF bool `json:"eof,omitempty"`
+	// Rows and Cols are a Resize's terminal size.
+	Rows uint16 `json:"rows,omitempty"`
+	Cols uint16 `json:"cols,omitempty"`
 }
 
 // StdinStatus answers every request.
@@ -171,6 +175,9 @@ type stdinPump struct {
 	ref int
 	// wait bounds one write (stdinWriteWait).
 	wait time.Duration
+	// tty: w is a terminal's master, which the end of the input does not
+	// close (a terminal's end of file is a ^D typed) and Resize sizes.
+	tty bool
 
 	// wmu is held by the one goroutine that writes into the pipe.
 	wmu sync.Mutex
@@ -239,6 +246,8 @@ func (p *stdinPump) handle(conn net.Conn) {
 			st = p.hold()
 		case StdinRelease:
 			st = p.release()
+		case StdinResize:
+			st = p.resize(WinSize{Rows: req.Rows, Cols: req.Cols})
 		default:
 			st = p.status()
 			st.Error = fmt.Sprintf("unknown op %q", req.Op)
@@ -312,7 +321,7 @@ func (p *stdinPump) put(b []byte) (int, error) {
 	switch {
 	case err == nil:
 		return n, nil
-	case errors.Is(err, syscall.EPIPE):
+	case errors.Is(err, syscall.EPIPE), errors.Is(err, syscall.EIO):
 		// The job closed its stdin (or exited): nobody will read more.
 		p.mu.Lock()
 		p.st.Closed = true
@@ -353,7 +362,7 @@ func (p *stdinPump) flushPending() error {
 // pending (writer only).
 func (p *stdinPump) closeAtEOF() {
 	p.mu.Lock()
-	done := p.st.EOF && len(p.st.Pending) == 0 && !p.held
+	done := p.st.EOF && len(p.st.Pending) == 0 && !p.held && !p.tty
 	p.mu.Unlock()
 	if done {
 		p.closeWrite()
@@ -446,6 +455,28 @@ func (p *stdinPump) hold() StdinStatus {
 		st.Error = err.Error()
 	}
 	p.log.Info("stdin held for a migration", "offset", saved.Offset, "pending", len(saved.Pending), "eof", saved.EOF)
+	return st
+}
+
+// resize sets the size of the job's terminal; the kernel signals SIGWINCH
+// to its foreground process group.
+func (p *stdinPump) resize(ws WinSize) StdinStatus {
+	p.mu.Lock()
+	w := p.w
+	p.mu.Unlock()
+	var err error
+	switch {
+	case !p.tty:
+		err = errors.New("the job has no terminal")
+	case w == nil:
+		err = errPipeGone
+	default:
+		err = setWinSize(fdOf(w), ws)
+	}
+	st := p.status()
+	if err != nil {
+		st.Error = fmt.Sprintf("resize terminal: %v", err)
+	}
 	return st
 }
 
