@@ -98,7 +98,7 @@ func (a *Agent) spawn(ctx context.Context, req api.RunRequest, who caller, token
 	p, err := a.store.Create(ctx, pidtable.Proc{
 		Node: a.cfg.Name, User: u.Username, UID: uid, GID: gid, Argv: req.Argv,
 		Workdir: workdir, CPUs: req.CPUs, Memory: req.Memory, Pinned: req.Pin,
-		Constraints: req.Constraints,
+		Constraints: req.Constraints, TTY: req.TTY != nil,
 	})
 	if err != nil {
 		if errors.Is(err, pidtable.ErrNodeNotReady) {
@@ -125,7 +125,7 @@ func (a *Agent) spawn(ctx context.Context, req api.RunRequest, who caller, token
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return api.RunResponse{}, undo(fmt.Errorf("create job dir: %w", err))
 	}
-	spec := shim.Spec{GPID: p.GPID, Node: a.cfg.Name, Argv: req.Argv, Env: env, Workdir: workdir, UID: uid, GID: gid, Groups: groups, Cgroup: cgPath, Stdin: req.Stdin}
+	spec := shim.Spec{GPID: p.GPID, Node: a.cfg.Name, Argv: req.Argv, Env: env, Workdir: workdir, UID: uid, GID: gid, Groups: groups, Cgroup: cgPath, Stdin: req.Stdin || req.TTY != nil, TTY: req.TTY}
 	if err := shim.WriteJSON(dir, shim.SpecFile, spec); err != nil {
 		return api.RunResponse{}, undo(err)
 	}

@@ -185,6 +185,8 @@ func (a *Agent) checkTarget(ctx context.Context, p pidtable.Proc, node string) (
 		return pidtable.Node{}, api.Errorf(api.CodeConflict, "gpid %d has already %s", p.GPID, describeEnd(p))
 	case p.State != pidtable.Running:
 		return pidtable.Node{}, api.Errorf(api.CodeConflict, "gpid %d is %s, not running", p.GPID, p.State)
+	case p.TTY:
+		return pidtable.Node{}, errTTY(p.GPID, "moved")
 	}
 	if a.criuErr != nil {
 		return pidtable.Node{}, api.Errorf(api.CodeConflict, "node %s cannot checkpoint jobs: %v", a.cfg.Name, a.criuErr)

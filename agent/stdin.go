@@ -129,3 +129,39 @@ func adoptStdinFile(stage, dir string) error {
 	}
 	return nil
 }
+
+// errTTY refuses to move or checkpoint a job with a terminal.
+func errTTY(gpid uint64, what string) error {
+	return api.Errorf(api.CodeConflict, "gpid %d has a terminal (ssi run -t), and a job with a terminal cannot be %s yet: its terminal's master is held by its shim on this node, which CRIU cannot re-plumb; start jobs without -t to move or checkpoint them", gpid, what)
+}
+
+// handleResize is POST /v1/procs/{gpid}/resize: the new size of the job's
+// terminal.
+func (a *Agent) handleResize(w http.ResponseWriter, r *http.Request) {
+	p, ok := a.owned(w, r)
+	if !ok {
+		return
+	}
+	var req api.ResizeRequest
+	if err := decode(r, &req); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	switch {
+	case !p.TTY:
+		a.writeError(w, r, api.Errorf(api.CodeConflict, "gpid %d has no terminal (ssi run -t)", p.GPID))
+		return
+	case p.State.Ended():
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	st, err := shim.StdinCall(r.Context(), a.jobDir(p.GPID), shim.StdinRequest{Op: shim.StdinResize, Rows: req.Rows, Cols: req.Cols}, nil)
+	if err == nil && st.Error != "" {
+		err = errors.New(st.Error)
+	}
+	if err != nil {
+		a.writeError(w, r, fmt.Errorf("resize the terminal of gpid %d: %w", p.GPID, err))
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

@@ -50,3 +50,15 @@ func (c *Client) Stdin(ctx context.Context, gpid uint64, offset int64, data []by
 	}
 	return st, nil
 }
+
+// ResizeRequest is a terminal's new size.
+type ResizeRequest struct {
+	Rows uint16 `json:"rows"`
+	Cols uint16 `json:"cols"`
+}
+
+// Resize sets the size of the terminal of gpid (ssi run -t); the job's
+// foreground process group gets SIGWINCH.
+func (c *Client) Resize(ctx context.Context, gpid uint64, rows, cols uint16) error {
+	return c.do(ctx, http.MethodPost, fmt.Sprintf("/v1/procs/%d/resize", gpid), ResizeRequest{Rows: rows, Cols: cols}, nil)
+}

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/ssi-cluster/ssi/pidtable"
+	"github.com/ssi-cluster/ssi/shim"
 )
 
 // Headers. HeaderUser and HeaderUID carry the caller's identity only on an
@@ -48,6 +49,10 @@ type RunRequest struct {
 	// Client.Stdin (an attached ssi run); without it the job's stdin is
 	// /dev/null.
 	Stdin bool `json:"stdin,omitempty"`
+	// TTY gives the job a terminal of this size (ssi run -t) for its stdin,
+	// stdout and stderr, fed like Stdin and sized with Client.Resize. Such a
+	// job cannot be moved or checkpointed.
+	TTY *shim.WinSize `json:"tty,omitempty"`
 }
 
 // RunResponse names the started job.
