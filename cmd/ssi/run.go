@@ -26,6 +26,7 @@ func runCmd(e *env) *cobra.Command {
 		req         api.RunRequest
 		detach      bool
 		noStdin     bool
+		tty         bool
 		memory      string
 		constraints []string
 	)
@@ -43,7 +44,13 @@ CMD does not exist on the node). The stdin stream survives a restart of the
 job's agent and moves of the job (ssi migrate): every byte reaches the job
 once, in order. With --no-stdin the job reads /dev/null (as ssh -n); run in
 the background of a shell, use it, or the read of your terminal stops ssi.
-With -d it prints the job's gpid and returns; the job's stdin is /dev/null.`,
+With -d it prints the job's gpid and returns; the job's stdin is /dev/null.
+
+With -t (your stdin must be a terminal) the job gets a terminal of its own, as
+with ssh -t or docker run -it: interactive programs work, keys go to the job
+as typed (^C is the job's SIGINT, not ssi's), and its size follows your
+window. Its stdout and stderr are the terminal's one stream. A job with a
+terminal cannot be moved (ssi migrate, the balancer) or checkpointed yet.`,
 		Example: `  ssi run -- hostname
   seq 1 1000 | ssi run --node node2 -- awk '{s+=$1} END {print s}'
   ssi run --node node2 --memory 256M -- python3 train.py
@@ -86,6 +93,17 @@ With -d it prints the job's gpid and returns; the job's stdin is /dev/null.`,
 				req.Workdir = wd
 			}
 			req.Stdin = !detach && !noStdin && e.stdin != nil
+			var term *terminal
+			if tty {
+				if detach || noStdin {
+					return usageErr("run: -t: a terminal needs an attached run with stdin (not -d, not --no-stdin)")
+				}
+				if term, err = openTerminal(e.stdin); err != nil {
+					return usageErr("run: -t: %v (ssh -t would say the same)", err)
+				}
+				ws := term.size()
+				req.TTY = &ws
+			}
 			cl, src, err := e.client()
 			if err != nil {
 				return err
@@ -99,6 +117,15 @@ With -d it prints the job's gpid and returns; the job's stdin is /dev/null.`,
 				fmt.Fprintln(e.stdout, resp.GPID)
 				return nil
 			}
+			if term != nil {
+				if err := term.raw(); err != nil {
+					return err
+				}
+				defer term.restore()
+				tctx, stop := context.WithCancel(ctx)
+				defer stop()
+				term.followSize(tctx, e, cl, resp.GPID)
+			}
 			return attach(ctx, e, cl, resp.GPID, req.Stdin)
 		},
 	}
@@ -107,6 +134,7 @@ With -d it prints the job's gpid and returns; the job's stdin is /dev/null.`,
 	f.StringVar(&req.Node, "node", "", "run on this node")
 	f.BoolVarP(&detach, "detach", "d", false, "print the gpid and return at once (the job's stdin is /dev/null)")
 	f.BoolVarP(&noStdin, "no-stdin", "n", false, "give the job /dev/null for stdin instead of yours (as ssh -n)")
+	f.BoolVarP(&tty, "tty", "t", false, "give the job a terminal, your stdin's size (as ssh -t); such a job cannot be moved or checkpointed")
 	f.StringArrayVarP(&req.Env, "env", "e", nil, "set an environment variable (KEY=VALUE, or KEY to pass yours); repeatable")
 	f.StringVarP(&req.Workdir, "workdir", "w", "", "working directory on the node (default: your cwd if it exists there, else your home)")
 	f.StringVarP(&req.User, "user", "u", "", "run as this user (root only; default: you)")
