@@ -267,7 +267,7 @@ func (b *balancer) view(snap *pidtable.Snapshot, now time.Time) ([]placement.Bal
 			Age: max(now.Sub(p.Started), 0), Resident: max(now.Sub(arrived), 0), Moved: p.Epoch > 1,
 			Demand: demand, Memory: ps.RSS,
 			CPUs: p.CPUs, MemoryRequest: p.Memory, Constraints: p.Constraints,
-			Pinned: p.Pinned, Migrating: moving || p.State == pidtable.Migrating,
+			Pinned: p.Pinned || p.TTY, Migrating: moving || p.State == pidtable.Migrating,
 			BackedOff: backedOff,
 		})
 	}

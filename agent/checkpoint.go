@@ -92,6 +92,8 @@ func (a *Agent) checkpoint(ctx context.Context, p pidtable.Proc, req api.Checkpo
 		return api.CheckpointResult{}, api.Errorf(api.CodeConflict, "gpid %d has already %s", p.GPID, describeEnd(p))
 	case p.State != pidtable.Running:
 		return api.CheckpointResult{}, api.Errorf(api.CodeConflict, "gpid %d is %s, not running; retry when it is", p.GPID, p.State)
+	case p.TTY:
+		return api.CheckpointResult{}, errTTY(p.GPID, "checkpointed")
 	case a.criuErr != nil:
 		return api.CheckpointResult{}, api.Errorf(api.CodeConflict, "node %s cannot checkpoint jobs: %v", a.cfg.Name, a.criuErr)
 	}

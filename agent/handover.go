@@ -128,7 +128,7 @@ func (m *migration) restoreHere(ctx context.Context) error {
 		_ = os.Remove(filepath.Join(old.dir, f))
 	}
 	_ = os.Remove(filepath.Join(old.dir, lazyDumpFile))
-	rs := shim.RestoreSpec{ImagesDir: m.images, StdoutKey: m.keys[0], StderrKey: m.keys[1], CRIUPath: a.criuPath}
+	rs := shim.RestoreSpec{ImagesDir: m.images, StdoutKey: m.keys[0], StderrKey: m.keys[1], StdinKey: old.state.StdinKey, CRIUPath: a.criuPath}
 	if err := shim.WriteJSON(old.dir, shim.RestoreFile, rs); err != nil {
 		return err
 	}

@@ -32,6 +32,8 @@ func (a *Agent) routes() http.Handler {
 	mux.HandleFunc("GET /v1/procs/{gpid}", a.handleProc)
 	mux.HandleFunc("POST /v1/procs/{gpid}/signal", a.handleSignal)
 	mux.HandleFunc("GET /v1/procs/{gpid}/logs", a.handleLogs)
+	mux.HandleFunc("POST /v1/procs/{gpid}/stdin", a.handleStdin)
+	mux.HandleFunc("POST /v1/procs/{gpid}/resize", a.handleResize)
 	mux.HandleFunc("GET /v1/procs/{gpid}/wait", a.handleWait)
 	mux.HandleFunc("GET /v1/nodes", a.handleNodes)
 	mux.HandleFunc("POST /v1/procs/{gpid}/migrate", a.handleMigrate)

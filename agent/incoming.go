@@ -164,6 +164,10 @@ func (a *Agent) handleImages(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, api.Errorf(api.CodeBadRequest, "image stream for gpid %d carries no job log: %v", gpid, err))
 		return
 	}
+	if err := adoptStdinFile(stage, in.dir); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
 	_ = os.RemoveAll(stage)
 	if err := failpoint.Hit("migrate/target/after-images"); err != nil {
 		a.writeError(w, r, err)
@@ -186,7 +190,7 @@ func (a *Agent) handleRestore(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	rs := shim.RestoreSpec{ImagesDir: in.images, StdoutKey: req.StdoutKey, StderrKey: req.StderrKey, CRIUPath: a.criuPath, LazyPages: req.LazyPages}
+	rs := shim.RestoreSpec{ImagesDir: in.images, StdoutKey: req.StdoutKey, StderrKey: req.StderrKey, StdinKey: req.StdinKey, CRIUPath: a.criuPath, LazyPages: req.LazyPages}
 	if req.LazyPages != "" {
 		tlsFiles, err := lazyPagesTLS(req, in.images)
 		if err != nil {

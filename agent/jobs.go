@@ -132,7 +132,7 @@ func (a *Agent) spawn(ctx context.Context, req api.RunRequest, who caller, token
 	p, err := a.store.Create(ctx, pidtable.Proc{
 		Node: a.cfg.Name, User: u.Username, UID: uid, GID: gid, Argv: req.Argv,
 		Workdir: workdir, CPUs: req.CPUs, Memory: req.Memory, Pinned: req.Pin,
-		Constraints: req.Constraints,
+		Constraints: req.Constraints, TTY: req.TTY != nil,
 	})
 	if err != nil {
 		if errors.Is(err, pidtable.ErrNodeNotReady) {
@@ -161,7 +161,7 @@ func (a *Agent) spawn(ctx context.Context, req api.RunRequest, who caller, token
 	}
 	// ssi's own variables come first: the C library's getenv takes the first.
 	env = append([]string{"SSI_GPID=" + strconv.FormatUint(p.GPID, 10)}, env...)
-	spec := shim.Spec{GPID: p.GPID, Node: a.cfg.Name, Argv: req.Argv, Env: env, Workdir: workdir, UID: uid, GID: gid, Groups: groups, Cgroup: cgPath}
+	spec := shim.Spec{GPID: p.GPID, Node: a.cfg.Name, Argv: req.Argv, Env: env, Workdir: workdir, UID: uid, GID: gid, Groups: groups, Cgroup: cgPath, Stdin: req.Stdin || req.TTY != nil, TTY: req.TTY}
 	if err := shim.WriteJSON(dir, shim.SpecFile, spec); err != nil {
 		return api.RunResponse{}, undo(err)
 	}

@@ -185,6 +185,8 @@ func (a *Agent) checkTarget(ctx context.Context, p pidtable.Proc, node string) (
 		return pidtable.Node{}, api.Errorf(api.CodeConflict, "gpid %d has already %s", p.GPID, describeEnd(p))
 	case p.State != pidtable.Running:
 		return pidtable.Node{}, api.Errorf(api.CodeConflict, "gpid %d is %s, not running", p.GPID, p.State)
+	case p.TTY:
+		return pidtable.Node{}, errTTY(p.GPID, "moved")
 	}
 	if a.criuErr != nil {
 		return pidtable.Node{}, api.Errorf(api.CodeConflict, "node %s cannot checkpoint jobs: %v", a.cfg.Name, a.criuErr)
@@ -373,6 +375,9 @@ func (m *migration) Dump(ctx context.Context) (int64, error) {
 	// The tree is stopped; let the shim drain what it had written to its pipes,
 	// so the shipped log is complete (CRIU does not carry pipe contents over).
 	waitDrained(init, filepath.Join(m.j.dir, shim.LogFile))
+	if err := m.a.holdStdin(ctx, m.j); err != nil {
+		return 0, err
+	}
 	m.imageBytes = dirSize(m.images)
 	// The files and their sizes as the dump saw them (the tree is stopped):
 	// the target checks them before it restores.
@@ -412,7 +417,7 @@ func (m *migration) Transfer(ctx context.Context) error {
 	go func() {
 		_, err := migrate.WriteStream(countingWriter{pw, &sent},
 			migrate.Source{Prefix: "images", Dir: m.images},
-			migrate.Source{Prefix: "job", Dir: m.j.dir, Files: []string{shim.LogFile}})
+			migrate.Source{Prefix: "job", Dir: m.j.dir, Files: migratedJobFiles()})
 		pw.CloseWithError(err)
 	}()
 	ctx, cancel := context.WithTimeout(ctx, transferTimeout(m.imageBytes))
@@ -440,7 +445,7 @@ func (m *migration) Restore(ctx context.Context) error {
 		}
 	}
 	var resp api.RestoreResponse
-	req := api.RestoreRequest{ID: m.id, StdoutKey: m.keys[0], StderrKey: m.keys[1], Files: m.files}
+	req := api.RestoreRequest{ID: m.id, StdoutKey: m.keys[0], StderrKey: m.keys[1], StdinKey: m.j.state.StdinKey, Files: m.files}
 	if m.lazy != nil {
 		req.LazyPages = m.lazy.Addr
 		req.LazyPagesCA, req.LazyPagesCert, req.LazyPagesKey = string(m.lazyTLS.CACert), string(m.lazyTLS.ClientCert), string(m.lazyTLS.ClientKey)
@@ -503,6 +508,7 @@ func (m *migration) Rollback(ctx context.Context, cause error, dumped, restored 
 		}
 	}
 	if dumped {
+		m.a.releaseStdin(m.j)
 		resume(m.j)
 	}
 	if m.images != "" {

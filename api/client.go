@@ -111,20 +111,30 @@ func (c *Client) doHeader(ctx context.Context, method, path string, in, out any)
 // send performs a request and returns the response of a 2xx status; other
 // statuses become *Error.
 func (c *Client) send(ctx context.Context, method, path string, in any) (*http.Response, error) {
+	if in == nil {
+		return c.sendBody(ctx, method, path, "", nil)
+	}
+	b, err := json.Marshal(in)
+	if err != nil {
+		return nil, fmt.Errorf("encode request: %w", err)
+	}
+	return c.sendBody(ctx, method, path, "application/json", b)
+}
+
+// sendBody is send with a body of the given content type (none when nil). The
+// body is in memory, so a redirect to the node that serves the request
+// (307) is followed with the same body.
+func (c *Client) sendBody(ctx context.Context, method, path, contentType string, b []byte) (*http.Response, error) {
 	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return nil, fmt.Errorf("encode request: %w", err)
-		}
+	if b != nil {
 		body = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
 		return nil, fmt.Errorf("build request: %w", err)
 	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
 	}
 	if c.tls == nil {
 		req.Header.Set(HeaderUser, c.user)
@@ -145,9 +155,9 @@ func (c *Client) send(ctx context.Context, method, path string, in any) (*http.R
 	}
 	defer resp.Body.Close()
 	var e Error
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if json.Unmarshal(b, &e) != nil || e.Message == "" {
-		return nil, &Error{Code: CodeInternal, Message: fmt.Sprintf("%s %s: HTTP %d: %s", method, path, resp.StatusCode, bytes.TrimSpace(b))}
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if json.Unmarshal(msg, &e) != nil || e.Message == "" {
+		return nil, &Error{Code: CodeInternal, Message: fmt.Sprintf("%s %s: HTTP %d: %s", method, path, resp.StatusCode, bytes.TrimSpace(msg))}
 	}
 	return nil, &e
 }

@@ -119,6 +119,9 @@ type RestoreRequest struct {
 	ID        string `json:"id"`
 	StdoutKey string `json:"stdout_key"`
 	StderrKey string `json:"stderr_key"`
+	// StdinKey is the job's stdin pipe (empty: none of the shim's), re-plumbed
+	// like stdout and stderr; what it held at the dump travels in the stream.
+	StdinKey string `json:"stdin_key,omitempty"`
 	// LazyPages is host:port of the source's page server in a post-copy
 	// migration.
 	LazyPages string `json:"lazy_pages,omitempty"`

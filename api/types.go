@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/ssi-cluster/ssi/pidtable"
+	"github.com/ssi-cluster/ssi/shim"
 )
 
 // Headers. HeaderUser and HeaderUID carry the caller's identity only on an
@@ -44,6 +45,14 @@ type RunRequest struct {
 	Constraints map[string]string `json:"constraints,omitempty"`
 	// Pin keeps the balancer from moving the job (ssi migrate still can).
 	Pin bool `json:"pin,omitempty"`
+	// Stdin gives the job a stdin pipe that the caller feeds with
+	// Client.Stdin (an attached ssi run); without it the job's stdin is
+	// /dev/null.
+	Stdin bool `json:"stdin,omitempty"`
+	// TTY gives the job a terminal of this size (ssi run -t) for its stdin,
+	// stdout and stderr, fed like Stdin and sized with Client.Resize. Such a
+	// job cannot be moved or checkpointed.
+	TTY *shim.WinSize `json:"tty,omitempty"`
 }
 
 // RunResponse names the started job.

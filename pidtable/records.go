@@ -86,6 +86,9 @@ type Proc struct {
 	// Pinned jobs (ssi run --pin) are never moved by the balancer; an explicit
 	// ssi migrate still moves them. Immutable.
 	Pinned bool `json:"pinned,omitempty"`
+	// TTY jobs (ssi run -t) have a terminal, which cannot be moved yet:
+	// they are never migrated or checkpointed. Immutable.
+	TTY bool `json:"tty,omitempty"`
 	// Arrived is when the job began to run on Node: its start, or the commit of
 	// the migration that brought it there. The balancer lets a job stay at
 	// least a residency period after it.

@@ -6,9 +6,13 @@
 //	ssi agent                 may die and restart at any time
 //	ssi shim <jobdir>         own session; outlives the agent; owns the job's output
 //	  └─ ssi init  (PID 1 in new PID, IPC, UTS namespaces; session leader; job's uid)
-//	       └─ CMD ARGS...     own process group; stdout/stderr are pipes to the shim
+//	       └─ CMD ARGS...     own process group; stdout/stderr are pipes to the shim,
+//	                          stdin a pipe from it (attached runs) or /dev/null;
+//	                          with -t one pty for all three, whose master the shim holds
 //
 // The shim writes everything the job prints to <jobdir>/log (see package joblog),
+// feeds the job's stdin with what the agent passes it on <jobdir>/stdin.sock
+// (byte offsets, so that a resend is harmless; see stdin.go),
 // records its own and init's identity in <jobdir>/shim.json, and when init is gone
 // removes the job's cgroup and writes <jobdir>/exit.json. The agent reads those
 // files, so an agent that is killed and restarted finds its jobs, their output and

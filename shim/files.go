@@ -35,6 +35,10 @@ type RestoreSpec struct {
 	ImagesDir string `json:"images_dir"`
 	StdoutKey string `json:"stdout_key"`
 	StderrKey string `json:"stderr_key"`
+	// StdinKey is the job's stdin pipe, empty when it has none (a job
+	// started detached, or restored from a checkpoint): the restored job then
+	// reads from a new pipe fed from StdinFile and the agent.
+	StdinKey string `json:"stdin_key,omitempty"`
 	// CRIUPath is the criu binary to run.
 	CRIUPath string `json:"criu_path"`
 	// WorkDir receives CRIU's restore log and pidfile; empty means ImagesDir.
@@ -64,6 +68,12 @@ type Spec struct {
 	Groups  []int    `json:"groups,omitempty"`
 	// Cgroup is the path of the job's cgroup, created by the agent.
 	Cgroup string `json:"cgroup"`
+	// Stdin makes the job's fd 0 a pipe fed through StdinSocket (an attached
+	// ssi run); without it fd 0 is /dev/null.
+	Stdin bool `json:"stdin,omitempty"`
+	// TTY, when set, gives the job a terminal of this size for fds 0-2 and
+	// as its controlling terminal (ssi run -t); its input comes as Stdin's.
+	TTY *WinSize `json:"tty,omitempty"`
 }
 
 // ProcID identifies a process across PID reuse: its PID and its start time in
@@ -79,6 +89,9 @@ type State struct {
 	Init ProcID `json:"init"`
 	// MainPID is the host PID of CMD (0 if it never started).
 	MainPID int `json:"main_pid"`
+	// StdinKey is the CRIU key ("pipe:[INODE]") of the job's stdin pipe, for
+	// --inherit-fd at a restore; empty when the job's stdin is not ours.
+	StdinKey string `json:"stdin_key,omitempty"`
 }
 
 // Exit is written by the shim after the job is gone and its cgroup removed.

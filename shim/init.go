@@ -33,6 +33,7 @@ func RunInit(args []string) int {
 	uid := fl.Int("uid", 0, "user the command runs as")
 	gid := fl.Int("gid", 0, "group the command runs as")
 	groupList := fl.String("groups", "", "supplementary groups of the command, comma-separated")
+	tty := fl.Bool("tty", false, "fds 0-2 are a terminal: make it the command's controlling terminal")
 	if err := fl.Parse(args); err != nil || fl.NArg() == 0 {
 		fmt.Fprintln(os.Stderr, "ssi init: internal command, started by ssi shim: ssi init --node NODE [--uid N --gid N --groups G,...] -- CMD [ARGS...]")
 		return 2
@@ -71,11 +72,18 @@ func RunInit(args []string) int {
 		fmt.Fprintf(os.Stderr, "ssi: %s: working directory on node %s: %v\n", argv[0], *node, err)
 		return 126
 	}
+	sys := &syscall.SysProcAttr{Setpgid: true, Credential: cred}
+	if *tty {
+		// A session of its own whose controlling terminal is fd 0: the
+		// terminal's ^C and window changes signal the command's foreground
+		// process group. Its process group is still its PID.
+		sys = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0, Credential: cred}
+	}
 	pid, err := syscall.ForkExec(path, argv, &syscall.ProcAttr{
 		Dir:   wd,
 		Env:   os.Environ(),
 		Files: []uintptr{0, 1, 2},
-		Sys:   &syscall.SysProcAttr{Setpgid: true, Credential: cred},
+		Sys:   sys,
 	})
 	if err != nil {
 		unix.Close(syncFD)
@@ -87,6 +95,13 @@ func RunInit(args []string) int {
 	}
 	_, _ = unix.Write(syncFD, []byte{'s'})
 	unix.Close(syncFD)
+	// Init reads nothing: its stdin goes back to /dev/null, so that the job's
+	// stdin pipe has the job alone for reader and the shim's writes fail once
+	// the job has closed it.
+	if null, err := unix.Open(os.DevNull, unix.O_RDONLY, 0); err == nil {
+		_ = unix.Dup3(null, 0, 0)
+		unix.Close(null)
+	}
 
 	for {
 		select {

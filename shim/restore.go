@@ -28,7 +28,10 @@ var ErrRestore = errors.New("shim: criu restore failed")
 // The shim execs the criu binary rather than linking go-criu: go-criu's package
 // initialisation makes the Go runtime open an epoll fd at start-up, and init runs
 // from this same binary, where every fd is one more thing for CRIU to dump.
-func criuRestore(ctx context.Context, rs RestoreSpec, cgroup string, stdout, stderr *os.File) (int, error) {
+//
+// stdin, when set, replaces the job's stdin pipe (rs.StdinKey): CRIU restores
+// no contents into a pipe it inherits, which is why the source drained it.
+func criuRestore(ctx context.Context, rs RestoreSpec, cgroup string, stdout, stderr, stdin *os.File) (int, error) {
 	if rs.CRIUPath == "" || rs.ImagesDir == "" || rs.StdoutKey == "" || rs.StderrKey == "" {
 		return 0, fmt.Errorf("%w: incomplete %s: %+v", ErrRestore, RestoreFile, rs)
 	}
@@ -52,8 +55,13 @@ func criuRestore(ctx context.Context, rs RestoreSpec, cgroup string, stdout, std
 		}
 		args = append(args, "--lazy-pages")
 	}
+	extra := []*os.File{stdout, stderr}
+	if stdin != nil && rs.StdinKey != "" {
+		extra = append(extra, stdin)
+		args = append(args, "--inherit-fd", "fd[5]:"+rs.StdinKey)
+	}
 	cmd := exec.CommandContext(ctx, rs.CRIUPath, args...)
-	cmd.ExtraFiles = []*os.File{stdout, stderr}
+	cmd.ExtraFiles = extra
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		reapAny() // a root CRIU forked and killed on failure is our child

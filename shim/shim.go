@@ -52,8 +52,18 @@ func RunShim(dir, exe string, log *slog.Logger) int {
 			return nil, err
 		}
 		copyOut(init.stdout, init.stderr)
-		mainPID := init.release()
-		return &running{pid: init.cmd.Process.Pid, mainPID: mainPID, wait: func() int { return waitStatusCode(init.cmd.Wait()) }}, nil
+		job := &running{pid: init.cmd.Process.Pid, wait: func() int { return waitStatusCode(init.cmd.Wait()) }}
+		if init.stdin != nil {
+			if job.stdin, err = newStdinPump(log, dir, init.stdin, StdinState{}); err == nil {
+				job.stdin.tty = spec.TTY != nil
+			} else {
+				init.stdin.Close() // the job reads end of file
+				log.Error("job stdin", "err", err)
+			}
+			job.stdinKey = init.stdinKey
+		}
+		job.mainPID = init.release()
+		return job, nil
 	})
 }
 
@@ -67,21 +77,27 @@ func RunRestore(dir string, log *slog.Logger) int {
 		if err := ReadJSON(dir, RestoreFile, &rs); err != nil {
 			return nil, err
 		}
+		in, err := restoredStdin(log, dir, rs)
+		if err != nil {
+			return nil, err
+		}
 		outR, outW, errR, errW, err := outputPipes()
 		if err != nil {
+			in.discard()
 			return nil, err
 		}
 		// Readers first: the restored job runs (and may write) as soon as CRIU is done.
 		copyOut(outR, errR)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		pid, err := criuRestore(ctx, rs, spec.Cgroup, outW, errW)
+		pid, err := criuRestore(ctx, rs, spec.Cgroup, outW, errW, in.r)
 		outW.Close()
 		errW.Close()
 		if err != nil {
+			in.discard()
 			return nil, err
 		}
-		return &running{pid: pid, mainPID: childOf(pid), wait: func() int {
+		return &running{pid: pid, mainPID: childOf(pid), stdin: in.start(), stdinKey: in.key, wait: func() int {
 			for {
 				var ws unix.WaitStatus
 				if _, err := unix.Wait4(pid, &ws, 0, nil); errors.Is(err, unix.EINTR) {
@@ -102,6 +118,10 @@ func RunRestore(dir string, log *slog.Logger) int {
 type running struct {
 	pid, mainPID int
 	wait         func() int // blocks until init is gone; returns the exit code
+	// stdin feeds the job's stdin pipe (nil: the job's stdin is not ours),
+	// whose CRIU key is stdinKey.
+	stdin    *stdinPump
+	stdinKey string
 }
 
 // supervise runs the part of a shim common to both modes: set up, let launch
@@ -154,11 +174,15 @@ func supervise(dir string, log *slog.Logger, launch func(Spec, *isolate.Cgroup, 
 			r *os.File
 			k joblog.Kind
 		}{{stdout, joblog.Stdout}, {stderr, joblog.Stderr}} {
+			if s.r == nil {
+				continue // a terminal has one output stream
+			}
 			pipes = append(pipes, s.r)
 			copiers.Add(1)
 			go func() {
 				defer copiers.Done()
-				if _, err := io.Copy(out.StreamWriter(s.k), s.r); err != nil {
+				// A terminal's master reads EIO once the job's side is closed.
+				if _, err := io.Copy(out.StreamWriter(s.k), s.r); err != nil && !errors.Is(err, syscall.EIO) {
 					log.Error("copy job output", "stream", s.k, "err", err)
 				}
 				s.r.Close()
@@ -173,6 +197,11 @@ func supervise(dir string, log *slog.Logger, launch func(Spec, *isolate.Cgroup, 
 		return fail(err)
 	}
 	st := State{MainPID: job.mainPID}
+	if job.stdin != nil {
+		stop := serveStdin(log, dir, job.stdin)
+		defer stop()
+		st.StdinKey = job.stdinKey
+	}
 	st.Shim, _ = Identify(os.Getpid())
 	if st.Init, err = Identify(job.pid); err != nil {
 		st.Init = ProcID{PID: job.pid} // exited already; Start unknown
@@ -239,6 +268,10 @@ type initProc struct {
 	cmd            *exec.Cmd
 	stdout, stderr *os.File
 	sync           *os.File
+	// stdin is the write end of the job's stdin pipe (nil: /dev/null),
+	// stdinKey its CRIU key.
+	stdin    *os.File
+	stdinKey string
 }
 
 // startInit clones `ssi init` into the job's namespaces, held before running
@@ -253,51 +286,94 @@ type initProc struct {
 // task whose /proc doesn't belong to it"). init is ssi's own small program; the
 // job's processes cannot signal or trace it (another uid, not dumpable).
 func startInit(exe string, spec Spec) (*initProc, error) {
-	outR, outW, errR, errW, err := outputPipes()
+	child, ip, err := jobStdio(spec)
 	if err != nil {
 		return nil, err
 	}
+	defer closeFiles(child[:]...) // init's ends: its own once it started
 	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
+		ip.close()
 		return nil, fmt.Errorf("shim: sync socket: %w", err)
 	}
 	mine, theirs := os.NewFile(uintptr(pair[0]), "sync"), os.NewFile(uintptr(pair[1]), "sync-init")
-	devnull, err := os.Open(os.DevNull)
-	if err != nil {
-		return nil, fmt.Errorf("shim: open %s: %w", os.DevNull, err)
-	}
-	defer devnull.Close()
+	defer theirs.Close()
 	groups := make([]string, len(spec.Groups))
 	for i, g := range spec.Groups {
 		groups[i] = strconv.Itoa(g)
 	}
 	args := []string{"ssi-shim", "init", "--node", spec.Node, "--gpid", strconv.FormatUint(spec.GPID, 10),
-		"--uid", strconv.Itoa(spec.UID), "--gid", strconv.Itoa(spec.GID), "--groups", strings.Join(groups, ","), "--"}
+		"--uid", strconv.Itoa(spec.UID), "--gid", strconv.Itoa(spec.GID), "--groups", strings.Join(groups, ",")}
+	if spec.TTY != nil {
+		args = append(args, "--tty")
+	}
 	cmd := &exec.Cmd{
 		Path:       exe,
-		Args:       append(args, spec.Argv...),
+		Args:       append(append(args, "--"), spec.Argv...),
 		Env:        spec.Env,
 		Dir:        spec.Workdir,
-		Stdin:      devnull,
-		Stdout:     outW,
-		Stderr:     errW,
+		Stdin:      child[0],
+		Stdout:     child[1],
+		Stderr:     child[2],
 		ExtraFiles: []*os.File{theirs},
 		SysProcAttr: &syscall.SysProcAttr{
 			Cloneflags: isolate.JobNamespaces,
 			Setsid:     true,
 		},
 	}
-	err = cmd.Start()
-	outW.Close()
-	errW.Close()
-	theirs.Close()
-	if err != nil {
-		outR.Close()
-		errR.Close()
+	if err := cmd.Start(); err != nil {
+		ip.close()
 		mine.Close()
 		return nil, fmt.Errorf("shim: start job init in %s: %w", spec.Workdir, err)
 	}
-	return &initProc{cmd: cmd, stdout: outR, stderr: errR, sync: mine}, nil
+	ip.cmd, ip.sync = cmd, mine
+	return ip, nil
+}
+
+// jobStdio makes fds 0-2 of a job's init (child) and the shim's ends of them
+// (in ip): a terminal (spec.TTY); or a stdin pipe (spec.Stdin) or /dev/null,
+// and pipes for stdout and stderr.
+func jobStdio(spec Spec) (child [3]*os.File, ip *initProc, err error) {
+	ip = &initProc{}
+	if spec.TTY != nil {
+		master, slave, err := openPTY(*spec.TTY, spec.UID, spec.GID)
+		if err != nil {
+			return child, nil, err
+		}
+		// The pump writes through a handle of its own, which it may close
+		// (end of input) while the output is still read from the master.
+		in, err := dupFile(master)
+		if err != nil {
+			closeFiles(master, slave)
+			return child, nil, err
+		}
+		ip.stdout, ip.stdin = master, in
+		return [3]*os.File{slave, slave, slave}, ip, nil
+	}
+	if spec.Stdin {
+		if child[0], ip.stdin, ip.stdinKey, err = stdinPipe(); err != nil {
+			return child, nil, err
+		}
+	} else if child[0], err = os.Open(os.DevNull); err != nil {
+		return child, nil, fmt.Errorf("shim: open %s: %w", os.DevNull, err)
+	}
+	if ip.stdout, child[1], ip.stderr, child[2], err = outputPipes(); err != nil {
+		closeFiles(child[0], ip.stdin)
+		return child, nil, err
+	}
+	return child, ip, nil
+}
+
+// close closes the shim's ends of a job that did not start.
+func (p *initProc) close() { closeFiles(p.stdout, p.stderr, p.stdin) }
+
+// closeFiles closes the files that are not nil (one may be given twice).
+func closeFiles(fs ...*os.File) {
+	for _, f := range fs {
+		if f != nil {
+			f.Close()
+		}
+	}
 }
 
 // release lets init run the command and returns the command's host PID (0 when

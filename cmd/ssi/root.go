@@ -51,6 +51,7 @@ func usageErr(format string, args ...any) error {
 // env is what commands need from the process: streams and the environment,
 // injected so tests can run commands in-process.
 type env struct {
+	stdin          io.Reader // nil: none (tests)
 	stdout, stderr io.Writer
 	getenv         func(string) string
 	endpoint       string // --endpoint
@@ -58,7 +59,7 @@ type env struct {
 }
 
 func run(ctx context.Context, args []string) int {
-	e := &env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
+	e := &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
 	root := newRoot(e)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)

@@ -25,6 +25,8 @@ func runCmd(e *env) *cobra.Command {
 	var (
 		req         api.RunRequest
 		detach      bool
+		noStdin     bool
+		tty         bool
 		memory      string
 		constraints []string
 	)
@@ -34,11 +36,23 @@ func runCmd(e *env) *cobra.Command {
 		Long: `Run CMD on a node: the one named by --node, else one chosen by the placement
 policy (random by default) among Ready nodes with room for --cpus/--memory.
 
-Attached (the default) it behaves like a local command: the job's stdout and
-stderr arrive on yours, SIGINT, SIGTERM, SIGHUP and SIGQUIT are forwarded to it,
-and ssi run exits with its exit code (128+N if it was killed by signal N, 127 if
-CMD does not exist on the node). With -d it prints the job's gpid and returns.`,
+Attached (the default) it behaves like a local command, or like ssh: your
+stdin is forwarded to the job (then end of file), the job's stdout and stderr
+arrive on yours, SIGINT, SIGTERM, SIGHUP and SIGQUIT are forwarded to it, and
+ssi run exits with its exit code (128+N if it was killed by signal N, 127 if
+CMD does not exist on the node). The stdin stream survives a restart of the
+job's agent and moves of the job (ssi migrate): every byte reaches the job
+once, in order. With --no-stdin the job reads /dev/null (as ssh -n); run in
+the background of a shell, use it, or the read of your terminal stops ssi.
+With -d it prints the job's gpid and returns; the job's stdin is /dev/null.
+
+With -t (your stdin must be a terminal) the job gets a terminal of its own, as
+with ssh -t or docker run -it: interactive programs work, keys go to the job
+as typed (^C is the job's SIGINT, not ssi's), and its size follows your
+window. Its stdout and stderr are the terminal's one stream. A job with a
+terminal cannot be moved (ssi migrate, the balancer) or checkpointed yet.`,
 		Example: `  ssi run -- hostname
+  seq 1 1000 | ssi run --node node2 -- awk '{s+=$1} END {print s}'
   ssi run --node node2 --memory 256M -- python3 train.py
   ssi run -d --cpus 1 -- sleep 600`,
 		Args: cobra.ArbitraryArgs,
@@ -78,6 +92,18 @@ CMD does not exist on the node). With -d it prints the job's gpid and returns.`,
 			} else if wd, err := os.Getwd(); err == nil {
 				req.Workdir = wd
 			}
+			req.Stdin = !detach && !noStdin && e.stdin != nil
+			var term *terminal
+			if tty {
+				if detach || noStdin {
+					return usageErr("run: -t: a terminal needs an attached run with stdin (not -d, not --no-stdin)")
+				}
+				if term, err = openTerminal(e.stdin); err != nil {
+					return usageErr("run: -t: %v (ssh -t would say the same)", err)
+				}
+				ws := term.size()
+				req.TTY = &ws
+			}
 			cl, src, err := e.client()
 			if err != nil {
 				return err
@@ -91,13 +117,24 @@ CMD does not exist on the node). With -d it prints the job's gpid and returns.`,
 				fmt.Fprintln(e.stdout, resp.GPID)
 				return nil
 			}
-			return attach(ctx, e, cl, resp.GPID)
+			if term != nil {
+				if err := term.raw(); err != nil {
+					return err
+				}
+				defer term.restore()
+				tctx, stop := context.WithCancel(ctx)
+				defer stop()
+				term.followSize(tctx, e, cl, resp.GPID)
+			}
+			return attach(ctx, e, cl, resp.GPID, req.Stdin)
 		},
 	}
 	f := c.Flags()
 	f.SetInterspersed(false) // flags after CMD belong to CMD
 	f.StringVar(&req.Node, "node", "", "run on this node")
-	f.BoolVarP(&detach, "detach", "d", false, "print the gpid and return at once")
+	f.BoolVarP(&detach, "detach", "d", false, "print the gpid and return at once (the job's stdin is /dev/null)")
+	f.BoolVarP(&noStdin, "no-stdin", "n", false, "give the job /dev/null for stdin instead of yours (as ssh -n)")
+	f.BoolVarP(&tty, "tty", "t", false, "give the job a terminal, your stdin's size (as ssh -t); such a job cannot be moved or checkpointed")
 	f.StringArrayVarP(&req.Env, "env", "e", nil, "set an environment variable (KEY=VALUE, or KEY to pass yours); repeatable")
 	f.StringVarP(&req.Workdir, "workdir", "w", "", "working directory on the node (default: your cwd if it exists there, else your home)")
 	f.StringVarP(&req.User, "user", "u", "", "run as this user (root only; default: you)")
@@ -112,9 +149,9 @@ CMD does not exist on the node). With -d it prints the job's gpid and returns.`,
 // forwardedSignals are the signals `ssi run` passes on to an attached job.
 var forwardedSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT}
 
-// attach streams a job's output until it ends, forwarding signals, and returns
-// an exitError with the job's status.
-func attach(ctx context.Context, e *env, cl *api.Client, gpid uint64) error {
+// attach streams a job's output until it ends, forwarding signals (and with
+// stdin, e.stdin to the job), and returns an exitError with the job's status.
+func attach(ctx context.Context, e *env, cl *api.Client, gpid uint64, stdin bool) error {
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, forwardedSignals...)
 	defer signal.Stop(sigs)
@@ -128,6 +165,18 @@ func attach(ctx context.Context, e *env, cl *api.Client, gpid uint64) error {
 			}
 		}
 	}()
+	if stdin {
+		feed := &stdinFeed{
+			send: func(ctx context.Context, offset int64, data []byte, eof bool) (api.StdinStatus, error) {
+				return cl.Stdin(ctx, gpid, offset, data, eof)
+			},
+			retry: 250 * time.Millisecond,
+			warn:  func(err error) { fmt.Fprintf(e.stderr, "ssi: stdin of gpid %d: %v\n", gpid, err) },
+		}
+		fctx, stop := context.WithCancel(ctx)
+		defer stop() // the job has ended: stop feeding it
+		go feed.run(fctx, e.stdin)
+	}
 	st, err := follow(ctx, e, cl, gpid)
 	if err != nil {
 		return err
