@@ -286,6 +286,15 @@ func (m *migration) Claim(ctx context.Context) error {
 	// frozen source copy would be lost with it once the target's copy runs.
 	j, err := m.a.markBusy(m.gpid, "being migrated to "+m.target.Name)
 	if err != nil {
+		if j == nil && m.a.localJob(m.gpid) == nil || api.IsCode(err, api.CodeConflict) && m.ended(ctx) != nil {
+			// Its process is gone: it has just ended; its end is being recorded.
+			for range 20 {
+				if end := m.ended(ctx); end != nil {
+					return api.Errorf(api.CodeConflict, "gpid %d ended before it could be moved: %v", m.gpid, end)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
 		return err
 	}
 	m.j = j
