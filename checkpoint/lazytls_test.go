@@ -17,6 +17,7 @@ import (
 
 	"github.com/ssi-cluster/ssi/checkpoint"
 	"github.com/ssi-cluster/ssi/checkpoint/criutls"
+	"github.com/ssi-cluster/ssi/internal/testenv"
 	"github.com/ssi-cluster/ssi/pki"
 )
 
@@ -27,10 +28,10 @@ import (
 // and verifies the server's certificate for the address it dialled.
 func TestLazyPageServerTLS(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to run CRIU")
+		testenv.Skip(t, "needs root to run CRIU")
 	}
 	if _, err := checkpoint.Probe(context.Background(), ""); err != nil {
-		t.Skipf("CRIU not usable: %v", err)
+		testenv.Skip(t, "CRIU not usable: %v", err)
 	}
 	const host = "127.0.0.1"
 	creds, err := pki.NewPageServerCreds(host, time.Hour)
