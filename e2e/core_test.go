@@ -474,11 +474,7 @@ func netnsCount(t *testing.T) int {
 // liveJobCgroups lists the gpids that have a cgroup on node.
 func liveJobCgroups(t *testing.T, parent, node string) []uint64 {
 	t.Helper()
-	root := "/sys/fs/cgroup/memory"
-	if _, err := os.Stat(root); err != nil {
-		root = "/sys/fs/cgroup"
-	}
-	entries, _ := os.ReadDir(filepath.Join(root, parent, node))
+	entries, _ := os.ReadDir(filepath.Join(jobCgroupRoot(), parent, node))
 	var out []uint64
 	for _, e := range entries {
 		if g, err := strconv.ParseUint(e.Name(), 10, 64); err == nil && e.IsDir() {
