@@ -25,6 +25,9 @@ const copySampleEvery = 20 * time.Millisecond
 // (a loaded machine stretches the 20 ms, not by a second).
 const copySampleGapLimit = time.Second
 
+// copyTimelineMax bounds the changes of holders a sampler logs.
+const copyTimelineMax = 40
+
 // jobCgroupRoot is the cgroup hierarchy where job cgroups and their
 // cgroup.procs are read: the memory hierarchy on cgroup v1, the unified
 // hierarchy on v2.
@@ -37,9 +40,9 @@ func jobCgroupRoot() string {
 
 // liveCopy lists the processes of the job cgroup dir that are live: neither
 // stopped (T: a stopped source copy, a restored copy not yet resumed), nor
-// held by a tracer (t: CRIU dumping), nor gone (Z, X), nor dying (killed: a
-// stopped copy being discarded runs only its exit). An empty answer means no
-// copy of the job runs on that node now.
+// held by a tracer (t: CRIU dumping), nor gone (Z, X), nor about to stop or
+// die (see halting). An empty answer means no copy of the job runs on that
+// node now.
 func liveCopy(dir string) []string {
 	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
 	if err != nil {
@@ -51,20 +54,8 @@ func liveCopy(dir string) []string {
 		if err != nil {
 			continue
 		}
-		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue // gone meanwhile
-		}
-		i := bytes.LastIndexByte(st, ')')
-		if i < 0 || i+2 >= len(st) {
-			continue
-		}
-		switch state := st[i+2]; state {
-		case 'T', 't', 'Z', 'X':
-		default:
-			if !dying(pid, st[i+2:]) {
-				live = append(live, fmt.Sprintf("%d:%c", pid, state))
-			}
+		if state, ok := running(pid); ok {
+			live = append(live, fmt.Sprintf("%d:%c", pid, state))
 		}
 	}
 	return live
@@ -73,34 +64,119 @@ func liveCopy(dir string) []string {
 // pfExiting is the kernel's PF_EXITING task flag (include/linux/sched.h).
 const pfExiting = 0x4
 
-// sigkillBit is SIGKILL's bit in the pending-signal masks of /proc/PID/status.
-const sigkillBit = 1 << (9 - 1)
+// Bits of SIGKILL and SIGSTOP in the pending-signal masks of /proc/PID/status.
+const (
+	sigkillBit = 1 << (9 - 1)
+	sigstopBit = 1 << (19 - 1)
+)
 
-// dying reports whether pid runs nothing but its exit: it has begun to exit
-// (PF_EXITING in the flags of its stat; rest is its stat from the state
-// field on) or a SIGKILL is pending for it or its thread group.
-func dying(pid int, rest []byte) bool {
-	// rest: "S ppid pgrp session tty_nr tpgid flags ...": flags is field 9
-	// of the stat, the 7th from the state.
-	if f := strings.Fields(string(rest)); len(f) > 6 {
-		if flags, err := strconv.ParseUint(f[6], 10, 64); err == nil && flags&pfExiting != 0 {
-			return true
-		}
+// running reports whether pid may still run the job's code, and its state.
+// It may not when it is stopped (T), traced (t), gone (Z, X, no /proc entry),
+// or halting: it has begun to exit (PF_EXITING), a SIGKILL or SIGSTOP is
+// pending for it or its thread group, or one of its threads has stopped (a
+// group stop under way). Neither signal can be blocked or caught, and a
+// pending one is acted on before a thread returns to user space: a stopped
+// copy being discarded (SIGKILL) runs only its exit, and a tree CRIU restored
+// or dumped with --leave-stopped is sent SIGSTOP and detached thread by thread
+// (compel_resume_task), so its threads show R until each gets a CPU to stop
+// on, tens of ms on a loaded machine; a multi-threaded process (ssi-shim init
+// is a Go program) may then show its leader R with the signal already taken
+// by another thread, which has stopped.
+//
+// The reads are not one snapshot, so the leader's state is read before and
+// after the pending signals and the threads, and the process counts as
+// running only if all agree: a SIGKILL that wakes a stopped task (T, then R)
+// shows in the first read, or as pending, or, once taken, as PF_EXITING in the
+// last; a SIGSTOP is dequeued and its thread stopped under one lock, so it
+// shows as pending or as a stopped thread after. A process being continued
+// (SIGCONT) may be missed by one sample, not by the next.
+func running(pid int) (state byte, ok bool) {
+	if st, _, ok := procState(fmt.Sprintf("/proc/%d/stat", pid)); !ok || halted(st) {
+		return 0, false
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return true // gone meanwhile
+		return 0, false // gone
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok || (k != "SigPnd" && k != "ShdPnd") {
+	for _, line := range strings.Split(string(status), "\n") {
+		k, v, found := strings.Cut(line, ":")
+		if !found || (k != "SigPnd" && k != "ShdPnd") {
 			continue
 		}
-		if m, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64); err == nil && m&sigkillBit != 0 {
-			return true
+		if m, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64); err == nil && m&(sigkillBit|sigstopBit) != 0 {
+			return 0, false
 		}
 	}
-	return false
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0, false
+	}
+	for _, task := range tasks {
+		if st, _, ok := procState(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name())); ok && halted(st) {
+			return 0, false
+		}
+	}
+	st, flags, ok := procState(fmt.Sprintf("/proc/%d/stat", pid))
+	if !ok || halted(st) || flags&pfExiting != 0 {
+		return 0, false
+	}
+	return st, true
+}
+
+// halted: a task in this state runs none of its code.
+func halted(state byte) bool { return strings.IndexByte("TtZX", state) >= 0 }
+
+// procState reads the state letter and flags of a process or thread from its
+// stat file (/proc/PID/stat or /proc/PID/task/TID/stat).
+func procState(path string) (state byte, flags uint64, ok bool) {
+	st, err := os.ReadFile(path)
+	if err != nil {
+		return 0, 0, false
+	}
+	i := bytes.LastIndexByte(st, ')')
+	if i < 0 || i+2 >= len(st) {
+		return 0, 0, false
+	}
+	// From the state on: "S ppid pgrp session tty_nr tpgid flags ...": flags
+	// is field 9 of the stat, the 7th from the state.
+	f := strings.Fields(string(st[i+2:]))
+	if len(f) < 7 {
+		return 0, 0, false
+	}
+	flags, err = strconv.ParseUint(f[6], 10, 64)
+	if err != nil {
+		return 0, 0, false
+	}
+	return f[0][0], flags, true
+}
+
+// describeHolders says, for a failure message, what the processes of a
+// sample's holders are now: state, flags, pending signals, parent, command.
+func describeHolders(hs []holder) string {
+	var out []string
+	for _, h := range hs {
+		for _, l := range h.live {
+			pid, _, _ := strings.Cut(l, ":")
+			st, err := os.ReadFile("/proc/" + pid + "/stat")
+			if err != nil {
+				out = append(out, fmt.Sprintf("%s %s: gone", h.node, pid))
+				continue
+			}
+			f := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+1:]))
+			status, _ := os.ReadFile("/proc/" + pid + "/status")
+			var keep []string
+			for _, line := range strings.Split(string(status), "\n") {
+				k, _, _ := strings.Cut(line, ":")
+				switch k {
+				case "State", "PPid", "SigPnd", "ShdPnd", "SigBlk", "SigIgn":
+					keep = append(keep, strings.Join(strings.Fields(line), " "))
+				}
+			}
+			cmd, _ := os.ReadFile("/proc/" + pid + "/cmdline")
+			out = append(out, fmt.Sprintf("%s %s: stat state %s flags %s, %s, cmd %q", h.node, pid, f[0], f[6], strings.Join(keep, ", "), bytes.ReplaceAll(cmd, []byte{0}, []byte{' '})))
+		}
+	}
+	return strings.Join(out, "; ")
 }
 
 // copyPlace is where a node would hold a copy of a job: its job cgroup dir.
@@ -150,6 +226,9 @@ func startCopySampler(t *testing.T, c *testCluster, gpid uint64) (stop func() in
 		maxGap           time.Duration
 		liveOn           = map[string]int{} // samples with a live copy, by node
 		none             int                // samples with no live copy anywhere
+		// timeline: when the holders changed, the first copyTimelineMax times.
+		timeline []string
+		prev     = "-"
 	)
 	go func() {
 		defer close(done)
@@ -158,8 +237,17 @@ func startCopySampler(t *testing.T, c *testCluster, gpid uint64) (stop func() in
 		last := time.Now()
 		for {
 			holders := liveHolders(nodes)
+			var names []string
 			for _, h := range holders {
 				liveOn[h.node]++
+				names = append(names, h.node)
+			}
+			if cur := strings.Join(names, "+"); cur != prev && len(timeline) < copyTimelineMax {
+				if cur == "" {
+					cur = "none"
+				}
+				timeline = append(timeline, time.Now().Format("05.000")+" "+cur)
+				prev = strings.Join(names, "+")
 			}
 			now := time.Now()
 			if samples > 0 {
@@ -172,8 +260,8 @@ func startCopySampler(t *testing.T, c *testCluster, gpid uint64) (stop func() in
 			case len(holders) > 1:
 				doubles++
 				if doubles <= 3 { // the first few say enough
-					t.Errorf("gpid %d runs on %d nodes at once (sample %d, %s): %s",
-						gpid, len(holders), samples, now.Format("15:04:05.000"), holders)
+					t.Errorf("gpid %d runs on %d nodes at once (sample %d, %s): %s; those processes now: %s",
+						gpid, len(holders), samples, now.Format("15:04:05.000"), holders, describeHolders(holders))
 				}
 			}
 			select {
@@ -188,8 +276,8 @@ func startCopySampler(t *testing.T, c *testCluster, gpid uint64) (stop func() in
 		once.Do(func() {
 			close(quit)
 			<-done
-			t.Logf("copy sampler, gpid %d: %d samples (longest gap %s), live copy by node %v, none live in %d, two or more in %d",
-				gpid, samples, maxGap.Round(time.Millisecond), liveOn, none, doubles)
+			t.Logf("copy sampler, gpid %d: %d samples (longest gap %s), live copy by node %v, none live in %d, two or more in %d; live copies over time (s.ms): %s",
+				gpid, samples, maxGap.Round(time.Millisecond), liveOn, none, doubles, strings.Join(timeline, ", "))
 			if none == samples {
 				t.Errorf("copy sampler, gpid %d: no live copy in any of %d samples under %s: wrong place, or the job was not running", gpid, samples, filepath.Join(root, c.CgroupParent()))
 			}

@@ -131,6 +131,7 @@ func runFault(t *testing.T, c *testCluster, f fault) {
 	mig.Env = append(mig.Env, "SSI_ENDPOINT="+c.Nodes[0].API())
 	var out, errb strings.Builder
 	mig.Stdout, mig.Stderr = &out, &errb
+	started := time.Now()
 	if err := mig.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -157,10 +158,12 @@ func runFault(t *testing.T, c *testCluster, f fault) {
 		})
 	}
 	if !agentOf().Agent.Alive() {
+		t.Logf("%s: restarting the agent of %s", time.Now().Format("05.000"), faulty)
 		c.startAgent(t, faulty)
+		t.Logf("%s: agent of %s serves", time.Now().Format("05.000"), faulty)
 	}
 	err := <-done
-	t.Logf("migrate with %s on %s: %v, stdout %q, stderr %q", spec, faulty, err, out.String(), errb.String())
+	t.Logf("migrate with %s on %s (started %s): %v, stdout %q, stderr %q", spec, faulty, started.Format("05.000"), err, out.String(), errb.String())
 
 	// The fault fired: a case whose failpoint is never reached tests nothing.
 	if log := readFrom(t, logPath, logStart); !strings.Contains(log, f.fired()) {
