@@ -22,7 +22,7 @@ down: ## stop the local cluster and remove everything it made
 status: ## say whether the local cluster is up
 	bin/ssi local status
 
-test: deps build ## run all tests, unit and e2e (as root)
+test: deps build ## gofmt and vet, then all tests (unit, e2e as root, failpoint package, fuzz); lists skipped tests
 	hack/test.sh
 
 unit: build ## run the tests that need neither root nor a cluster

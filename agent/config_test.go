@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ssi-cluster/ssi/internal/testenv"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -57,7 +59,7 @@ func TestConfigCPUSetCapacity(t *testing.T) {
 	}
 	c := Config{Name: "node1", Listen: "10.0.0.1:7070", DataDir: "/tmp/x", ShimExe: shimExe, CPUSet: "0,0"}
 	if err := c.Validate(); err != nil {
-		t.Skipf("CPU 0 not usable here: %v", err)
+		testenv.Skip(t, "CPU 0 not usable here: %v", err)
 	}
 	if c.CPUSet != "0" || c.CPUs != 1 {
 		t.Errorf("--cpuset 0,0: cpuset %q, cpus %g; want \"0\" and 1", c.CPUSet, c.CPUs)

@@ -354,13 +354,7 @@ func (a *Agent) handleWait(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	if cur, _, err := a.store.Get(r.Context(), gpid); err == nil {
-		if err := authorize(callerOf(r), gpid, cur.User); err != nil {
-			a.writeError(w, r, err)
-			return
-		}
-	}
-	p, err := a.store.WaitEnded(r.Context(), gpid)
+	p, err := waitAuthorized(r.Context(), a.store, callerOf(r), gpid)
 	if err != nil {
 		if errors.Is(err, pidtable.ErrNotFound) {
 			err = api.Errorf(api.CodeNotFound, "no such process: gpid %d (see ssi ps -A)", gpid)
@@ -369,6 +363,32 @@ func (a *Agent) handleWait(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, api.ExitStatusOf(p))
+}
+
+// procWaiter is what waitAuthorized needs of the process table
+// (*pidtable.Store).
+type procWaiter interface {
+	Get(ctx context.Context, gpid uint64) (pidtable.Proc, int64, error)
+	WaitEnded(ctx context.Context, gpid uint64) (pidtable.Proc, error)
+}
+
+// waitAuthorized waits for gpid to end once who is known to be allowed to see
+// it. It fails closed: if the record cannot be read (etcd unreachable, a
+// timeout), it returns that error and never waits, so a transient error does
+// not let a user wait for another user's job and read its exit status.
+func waitAuthorized(ctx context.Context, st procWaiter, who caller, gpid uint64) (pidtable.Proc, error) {
+	cur, _, err := st.Get(ctx, gpid)
+	if err != nil {
+		return pidtable.Proc{}, fmt.Errorf("wait for gpid %d: %w", gpid, err)
+	}
+	if err := authorize(who, gpid, cur.User); err != nil {
+		return pidtable.Proc{}, err
+	}
+	p, err := st.WaitEnded(ctx, gpid)
+	if err != nil {
+		return pidtable.Proc{}, fmt.Errorf("wait for gpid %d: %w", gpid, err)
+	}
+	return p, nil
 }
 
 func (a *Agent) handlePS(w http.ResponseWriter, r *http.Request) {

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/ssi-cluster/ssi/checkpoint/criulog"
+	"github.com/ssi-cluster/ssi/internal/testenv"
 )
 
 func TestParseVersion(t *testing.T) {
@@ -84,7 +85,7 @@ func fakeCRIU(t *testing.T, version string, checkOK bool) string {
 
 func TestProbe(t *testing.T) {
 	if _, err := exec.LookPath("sh"); err != nil {
-		t.Skip("no sh")
+		testenv.Skip(t, "no sh")
 	}
 	ctx := context.Background()
 	missing := filepath.Join(t.TempDir(), "criu")
@@ -137,10 +138,10 @@ func TestCancelledBeforeStart(t *testing.T) {
 // TestDumpFailureQuotesLog makes real CRIU fail and checks the error quotes its log.
 func TestDumpFailureQuotesLog(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to run CRIU")
+		testenv.Skip(t, "needs root to run CRIU")
 	}
 	if _, err := Probe(context.Background(), ""); err != nil {
-		t.Skipf("CRIU not usable: %v", err)
+		testenv.Skip(t, "CRIU not usable: %v", err)
 	}
 	// A plain child of this process: not a session leader, so CRIU refuses to
 	// dump it without --shell-job.

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ssi-cluster/ssi/checkpoint"
+	"github.com/ssi-cluster/ssi/internal/testenv"
 	"github.com/ssi-cluster/ssi/isolate"
 	"github.com/ssi-cluster/ssi/joblog"
 	"github.com/ssi-cluster/ssi/shim"
@@ -32,13 +33,13 @@ const counterScript = `i=0; while :; do i=$((i+1)); echo $i; sleep 0.1; done`
 // pipes, and checks that the counter it prints carries on where it stopped.
 func TestShimJobCheckpointRestore(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: CRIU dumps and restores only as root, and the job needs a cgroup")
+		testenv.Skip(t, "needs root: CRIU dumps and restores only as root, and the job needs a cgroup")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	info, err := checkpoint.Probe(ctx, "")
 	if err != nil {
-		t.Skipf("CRIU not usable: %v", err)
+		testenv.Skip(t, "CRIU not usable: %v", err)
 	}
 	t.Logf("CRIU %s at %s", checkpoint.FormatVersion(info.Version), info.Path)
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/ssi-cluster/ssi/agent"
 	"github.com/ssi-cluster/ssi/api"
+	"github.com/ssi-cluster/ssi/internal/testenv"
 	"github.com/ssi-cluster/ssi/localcluster"
 	"github.com/ssi-cluster/ssi/pidtable"
 )
@@ -139,7 +140,7 @@ func timingSlack() time.Duration {
 func need(t *testing.T) *testCluster {
 	t.Helper()
 	if cluster == nil {
-		t.Skip("needs root: e2e tests build a cluster of network namespaces")
+		testenv.Skip(t, "needs root: e2e tests build a cluster of network namespaces")
 	}
 	return cluster
 }

@@ -8,8 +8,10 @@
 //	SSI_FAILPOINTS='migrate/source/after-dump=exit;migrate/target/after-restore=error'
 //
 //	exit        the process exits at once with status 86, as if killed (no
-//	            deferred functions run, nothing is cleaned up)
-//	error       Hit returns an error, as if the step had failed
+//	            deferred functions run, nothing is cleaned up), after
+//	            writing "failpoint NAME: exiting" to stderr
+//	error       Hit returns an error, as if the step had failed, after
+//	            writing "failpoint NAME: returning an error" to stderr
 //	sleep(DUR)  Hit sleeps DUR (a time.ParseDuration string), then returns nil
 //	wait(PATH)  Hit creates PATH.reached, then blocks until the file PATH
 //	            exists (at most 5 minutes) and returns nil: a test learns

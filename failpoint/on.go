@@ -31,6 +31,9 @@ func Hit(name string) error {
 			fmt.Fprintf(os.Stderr, "failpoint %s: exiting\n", name)
 			os.Exit(ExitCode)
 		case action == "error":
+			// Said on stderr (an agent's log) so that a test can tell a fault
+			// that fired from one the code never reached.
+			fmt.Fprintf(os.Stderr, "failpoint %s: returning an error\n", name)
 			return fmt.Errorf("%w at %s", ErrInjected, name)
 		case strings.HasPrefix(action, "wait(") && strings.HasSuffix(action, ")"):
 			return wait(name, strings.TrimSuffix(strings.TrimPrefix(action, "wait("), ")"))

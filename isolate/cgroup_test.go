@@ -11,11 +11,13 @@ import (
 	"time"
 
 	"github.com/opencontainers/cgroups"
+
+	"github.com/ssi-cluster/ssi/internal/testenv"
 )
 
 func TestCgroupLifecycle(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to create cgroups")
+		testenv.Skip(t, "needs root to create cgroups")
 	}
 	path := fmt.Sprintf("/ssi-test/%d", os.Getpid())
 	c, err := CreateCgroup(path, Limits{CPUs: 0.5, Memory: 64 << 20})

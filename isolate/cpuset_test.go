@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/opencontainers/cgroups"
+
+	"github.com/ssi-cluster/ssi/internal/testenv"
 )
 
 func TestParseCPUList(t *testing.T) {
@@ -42,7 +44,7 @@ func TestParseCPUList(t *testing.T) {
 func TestCheckCPUSet(t *testing.T) {
 	online, err := OnlineCPUs()
 	if err != nil {
-		t.Skip(err)
+		testenv.Skip(t, "%v", err)
 	}
 	list, n, err := CheckCPUSet(FormatCPUList(online))
 	if err != nil || n != len(online) {
@@ -57,11 +59,11 @@ func TestCheckCPUSet(t *testing.T) {
 // those CPUs (on v1 cpuset.mems must be set too, or no task may join).
 func TestCgroupCPUSet(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to create cgroups")
+		testenv.Skip(t, "needs root to create cgroups")
 	}
 	online, err := OnlineCPUs()
 	if err != nil {
-		t.Skip(err)
+		testenv.Skip(t, "%v", err)
 	}
 	last := FormatCPUList(online[len(online)-1:])
 	path := fmt.Sprintf("/ssi-test-cpuset/%d", os.Getpid())
