@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/ssi-cluster/ssi/api"
+	"github.com/ssi-cluster/ssi/internal/testenv"
 	"github.com/ssi-cluster/ssi/pidtable"
 )
 
@@ -133,7 +134,7 @@ func TestBalancedBatchKeepsEveryExit(t *testing.T) {
 	inflight := envInt(t, "SSI_BATCH_INFLIGHT", 0)
 	maxMoves := envInt(t, "SSI_BATCH_MAXMOVES", 0)
 	if jobs == 0 {
-		t.Skip("SSI_BATCH_JOBS=0")
+		testenv.Skip(t, "SSI_BATCH_JOBS=0")
 	}
 	rng := rand.New(rand.NewPCG(uint64(seed), 16))
 	wd := privateWorkdir(t)
@@ -456,7 +457,7 @@ func TestEndDuringMoveSweep(t *testing.T) {
 	trials := int(envInt(t, "SSI_SWEEP_TRIALS", 50))
 	seed := envInt(t, "SSI_SWEEP_SEED", 1)
 	if trials == 0 {
-		t.Skip("SSI_SWEEP_TRIALS=0")
+		testenv.Skip(t, "SSI_SWEEP_TRIALS=0")
 	}
 	rng := rand.New(rand.NewPCG(uint64(seed), 17))
 	wd := privateWorkdir(t)
@@ -624,13 +625,6 @@ func TestEndDuringMoveSweep(t *testing.T) {
 func firstN(s string, n int) string {
 	if r := []rune(s); len(r) > n {
 		return string(r[:n]) + "…"
-	}
-	return s
-}
-
-func firstLine(s string) string {
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		return s[:i]
 	}
 	return s
 }

@@ -146,6 +146,8 @@ func endDuringMove(t *testing.T, c *testCluster, gates string, steps []string, s
 		return nil
 	})
 	mainPID := c.proc(t, gpid).PID
+	// Never two live copies, at any moment of the move.
+	defer startCopySampler(t, c, gpid)()
 
 	mctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()

@@ -234,6 +234,7 @@ func TestLockHolderMoves(t *testing.T) {
 			if !lockHeld(t, db, kind) {
 				t.Fatalf("the job does not hold its %s lock before any move", kind)
 			}
+			stopSampler := startCopySampler(t, c, gpid)
 			for i, to := range []string{"node2", "node3", "node1"} {
 				args := []string{"migrate", strconv.FormatUint(gpid, 10), to}
 				if i == 2 {
@@ -266,7 +267,7 @@ func TestLockHolderMoves(t *testing.T) {
 					t.Fatalf("after move %d: %s on %s", i+1, p.State, p.Node)
 				}
 			}
-			t.Logf("%s: locked.db holds %d lines in order after 3 moves", kind, checkCounted(t, db))
+			t.Logf("%s: locked.db holds %d lines in order after 3 moves; %d samples, never two live copies", kind, checkCounted(t, db), stopSampler())
 		})
 	}
 }
@@ -296,6 +297,7 @@ func TestLockHolderRollback(t *testing.T) {
 		return nil
 	})
 	pidBefore := c.proc(t, gpid).PID
+	defer startCopySampler(t, c, gpid)()
 	r := c.ssi(t, "migrate", strconv.FormatUint(gpid, 10), "node2")
 	if r.code == 0 || !strings.Contains(r.stderr, "failpoint") || !strings.Contains(r.stderr, "running on its source node again") {
 		t.Fatalf("migrate with a failing target restore: %v", r)
@@ -455,6 +457,7 @@ func TestLockHolderSourceCrash(t *testing.T) {
 		return nil
 	})
 	pidBefore := c.proc(t, gpid).PID
+	defer startCopySampler(t, c, gpid)()
 	mctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	mig := c.cmd(mctx, "migrate", strconv.FormatUint(gpid, 10), "node2")
