@@ -486,7 +486,7 @@ func (b *balancer) status(now time.Time) pidtable.BalancerStatus {
 
 // handleBalance is GET /v1/balancer.
 func (a *Agent) handleBalance(w http.ResponseWriter, r *http.Request) {
-	st, err := a.balanceStatus(r.Context())
+	st, err := a.balanceStatus(r.Context(), callerOf(r))
 	if err != nil {
 		a.writeError(w, r, err)
 		return
@@ -494,7 +494,9 @@ func (a *Agent) handleBalance(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, st)
 }
 
-func (a *Agent) balanceStatus(ctx context.Context) (api.BalanceStatus, error) {
+// balanceStatus is the balancer's state as who may see it: a user sees the
+// recent moves of their own jobs only.
+func (a *Agent) balanceStatus(ctx context.Context, who caller) (api.BalanceStatus, error) {
 	cfg, st, ok, leader, err := a.store.BalancerState(ctx)
 	if err != nil {
 		return api.BalanceStatus{}, err
@@ -508,6 +510,9 @@ func (a *Agent) balanceStatus(ctx context.Context) (api.BalanceStatus, error) {
 		return api.BalanceStatus{}, err
 	}
 	for i := len(evs) - 1; i >= 0 && len(out.Recent) < 10; i-- {
+		if !who.admin && who.user != "" && evs[i].User != who.user {
+			continue
+		}
 		switch evs[i].Kind {
 		case pidtable.EventMove, pidtable.EventMoved, pidtable.EventFailed:
 			out.Recent = append(out.Recent, evs[i])
@@ -518,6 +523,9 @@ func (a *Agent) balanceStatus(ctx context.Context) (api.BalanceStatus, error) {
 
 // handleSetBalance is PUT /v1/balancer: on/off and tuning, cluster-wide.
 func (a *Agent) handleSetBalance(w http.ResponseWriter, r *http.Request) {
+	if !a.requireAdmin(w, r, "ssi balance on|off") {
+		return
+	}
 	var req api.BalanceRequest
 	if err := decode(r, &req); err != nil {
 		a.writeError(w, r, err)
@@ -569,7 +577,7 @@ func (a *Agent) handleSetBalance(w http.ResponseWriter, r *http.Request) {
 	}
 	who := callerOf(r).user
 	a.events.add(r.Context(), pidtable.Event{Kind: pidtable.EventConfig, Reason: fmt.Sprintf("balancer switched %s by %s (residency %s, hysteresis %g, max in flight per node %d, max moves per round %d, max freeze %s; 0: default)", state, who, cfg.Residency, cfg.Hysteresis, cfg.MaxInflightPerNode, cfg.MaxMovesPerRound, cfg.MaxFreeze)})
-	st, err := a.balanceStatus(r.Context())
+	st, err := a.balanceStatus(r.Context(), callerOf(r))
 	if err != nil {
 		a.writeError(w, r, err)
 		return

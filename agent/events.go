@@ -42,6 +42,12 @@ type eventLog struct {
 func (l *eventLog) add(ctx context.Context, ev pidtable.Event) {
 	a := l.a
 	ev.Node = a.cfg.Name
+	if ev.GPID != 0 && ev.User == "" {
+		// Whose job: users read the events of their own jobs only.
+		if p, _, err := a.store.Get(ctx, ev.GPID); err == nil {
+			ev.User = p.User
+		}
+	}
 	if ev.Time.IsZero() {
 		ev.Time = time.Now().UTC()
 	}
@@ -123,6 +129,17 @@ func (a *Agent) handleEvents(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		a.writeError(w, r, fmt.Errorf("read events: %w", err))
 		return
+	}
+	if who := callerOf(r); !who.admin && who.user != "" {
+		// A user sees the events of their own jobs, and the cluster's own
+		// (leader, config), not other users' jobs.
+		mine := evs[:0]
+		for _, ev := range evs {
+			if ev.GPID == 0 || ev.User == who.user {
+				mine = append(mine, ev)
+			}
+		}
+		evs = mine
 	}
 	if evs == nil {
 		evs = []pidtable.Event{}

@@ -88,8 +88,11 @@ type Event struct {
 	Time time.Time `json:"time"`
 	Kind string    `json:"kind"`
 	// Node is the agent that wrote the event (the balancer's leader).
-	Node   string `json:"node"`
-	GPID   uint64 `json:"gpid,omitempty"`
+	Node string `json:"node"`
+	GPID uint64 `json:"gpid,omitempty"`
+	// User owns the job the event is about (GPID): a user sees the events
+	// of their own jobs only.
+	User   string `json:"user,omitempty"`
 	From   string `json:"from,omitempty"`
 	To     string `json:"to,omitempty"`
 	Reason string `json:"reason,omitempty"`
