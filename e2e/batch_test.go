@@ -553,6 +553,14 @@ func TestEndDuringMoveSweep(t *testing.T) {
 				bad = append(bad, fmt.Sprintf("ended, yet processes %v live, job cgroups busy on %v", live, c.jobHolders(g)))
 			}
 			if len(bad) > 0 {
+				// What the job's processes (init included) said on their way out.
+				var said []string
+				for _, l := range strings.Split(c.ssi(t, "logs", gs).stdout+c.ssi(t, "logs", gs).stderr, "\n") {
+					if _, err := strconv.Atoi(l); err != nil && l != "" {
+						said = append(said, l)
+					}
+				}
+				bad = append(bad, fmt.Sprintf("the job's log, numbers aside: %q", said[:min(len(said), 30)]))
 				wrong = append(wrong, label+": "+strings.Join(bad, "; "))
 				st[2]++
 			} else {
