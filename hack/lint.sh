@@ -9,3 +9,4 @@ if [ -n "$unformatted" ]; then
 	exit 1
 fi
 go vet ./...
+go vet -tags soak ./e2e/ # the soak suite (make soak)
