@@ -85,6 +85,11 @@ type soakMove struct {
 	outcome  string // succeeded, refused, failed
 	frozen   time.Duration
 	msg      string // the error, or the migration's note
+	// From ssi migrate -o json (explicit moves only): image bytes shipped
+	// while frozen, dump, transfer and restore times, post-copy used.
+	images                  int64
+	dump, transfer, restore time.Duration
+	postCopy                bool
 }
 
 // soakResult is one program's line of the report.
@@ -206,7 +211,9 @@ func soakOne(t *testing.T, c *testCluster, p soakProg, r *soakResult) {
 			if err := json.Unmarshal([]byte(res.stdout), &st); err != nil {
 				t.Fatalf("migrate -o json printed %q: %v", res.stdout, err)
 			}
-			m.outcome, m.frozen, m.msg = "succeeded", time.Duration(st.FrozenMS*float64(time.Millisecond)), st.Note
+			msd := func(v float64) time.Duration { return time.Duration(v * float64(time.Millisecond)) }
+			m.outcome, m.frozen, m.msg = "succeeded", msd(st.FrozenMS), st.Note
+			m.images, m.dump, m.transfer, m.restore, m.postCopy = st.ImageBytes, msd(st.DumpMS), msd(st.TransferMS), msd(st.RestoreMS), st.PostCopy
 			t.Logf("move %d %s -> %s: frozen %s, images %d B, total %.0f ms %s", i+1, from, to, m.frozen.Round(time.Millisecond), st.ImageBytes, st.TotalMS, st.Note)
 		case strings.Contains(res.stderr, "running on its source node again"):
 			m.outcome, m.msg = "failed", strings.TrimSpace(res.stderr)
@@ -760,6 +767,13 @@ func writeSoakReport(t *testing.T, results []*soakResult, took time.Duration) {
 			fmt.Fprintf(&b, " %d. %s %s->%s %s", i+1, m.how, m.from, m.to, m.outcome)
 			if m.outcome == "succeeded" {
 				fmt.Fprintf(&b, " frozen %s", ms(m.frozen))
+				if m.how != "balancer" {
+					fmt.Fprintf(&b, " [images %.1f MB, dump %s, transfer %s, restore %s", float64(m.images)/1e6, ms(m.dump), ms(m.transfer), ms(m.restore))
+					if m.postCopy {
+						b.WriteString(", post-copy")
+					}
+					b.WriteString("]")
+				}
 			}
 			if m.msg != "" {
 				fmt.Fprintf(&b, " (%s)", m.msg)
