@@ -2,7 +2,7 @@
 NODES ?= 3
 SHELL := /bin/bash
 
-.PHONY: help deps build up down status test unit e2e fuzz bench bench-migrate bench-balance lint
+.PHONY: help deps build up down status test unit e2e fuzz bench bench-migrate bench-balance lint soak
 
 help: ## list targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ bench-migrate: deps build ## migration vs raw CRIU at 64 MiB, 512 MiB, 2 GiB (do
 
 bench-balance: deps build ## balancer: makespan of 8 CPU-bound jobs on node1, balancer off vs on, 2 one-CPU nodes (docs/BENCHMARKS.md)
 	go run ./hack/benchbalance
+
+soak: deps build ## real-workload soak suite (as root, ~15 min): real programs moved by ssi migrate and the balancer (docs/ROBUSTNESS.md)
+	hack/soak.sh
 
 lint: ## gofmt and go vet
 	hack/lint.sh

@@ -12,3 +12,4 @@ if [ -n "$unformatted" ]; then
 fi
 go vet ./...
 go vet -tags failpoints ./failpoint/
+go vet -tags soak ./e2e/ # the soak suite (make soak)
