@@ -286,7 +286,7 @@ func (m *migration) Claim(ctx context.Context) error {
 	// frozen source copy would be lost with it once the target's copy runs.
 	j, err := m.a.markBusy(m.gpid, "being migrated to "+m.target.Name)
 	if err != nil {
-		if j == nil && m.a.localJob(m.gpid) == nil || api.IsCode(err, api.CodeConflict) && m.ended(ctx) != nil {
+		if lj := m.a.localJob(m.gpid); lj == nil || !lj.state.Init.Alive() {
 			// Its process is gone: it has just ended; its end is being recorded.
 			for range 20 {
 				if end := m.ended(ctx); end != nil {
