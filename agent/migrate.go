@@ -639,7 +639,12 @@ func (m *migration) stepTimeout(step string) time.Duration {
 		return min(20*time.Second+time.Duration(m.imageBytes/(20<<20))*time.Second, 2*time.Minute+10*time.Second)
 	case "prepare":
 		return 30 * time.Second
-	default: // resume, abort
+	case "resume":
+		// After the commit the target resumes its copy by itself within
+		// ~50 ms of reading the record (watchIncoming): the call only
+		// saves that, so a cut network must not hold the migration long.
+		return 3 * time.Second
+	default: // abort
 		return 10 * time.Second
 	}
 }
