@@ -58,7 +58,6 @@ const (
 // --leave-running` at both of its steps that hold the job.
 func TestEndDuringMigration(t *testing.T) {
 	c := need(t)
-	ctx := context.Background()
 	gates := t.TempDir()
 	migSteps := []string{"after-claim", "after-prepare", "after-dump", "after-transfer", "after-restore", "after-commit", "after-resume"}
 	var steps, spec []string // failpoint names, and their wait actions
@@ -69,14 +68,7 @@ func TestEndDuringMigration(t *testing.T) {
 	for _, s := range steps {
 		spec = append(spec, s+"=wait("+filepath.Join(gates, gateName(s))+")")
 	}
-	c.stopAgent(t, "node3", syscall.SIGTERM)
-	if err := c.StartAgentEnv(ctx, "node3", []string{"SSI_FAILPOINTS=" + strings.Join(spec, ";")}); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		c.stopAgent(t, "node3", syscall.SIGTERM)
-		c.startAgent(t, "node3")
-	}()
+	c.withFailpoints(t, "node3", strings.Join(spec, ";"))
 	ways := []endWay{endByKill, endByTerm, endFromHost, endByItself}
 	cases, passed := 0, 0
 	for _, op := range []moveOp{opMigrate, opPostCopy, opCheckpoint} {

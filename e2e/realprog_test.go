@@ -92,25 +92,13 @@ func TestFileChangedWhileFrozen(t *testing.T) {
 	c := need(t)
 	ctx := context.Background()
 	gate := filepath.Join(t.TempDir(), "gate")
-	c.stopAgent(t, "node3", syscall.SIGTERM)
-	if err := c.StartAgentEnv(ctx, "node3", []string{"SSI_FAILPOINTS=migrate/source/after-transfer=wait(" + gate + ")"}); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		_ = os.WriteFile(gate, nil, 0o600)
-		c.stopAgent(t, "node3", syscall.SIGTERM)
-		c.startAgent(t, "node3")
-	}()
+	c.withFailpoints(t, "node3", "migrate/source/after-transfer=wait("+gate+")")
+	defer os.WriteFile(gate, nil, 0o600)
 	work := privateWorkdir(t)
 	gpid := c.detach(t, "--node", "node3", "--workdir", work, "--", "sh", "-c", `exec 3>>held.txt; i=0; while :; do echo $i >&3; i=$((i+1)); sleep 0.01; done`)
 	defer c.kill(t, gpid)
 	held := filepath.Join(work, "held.txt")
-	eventually(t, 10*time.Second, "held.txt growing", func() error {
-		if checkCounted(t, held) < 10 {
-			return fmt.Errorf("not yet")
-		}
-		return nil
-	})
+	waitCounted(t, held, 10)
 	mctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	mig := c.cmd(mctx, "migrate", strconv.FormatUint(gpid, 10), "node2")
@@ -221,16 +209,7 @@ func TestLockHolderMoves(t *testing.T) {
 	c := need(t)
 	for _, kind := range []string{"posix", "ofd", "flock"} {
 		t.Run(kind, func(t *testing.T) {
-			work := privateWorkdir(t)
-			gpid := c.detach(t, "--node", "node1", "--workdir", work, "--", "python3", lockerPath(t), kind)
-			defer c.kill(t, gpid)
-			db := filepath.Join(work, "locked.db")
-			eventually(t, 10*time.Second, "job writing under its lock", func() error {
-				if checkCounted(t, db) < 10 {
-					return fmt.Errorf("not yet")
-				}
-				return nil
-			})
+			gpid, db := c.startLocker(t, "node1", kind)
 			if !lockHeld(t, db, kind) {
 				t.Fatalf("the job does not hold its %s lock before any move", kind)
 			}
@@ -253,13 +232,7 @@ func TestLockHolderMoves(t *testing.T) {
 				if i == 2 && !strings.Contains(summary, "post-copy fell back to a full copy: the job holds file locks") {
 					t.Fatalf("a post-copy move of a lock holder does not say it fell back: %s", summary)
 				}
-				n := checkCounted(t, db)
-				eventually(t, 10*time.Second, "writing again after the move", func() error {
-					if checkCounted(t, db) < n+10 {
-						return fmt.Errorf("not yet")
-					}
-					return nil
-				})
+				waitCounted(t, db, checkCounted(t, db)+10)
 				if !lockHeld(t, db, kind) {
 					t.Fatalf("after move %d the job no longer holds its %s lock", i+1, kind)
 				}
@@ -277,25 +250,8 @@ func TestLockHolderMoves(t *testing.T) {
 // brings the job back from its images, with its lock, and it goes on writing.
 func TestLockHolderRollback(t *testing.T) {
 	c := need(t)
-	ctx := context.Background()
-	c.stopAgent(t, "node2", syscall.SIGTERM)
-	if err := c.StartAgentEnv(ctx, "node2", []string{"SSI_FAILPOINTS=migrate/target/after-restore=error"}); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		c.stopAgent(t, "node2", syscall.SIGTERM)
-		c.startAgent(t, "node2")
-	}()
-	work := privateWorkdir(t)
-	gpid := c.detach(t, "--node", "node1", "--workdir", work, "--", "python3", lockerPath(t), "posix")
-	defer c.kill(t, gpid)
-	db := filepath.Join(work, "locked.db")
-	eventually(t, 10*time.Second, "job writing under its lock", func() error {
-		if checkCounted(t, db) < 10 {
-			return fmt.Errorf("not yet")
-		}
-		return nil
-	})
+	c.withFailpoints(t, "node2", "migrate/target/after-restore=error")
+	gpid, db := c.startLocker(t, "node1", "posix")
 	pidBefore := c.proc(t, gpid).PID
 	defer startCopySampler(t, c, gpid)()
 	r := c.ssi(t, "migrate", strconv.FormatUint(gpid, 10), "node2")
@@ -306,13 +262,7 @@ func TestLockHolderRollback(t *testing.T) {
 	if p.Node != "node1" || p.State != "running" || p.PID == pidBefore || p.PID == 0 {
 		t.Fatalf("after the rollback: %s on %s, pid %d (was %d): want running on node1 restored from its images", p.State, p.Node, p.PID, pidBefore)
 	}
-	n := checkCounted(t, db)
-	eventually(t, 10*time.Second, "writing again on the source", func() error {
-		if checkCounted(t, db) < n+10 {
-			return fmt.Errorf("not yet")
-		}
-		return nil
-	})
+	waitCounted(t, db, checkCounted(t, db)+10)
 	if !lockHeld(t, db, "posix") {
 		t.Fatal("the job restored on its source does not hold its lock")
 	}
@@ -435,27 +385,8 @@ func TestJobEnvironment(t *testing.T) {
 func TestLockHolderSourceCrash(t *testing.T) {
 	c := need(t)
 	ctx := context.Background()
-	c.stopAgent(t, "node3", syscall.SIGTERM)
-	if err := c.StartAgentEnv(ctx, "node3", []string{"SSI_FAILPOINTS=migrate/source/after-restore=exit"}); err != nil {
-		t.Fatal(err)
-	}
-	restarted := false
-	defer func() {
-		if !restarted {
-			c.stopAgent(t, "node3", syscall.SIGTERM)
-			c.startAgent(t, "node3")
-		}
-	}()
-	work := privateWorkdir(t)
-	gpid := c.detach(t, "--node", "node3", "--workdir", work, "--", "python3", lockerPath(t), "flock")
-	defer c.kill(t, gpid)
-	db := filepath.Join(work, "locked.db")
-	eventually(t, 10*time.Second, "job writing under its lock", func() error {
-		if checkCounted(t, db) < 10 {
-			return fmt.Errorf("not yet")
-		}
-		return nil
-	})
+	c.withFailpoints(t, "node3", "migrate/source/after-restore=exit")
+	gpid, db := c.startLocker(t, "node3", "flock")
 	pidBefore := c.proc(t, gpid).PID
 	defer startCopySampler(t, c, gpid)()
 	mctx, cancel := context.WithTimeout(ctx, 60*time.Second)
@@ -465,15 +396,12 @@ func TestLockHolderSourceCrash(t *testing.T) {
 	r := runCmd(t, mig)
 	t.Logf("migrate with the source crashing after the target's restore: %v", r)
 	eventually(t, 10*time.Second, "source agent gone at its failpoint", func() error {
-		for _, n := range c.Nodes {
-			if n.Name == "node3" && n.Agent.Alive() {
-				return fmt.Errorf("still alive")
-			}
+		if c.agentAlive("node3") {
+			return fmt.Errorf("still alive")
 		}
 		return nil
 	})
 	c.startAgent(t, "node3")
-	restarted = true
 	eventually(t, 20*time.Second, "job back on node3 from its images", func() error {
 		p := c.proc(t, gpid)
 		if p.Node != "node3" || p.State != "running" || p.PID == pidBefore {
@@ -481,13 +409,7 @@ func TestLockHolderSourceCrash(t *testing.T) {
 		}
 		return nil
 	})
-	n := checkCounted(t, db)
-	eventually(t, 10*time.Second, "writing again", func() error {
-		if checkCounted(t, db) < n+10 {
-			return fmt.Errorf("not yet")
-		}
-		return nil
-	})
+	waitCounted(t, db, checkCounted(t, db)+10)
 	if !lockHeld(t, db, "flock") {
 		t.Fatal("the restored job does not hold its lock")
 	}
@@ -498,4 +420,44 @@ func TestLockHolderSourceCrash(t *testing.T) {
 		return nil
 	})
 	t.Logf("restored on node3 from its images after the crash: pid %d -> %d, %d lines in order", pidBefore, c.proc(t, gpid).PID, checkCounted(t, db))
+}
+
+// withFailpoints restarts node's agent with SSI_FAILPOINTS=spec for the rest of
+// the test; a normal agent is back at its end (also one that died at a
+// failpoint).
+func (c *testCluster) withFailpoints(t *testing.T, node, spec string) {
+	t.Helper()
+	c.stopAgent(t, node, syscall.SIGTERM)
+	if err := c.StartAgentEnv(context.Background(), node, []string{"SSI_FAILPOINTS=" + spec}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if c.agentAlive(node) {
+			c.stopAgent(t, node, syscall.SIGTERM)
+		}
+		c.startAgent(t, node)
+	})
+}
+
+// startLocker starts testdata/locker.py holding a lock of kind on node and
+// waits until it writes under it; it returns the job and its locked file.
+func (c *testCluster) startLocker(t *testing.T, node, kind string) (uint64, string) {
+	t.Helper()
+	work := privateWorkdir(t)
+	gpid := c.detach(t, "--node", node, "--workdir", work, "--", "python3", lockerPath(t), kind)
+	t.Cleanup(func() { c.kill(t, gpid) })
+	db := filepath.Join(work, "locked.db")
+	waitCounted(t, db, 10)
+	return gpid, db
+}
+
+// waitCounted waits until path (checkCounted) holds at least n lines.
+func waitCounted(t *testing.T, path string, n int) {
+	t.Helper()
+	eventually(t, 10*time.Second, fmt.Sprintf("%s reaching %d lines", filepath.Base(path), n), func() error {
+		if got := checkCounted(t, path); got < n {
+			return fmt.Errorf("%d lines", got)
+		}
+		return nil
+	})
 }

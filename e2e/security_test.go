@@ -20,8 +20,6 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/ssi-cluster/ssi/api"
 	"github.com/ssi-cluster/ssi/pidtable"
 	"github.com/ssi-cluster/ssi/pki"
@@ -571,16 +569,7 @@ func TestReplayedPrepare(t *testing.T) {
 		t.Fatalf("run: %v", r)
 	}
 	defer c.kill(t, gpid)
-	creds, err := pki.LoadNode(filepath.Join(c.Nodes[0].DataDir, "pki"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ec, err := clientv3.New(clientv3.Config{Endpoints: []string{"https://" + net.JoinHostPort(c.Nodes[0].IP, "2379")}, TLS: creds.ClientTLS(), DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ec.Close()
-	store := pidtable.New(ec)
+	store := c.etcdStore(t)
 	var cur pidtable.Proc
 	eventually(t, 10*time.Second, "job running", func() error {
 		p, _, err := store.Get(ctx, gpid)
