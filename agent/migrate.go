@@ -289,8 +289,9 @@ func (m *migration) Claim(ctx context.Context) error {
 		if lj := m.a.localJob(m.gpid); lj == nil || !lj.state.Init.Alive() {
 			// Its process is gone: it has just ended; its end is being recorded.
 			for range 20 {
-				if end := m.ended(ctx); end != nil {
-					return api.Errorf(api.CodeConflict, "gpid %d ended before it could be moved: %v", m.gpid, end)
+				var end *migrate.JobEnded
+				if errors.As(m.ended(ctx), &end) {
+					return api.Errorf(api.CodeConflict, "gpid %d ended before it could be moved: it %s", m.gpid, end.How)
 				}
 				time.Sleep(100 * time.Millisecond)
 			}
