@@ -18,7 +18,7 @@ trap 'rm -f "$SSI_SKIP_LOG"' EXIT
 
 hack/lint.sh
 status=0
-go test -count=1 -timeout 25m "$@" ./... || status=1
+go test -count=1 -timeout 40m "$@" ./... || status=1
 go test -count=1 -tags failpoints ./failpoint/ || status=1
 
 skipped=$(wc -l <"$SSI_SKIP_LOG")
