@@ -12,6 +12,18 @@
 // whose shim still runs, records the exit of those that ended meanwhile, and marks
 // Lost those whose shim vanished without a status.
 //
+// Every write of a job's record is a transition of the lifecycle table in
+// package pidtable; the agent keeps a watched copy of the records that name
+// its node and records lost, within seconds, any that says a job runs here
+// where none does (heal.go).
+//
+// Where to look: jobs.go (start, end, reconcile, signals), migrate.go (a
+// migration's source side; commit.go its commit, postcopy.go its lazy dump,
+// handover.go the hand-over of file locks, files.go the file checks, dump.go
+// CRIU dumps and their errors), incoming.go (the target side), checkpoint.go,
+// balancer.go, status.go and recent.go (figures and placement), stdin.go, and
+// http.go, auth.go, pki.go (the API and who may call it).
+//
 // Without --etcd-endpoints the agent runs an embedded single-member etcd (the
 // first node of a cluster); the others point at it, or every agent points at an
 // external etcd cluster.
