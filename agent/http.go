@@ -49,6 +49,7 @@ func (a *Agent) routes() http.Handler {
 	// Agent to agent: the target side of a migration.
 	mux.HandleFunc("POST /v1/migrations/{gpid}/prepare", a.handlePrepare)
 	mux.HandleFunc("PUT /v1/migrations/{gpid}/images", a.handleImages)
+	mux.HandleFunc("POST /v1/migrations/{gpid}/check", a.handleCheck)
 	mux.HandleFunc("POST /v1/migrations/{gpid}/restore", a.handleRestore)
 	mux.HandleFunc("POST /v1/migrations/{gpid}/abort", a.handleAbort)
 	mux.HandleFunc("POST /v1/migrations/{gpid}/resume", a.handleResume)

@@ -176,6 +176,25 @@ func (a *Agent) handleImages(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// handleCheck checks, before a lock holder's source copy hands its locks over
+// (handover.go), that the target has every file the job uses with the size
+// it had at the dump: a refusal then costs no restore on either side.
+func (a *Agent) handleCheck(w http.ResponseWriter, r *http.Request) {
+	gpid, req, from, ok := a.stepRequest(w, r)
+	if !ok {
+		return
+	}
+	if _, err := a.incomingFor(gpid, req.ID, from); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if err := checkFileSizes(a.cfg.Name, req.Files, "the job was frozen for its move", fmt.Sprintf("a retry may succeed once it is left alone (ssi migrate %d %s)", gpid, a.cfg.Name)); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
 func (a *Agent) handleRestore(w http.ResponseWriter, r *http.Request) {
 	gpid, req, from, ok := a.stepRequest(w, r)
 	if !ok {

@@ -449,7 +449,11 @@ func (m *migration) Restore(ctx context.Context) error {
 	}
 	if len(m.locks) > 0 {
 		// The target's restore takes the job's locks: the frozen source copy
-		// must give them up first (handover.go).
+		// must give them up first (handover.go), once the target has said it
+		// has every file the job uses.
+		if err := m.call(ctx, "check", api.RestoreRequest{ID: m.id, Files: m.files}, nil); err != nil {
+			return err
+		}
 		if err := m.handOver(ctx); err != nil {
 			return err
 		}

@@ -461,3 +461,47 @@ func waitCounted(t *testing.T, path string, n int) {
 		return nil
 	})
 }
+
+// TestLockHolderFileChanged: a lock holder's file is changed by someone else
+// while the job is frozen for its move: the target refuses before the source
+// copy hands its locks over, so the very same process runs on (no restore
+// from images on either side).
+func TestLockHolderFileChanged(t *testing.T) {
+	c := need(t)
+	gate := filepath.Join(t.TempDir(), "gate")
+	c.withFailpoints(t, "node3", "migrate/source/after-transfer=wait("+gate+")")
+	defer os.WriteFile(gate, nil, 0o600)
+	gpid, db := c.startLocker(t, "node3", "posix")
+	pidBefore := c.proc(t, gpid).PID
+	mctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	mig := c.cmd(mctx, "migrate", strconv.FormatUint(gpid, 10), "node2")
+	mig.Env = append(mig.Env, "SSI_ENDPOINT="+c.Nodes[0].API())
+	done := make(chan result, 1)
+	go func() { done <- runCmd(t, mig) }()
+	eventually(t, 30*time.Second, "source held after the transfer", func() error {
+		_, err := os.Stat(gate + ".reached")
+		return err
+	})
+	f, err := os.OpenFile(db, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = f.WriteString("an intruder's line\n")
+	f.Close()
+	if err := os.WriteFile(gate, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.code == 0 || !strings.Contains(r.stderr, "something other than the job changed it") || !strings.Contains(r.stderr, "running on its source node again") {
+		t.Fatalf("migrate of a lock holder whose file changed while frozen: %v", r)
+	}
+	p := c.proc(t, gpid)
+	if p.Node != "node3" || p.State != "running" || p.PID != pidBefore {
+		t.Fatalf("after the refusal: %s on %s, pid %d (was %d): want the same process running on node3", p.State, p.Node, p.PID, pidBefore)
+	}
+	if !lockHeld(t, db, "posix") {
+		t.Fatal("the job no longer holds its lock")
+	}
+	t.Logf("refused before the hand-over: %s", strings.TrimSpace(r.stderr))
+}
