@@ -673,7 +673,17 @@ func (m *migration) call(ctx context.Context, step string, in, out any) error {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	return m.do(req, out)
+	err = m.do(req, out)
+	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
+		// Say which step did not answer and what bound it had, not a bare
+		// "context deadline exceeded".
+		why := "the node may be overloaded, or cut off"
+		if step == "restore" {
+			why = "CRIU's restore there may be blocked (on a file lock another process holds, or memory); its log is kept in <data-dir>/criu-logs there once the restore gives up"
+		}
+		return fmt.Errorf("node %s did not finish the %s step within %s: %s: %w", m.target.Name, step, m.stepTimeout(step), why, err)
+	}
+	return err
 }
 
 func (m *migration) do(req *http.Request, out any) error {
