@@ -679,7 +679,7 @@ func (m *migration) call(ctx context.Context, step string, in, out any) error {
 		// "context deadline exceeded".
 		why := "the node may be overloaded, or cut off"
 		if step == "restore" {
-			why = "CRIU's restore there may be blocked (on a file lock another process holds, or memory); its log is kept in <data-dir>/criu-logs there once the restore gives up"
+			why = "CRIU's restore there may be blocked (on a file lock another process holds, say, or memory)"
 		}
 		return fmt.Errorf("node %s did not finish the %s step within %s: %s: %w", m.target.Name, step, m.stepTimeout(step), why, err)
 	}
