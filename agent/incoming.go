@@ -188,11 +188,17 @@ func (a *Agent) handleCheck(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	if err := checkFileSizes(a.cfg.Name, req.Files, "the job was frozen for its move", fmt.Sprintf("a retry may succeed once it is left alone (ssi migrate %d %s)", gpid, a.cfg.Name)); err != nil {
+	if err := a.checkFrozenFiles(gpid, req.Files); err != nil {
 		a.writeError(w, r, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// checkFrozenFiles checks that this node has every file an incoming job uses
+// with the size it had when the job was frozen for its move (files.go).
+func (a *Agent) checkFrozenFiles(gpid uint64, files []api.FileCheck) error {
+	return checkFileSizes(a.cfg.Name, files, "the job was frozen for its move", fmt.Sprintf("a retry may succeed once it is left alone (ssi migrate %d %s)", gpid, a.cfg.Name))
 }
 
 func (a *Agent) handleRestore(w http.ResponseWriter, r *http.Request) {
@@ -205,7 +211,7 @@ func (a *Agent) handleRestore(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	if err := checkFileSizes(a.cfg.Name, req.Files, "the job was frozen for its move", fmt.Sprintf("a retry may succeed once it is left alone (ssi migrate %d %s)", gpid, a.cfg.Name)); err != nil {
+	if err := a.checkFrozenFiles(gpid, req.Files); err != nil {
 		a.writeError(w, r, err)
 		return
 	}

@@ -90,7 +90,6 @@ func TestFileWriterMoves(t *testing.T) {
 // runs on its source again.
 func TestFileChangedWhileFrozen(t *testing.T) {
 	c := need(t)
-	ctx := context.Background()
 	gate := filepath.Join(t.TempDir(), "gate")
 	c.withFailpoints(t, "node3", "migrate/source/after-transfer=wait("+gate+")")
 	defer os.WriteFile(gate, nil, 0o600)
@@ -99,26 +98,7 @@ func TestFileChangedWhileFrozen(t *testing.T) {
 	defer c.kill(t, gpid)
 	held := filepath.Join(work, "held.txt")
 	waitCounted(t, held, 10)
-	mctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	mig := c.cmd(mctx, "migrate", strconv.FormatUint(gpid, 10), "node2")
-	mig.Env = append(mig.Env, "SSI_ENDPOINT="+c.Nodes[0].API())
-	done := make(chan result, 1)
-	go func() { done <- runCmd(t, mig) }()
-	eventually(t, 30*time.Second, "source held after the transfer", func() error {
-		_, err := os.Stat(gate + ".reached")
-		return err
-	})
-	f, err := os.OpenFile(held, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _ = f.WriteString("an intruder's line\n")
-	f.Close()
-	if err := os.WriteFile(gate, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	r := <-done
+	r := c.migrateWithIntruder(t, gpid, gate, held)
 	t.Logf("migrate: %v", r)
 	for _, want := range []string{held, "something other than the job changed it", "a retry may succeed", "running on its source node again"} {
 		if r.code == 0 || !strings.Contains(r.stderr, want) {
@@ -473,26 +453,7 @@ func TestLockHolderFileChanged(t *testing.T) {
 	defer os.WriteFile(gate, nil, 0o600)
 	gpid, db := c.startLocker(t, "node3", "posix")
 	pidBefore := c.proc(t, gpid).PID
-	mctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	mig := c.cmd(mctx, "migrate", strconv.FormatUint(gpid, 10), "node2")
-	mig.Env = append(mig.Env, "SSI_ENDPOINT="+c.Nodes[0].API())
-	done := make(chan result, 1)
-	go func() { done <- runCmd(t, mig) }()
-	eventually(t, 30*time.Second, "source held after the transfer", func() error {
-		_, err := os.Stat(gate + ".reached")
-		return err
-	})
-	f, err := os.OpenFile(db, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _ = f.WriteString("an intruder's line\n")
-	f.Close()
-	if err := os.WriteFile(gate, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	r := <-done
+	r := c.migrateWithIntruder(t, gpid, gate, db)
 	if r.code == 0 || !strings.Contains(r.stderr, "something other than the job changed it") || !strings.Contains(r.stderr, "running on its source node again") {
 		t.Fatalf("migrate of a lock holder whose file changed while frozen: %v", r)
 	}
@@ -504,4 +465,32 @@ func TestLockHolderFileChanged(t *testing.T) {
 		t.Fatal("the job no longer holds its lock")
 	}
 	t.Logf("refused before the hand-over: %s", strings.TrimSpace(r.stderr))
+}
+
+// migrateWithIntruder moves gpid to node2 while its source (whose agent waits
+// at gate after the transfer: withFailpoints) holds it frozen, appends a line
+// to path meanwhile, as someone else on the machine might, and returns what
+// ssi migrate did.
+func (c *testCluster) migrateWithIntruder(t *testing.T, gpid uint64, gate, path string) result {
+	t.Helper()
+	mctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	mig := c.cmd(mctx, "migrate", strconv.FormatUint(gpid, 10), "node2")
+	mig.Env = append(mig.Env, "SSI_ENDPOINT="+c.Nodes[0].API())
+	done := make(chan result, 1)
+	go func() { done <- runCmd(t, mig) }()
+	eventually(t, 30*time.Second, "source held after the transfer", func() error {
+		_, err := os.Stat(gate + ".reached")
+		return err
+	})
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = f.WriteString("an intruder's line\n")
+	f.Close()
+	if err := os.WriteFile(gate, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return <-done
 }
