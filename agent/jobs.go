@@ -1,9 +1,11 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -283,12 +285,17 @@ var errNotOwner = errors.New("agent: job owned by another node")
 func (a *Agent) finish(ctx context.Context, j *job) {
 	var ex shim.Exit
 	err := shim.ReadJSON(j.dir, shim.ExitFile, &ex)
+	a.mu.Lock()
+	dumping := j.busy != ""
+	a.mu.Unlock()
 	tr := pidtable.End
 	update := func(p *pidtable.Proc) error {
 		if p.Node != a.cfg.Name {
 			return fmt.Errorf("%w: gpid %d is owned by %s", errNotOwner, p.GPID, p.Node)
 		}
 		switch {
+		case err == nil && dumping && initCrashedInAbortedDump(ex.Code, j.dir):
+			p.State, p.Error = pidtable.Lost, "the job ended while CRIU was dumping it (for a migration or a checkpoint), and the aborted dump left the job's init crashed (a SIGTRAP in CRIU's parasite code, exit 2): the job's own exit status is unknown"
 		case err != nil && p.State == pidtable.Starting && p.RestoredFrom != "":
 			p.State, p.Error = pidtable.Lost, "the restore of checkpoint "+p.RestoredFrom+" was interrupted (its agent stopped); restore it again: ssi restore "+p.RestoredFrom
 		case err != nil:
@@ -335,6 +342,30 @@ func (a *Agent) finish(ctx context.Context, j *job) {
 	} else {
 		a.log.Info("the job's copy here is gone; the job goes on elsewhere or in a checkpoint", "gpid", j.gpid, "checkpoint", moved.Checkpoint, "hand_over", moved.HandOver)
 	}
+}
+
+// initCrashedInAbortedDump recognises a known CRIU defect: a task of the job
+// dies while CRIU is dumping the tree, the dump aborts, and CRIU leaves the
+// job's init, which it had infected, running its parasite code; the
+// parasite's trap reaches init with no tracer, and the Go runtime in init
+// dies of it (exit status 2, "SIGTRAP: trace trap" on the job's stderr),
+// taking the job's own status with its PID namespace. Such an end is
+// recorded lost, with the reason, not as the job's exit 2 (docs/ROBUSTNESS.md).
+func initCrashedInAbortedDump(code int, dir string) bool {
+	if code != 2 {
+		return false
+	}
+	f, err := os.Open(filepath.Join(dir, shim.LogFile))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	const tail = 64 << 10
+	if fi, err := f.Stat(); err == nil && fi.Size() > tail {
+		_, _ = f.Seek(fi.Size()-tail, io.SeekStart)
+	}
+	b, _ := io.ReadAll(io.LimitReader(f, tail))
+	return bytes.Contains(b, []byte("SIGTRAP: trace trap"))
 }
 
 // waitExit blocks until the process id names has exited, using a pidfd through

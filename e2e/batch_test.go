@@ -630,7 +630,7 @@ func TestEndDuringMoveSweep(t *testing.T) {
 		t.Logf("%s: %d ended right, %d ran on (kill refused or missed), %d bad", w, st[0], st[1], st[2])
 	}
 	for _, s := range initCrashes {
-		t.Log("init crashed in an aborted CRIU dump (known CRIU defect): " + s)
+		t.Log("init crashed in an aborted CRIU dump (known CRIU defect; recorded lost, with the reason): " + s)
 	}
 	summary := fmt.Sprintf("sweep: seed %d, %d trials, %d phantoms, %d dropped signals, %d wrong, %d init crashes in aborted CRIU dumps", seed, done, len(phantoms), len(dropped), len(wrong), len(initCrashes))
 	t.Log(summary)
@@ -647,15 +647,15 @@ func firstN(s string, n int) string {
 	return s
 }
 
-// initCrashedInAbortedDump recognises the one known way a job's recorded
-// status differs from its main process's (docs/ROBUSTNESS.md, "Open"): a
-// host kill -9 of the main process lands while CRIU is dumping the tree, the
-// dump aborts, and CRIU leaves the job's init (ssi-shim init, PID 1 of the
-// job, which it had infected) running its parasite code, which traps: the Go
-// runtime in init dies of that SIGTRAP with exit status 2, and the main
-// process's status dies with its PID namespace. Record and ssi wait still
-// agree (2), and nothing of the job is left.
+// initCrashedInAbortedDump recognises the one known way a job's main
+// process's status is lost (docs/ROBUSTNESS.md, "Open"): a host kill -9 of
+// the main process lands while CRIU is dumping the tree, the dump aborts, and
+// CRIU leaves the job's init (ssi-shim init, PID 1 of the job, which it had
+// infected) running its parasite code, which traps: the Go runtime in init
+// dies of that SIGTRAP, and the main process's status dies with its PID
+// namespace. The agent records that end lost, saying so (not the exit 2 of
+// init's crash), ssi wait returns 125, and nothing of the job is left.
 func initCrashedInAbortedDump(hostKill bool, p api.ProcInfo, wait result, live []int, said []string) bool {
-	return hostKill && p.State == pidtable.Exited && p.ExitCode != nil && *p.ExitCode == 2 && wait.code == 2 &&
-		len(live) == 0 && slices.Contains(said, "SIGTRAP: trace trap")
+	return hostKill && p.State == pidtable.Lost && strings.Contains(p.Error, "aborted dump left the job's init crashed") &&
+		wait.code == 125 && len(live) == 0 && slices.Contains(said, "SIGTRAP: trace trap")
 }
