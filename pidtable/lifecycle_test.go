@@ -134,13 +134,7 @@ func TestEndDuringMigration(t *testing.T) {
 	ctx := context.Background()
 	makeReady(t, s, "n1")
 	p, _ := s.Create(ctx, Proc{Node: "n1", State: Running})
-	_, rev, err := s.Transition(ctx, p.GPID, MigrationClaim, "n1", func(p *Proc) error {
-		p.State, p.Migration = Migrating, &Migration{ID: "m", Target: "n2"}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rev := claimMigration(t, s, p.GPID)
 	code := 137
 	if _, _, err := s.Transition(ctx, p.GPID, End, "n1", func(p *Proc) error { p.State, p.ExitCode = Exited, &code; return nil }); err != nil {
 		t.Fatal(err)

@@ -238,13 +238,7 @@ func TestTransitionAtIsGuardedByRevision(t *testing.T) {
 	ctx := context.Background()
 	makeReady(t, s, "n1")
 	p, _ := s.Create(ctx, Proc{Node: "n1", State: Running})
-	_, rev, err := s.Transition(ctx, p.GPID, MigrationClaim, "n1", func(p *Proc) error {
-		p.State, p.Migration = Migrating, &Migration{ID: "m", Target: "n2"}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rev := claimMigration(t, s, p.GPID)
 	commit := func(p *Proc) error { p.State, p.Node, p.Epoch = Running, "n2", p.Epoch+1; return nil }
 	_, newRev, err := s.TransitionAt(ctx, p.GPID, rev, MigrationCommit, "n1", commit)
 	if err != nil || newRev <= rev {
@@ -298,12 +292,7 @@ func TestProcCacheFollowsTheTable(t *testing.T) {
 		t.Fatal("the cache holds another node's record")
 	}
 	// Moved away: leaves the filter.
-	if _, _, err := s.Transition(ctx, before.GPID, MigrationClaim, "n1", func(p *Proc) error {
-		p.State, p.Migration = Migrating, &Migration{ID: "m", Target: "n2"}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	claimMigration(t, s, before.GPID)
 	if _, _, err := s.Transition(ctx, before.GPID, MigrationCommit, "n1", func(p *Proc) error {
 		p.State, p.Node, p.Epoch = Running, "n2", p.Epoch+1
 		return nil
@@ -331,4 +320,18 @@ func TestProcCacheFollowsTheTable(t *testing.T) {
 	if err := stale.watch(ctx); !errors.Is(err, rpctypes.ErrCompacted) {
 		t.Fatalf("watch from a compacted revision: %v", err)
 	}
+}
+
+// claimMigration claims gpid, running on n1, for a migration "m" to n2, as a
+// source agent would, and returns the record's new revision.
+func claimMigration(t *testing.T, s *Store, gpid uint64) int64 {
+	t.Helper()
+	_, rev, err := s.Transition(context.Background(), gpid, MigrationClaim, "n1", func(p *Proc) error {
+		p.State, p.Migration = Migrating, &Migration{ID: "m", Target: "n2"}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rev
 }
