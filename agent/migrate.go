@@ -368,39 +368,63 @@ func (m *migration) Dump(ctx context.Context) (int64, error) {
 		if locks, err := jobLocks(m.j); err != nil {
 			return 0, err
 		} else if len(locks) > 0 {
-			m.postcopy = false
-			m.note = fmt.Sprintf("post-copy fell back to a full copy: the job holds file locks (%s), which its source copy can give up only once all its memory is on the target", strings.Join(locks, "; "))
+			m.fallBackToFullCopy(locks)
 		}
 	}
+	err = m.dumpOnce(ctx, init)
+	if errors.Is(err, errLockedDuringLazyDump) {
+		// It took a lock after the check above: undo the lazy dump (as a
+		// rollback does) and dump again, by a full copy.
+		m.lazy.Kill()
+		killOrphanLazyDump(m.j.dir)
+		m.a.releaseStdin(m.j)
+		resume(m.j)
+		if err := emptyDir(m.images); err != nil {
+			return 0, err
+		}
+		m.lazy, m.lazyBytes = nil, 0
+		m.fallBackToFullCopy(m.locks)
+		err = m.dumpOnce(ctx, init)
+	}
+	if err != nil {
+		return 0, err
+	}
+	return m.imageBytes, failpoint.Hit("migrate/source/after-dump")
+}
+
+// dumpOnce dumps the job (lazily for post-copy), leaving it stopped, and
+// notes what the target must check: its files and its locks.
+func (m *migration) dumpOnce(ctx context.Context, init int) error {
+	var err error
 	if m.postcopy {
 		if err := m.lazyDump(ctx); err != nil {
-			return 0, err
+			return err
 		}
 	} else if err := m.a.dump(ctx, checkpoint.DumpOpts{
 		PID: init, ImagesDir: m.images, LeaveStopped: true,
 		Flags: checkpoint.Flags{FileLocks: true},
 	}, m.j); err != nil {
-		return 0, err
+		return err
 	}
 	// The tree is stopped; let the shim drain what it had written to its pipes,
 	// so the shipped log is complete (CRIU does not carry pipe contents over).
 	waitDrained(init, filepath.Join(m.j.dir, shim.LogFile))
 	if err := m.a.holdStdin(ctx, m.j); err != nil {
-		return 0, err
+		return err
 	}
 	m.imageBytes = dirSize(m.images)
 	// The files and their sizes as the dump saw them (the tree is stopped):
 	// the target checks them before it restores.
 	if m.files, err = jobFiles(m.j, false); err != nil {
-		return 0, err
+		return err
 	}
 	if m.locks, err = jobLocks(m.j); err != nil {
-		return 0, err
+		return err
 	}
 	if m.postcopy && len(m.locks) > 0 {
-		return 0, api.Errorf(api.CodeConflict, "gpid %d took a file lock while it was being dumped for post-copy (%s); retry the move", m.gpid, strings.Join(m.locks, "; "))
+		return errLockedDuringLazyDump
 	}
-	return m.imageBytes, failpoint.Hit("migrate/source/after-dump")
+	return nil
 }
 
 func (m *migration) Transfer(ctx context.Context) error {

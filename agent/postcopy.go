@@ -6,6 +6,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"github.com/ssi-cluster/ssi/api"
 	"github.com/ssi-cluster/ssi/checkpoint"
 	"github.com/ssi-cluster/ssi/checkpoint/criutls"
+	"github.com/ssi-cluster/ssi/failpoint"
 	"github.com/ssi-cluster/ssi/pki"
 	"github.com/ssi-cluster/ssi/shim"
 	"golang.org/x/sys/unix"
@@ -24,6 +26,9 @@ import (
 // lazyDump starts a post-copy dump: images without the memory, and a page
 // server on this node's address serving it.
 func (m *migration) lazyDump(ctx context.Context) error {
+	if err := failpoint.Hit("migrate/source/before-lazy-dump"); err != nil {
+		return err
+	}
 	if was, err := checkpoint.EnsurePipeMaxSize(); err != nil {
 		return api.Errorf(api.CodeConflict, "node %s cannot migrate post-copy: %v", m.a.cfg.Name, err)
 	} else if was < checkpoint.LazyPipeMaxSize {
@@ -128,4 +133,15 @@ func killOrphanLazyDump(dir string) {
 		}
 	}
 	_ = os.Remove(filepath.Join(dir, lazyDumpFile))
+}
+
+// errLockedDuringLazyDump: the job took a file lock while it was being
+// dumped for post-copy (dumpOnce).
+var errLockedDuringLazyDump = errors.New("the job took a file lock during its post-copy dump")
+
+// fallBackToFullCopy turns a post-copy migration into a full copy because
+// the job holds locks, and says so in the summary.
+func (m *migration) fallBackToFullCopy(locks []string) {
+	m.postcopy = false
+	m.note = fmt.Sprintf("post-copy fell back to a full copy: the job holds file locks (%s), which its source copy can give up only once all its memory is on the target", strings.Join(locks, "; "))
 }

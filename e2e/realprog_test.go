@@ -313,16 +313,9 @@ func TestSQLiteWriterMoves(t *testing.T) {
 			}
 			last := committed()
 			c.kill(t, gpid)
-			out, err := exec.Command("python3", "-c", `import sqlite3,sys
-db=sqlite3.connect(sys.argv[1])
-print(db.execute("PRAGMA integrity_check").fetchone()[0], db.execute("SELECT count(*) FROM t").fetchone()[0], db.execute("SELECT max(i) FROM t").fetchone()[0])`, filepath.Join(work, "rows.db")).CombinedOutput()
-			if err != nil {
-				t.Fatalf("check the database: %v: %s", err, out)
-			}
-			var check string
-			var rows, maxID int
-			if _, err := fmt.Sscan(string(out), &check, &rows, &maxID); err != nil || check != "ok" || rows%500 != 0 || rows < last || rows != maxID {
-				t.Fatalf("database after %d moves: %q (last committed count printed %d)", moved, out, last)
+			rows, out := checkSQLite(t, "python3", filepath.Join(work, "rows.db"), last)
+			if out != "" {
+				t.Fatalf("database after %d moves: %s", moved, out)
 			}
 			t.Logf("%s: %d moves, %d rows in whole transactions, integrity_check ok", mode, moved, rows)
 		})
@@ -493,4 +486,78 @@ func (c *testCluster) migrateWithIntruder(t *testing.T, gpid uint64, gate, path 
 		t.Fatal(err)
 	}
 	return <-done
+}
+
+// checkSQLite checks the database testdata/sqlwriter.py wrote, after its
+// writer printed last as its committed count: PRAGMA integrity_check is ok,
+// it holds whole 500-row transactions only, no fewer rows than last, and row
+// ids without holes. It returns the row count, and what is wrong ("" when
+// nothing is).
+func checkSQLite(t *testing.T, python, db string, last int) (int, string) {
+	t.Helper()
+	out, err := exec.Command(python, "-c", `import sqlite3,sys
+db=sqlite3.connect(sys.argv[1])
+print(db.execute("PRAGMA integrity_check").fetchone()[0], db.execute("SELECT count(*) FROM t").fetchone()[0], db.execute("SELECT max(i) FROM t").fetchone()[0])`, db).CombinedOutput()
+	if err != nil {
+		t.Fatalf("check the database: %v: %s", err, out)
+	}
+	var check string
+	var rows, maxID int
+	if _, err := fmt.Sscan(string(out), &check, &rows, &maxID); err != nil || check != "ok" || rows%500 != 0 || rows < last || rows != maxID {
+		return rows, fmt.Sprintf("%q (integrity_check, rows, max id; last committed count printed %d)", strings.TrimSpace(string(out)), last)
+	}
+	return rows, ""
+}
+
+// TestLockTakenDuringPostCopyDump: a job holds no lock when its post-copy
+// move checks, and takes one before the lazy dump freezes it: the move falls
+// back to a full copy (the lazy dump undone) instead of failing, and the job
+// holds its lock on the target.
+func TestLockTakenDuringPostCopyDump(t *testing.T) {
+	c := need(t)
+	gate := filepath.Join(t.TempDir(), "gate")
+	c.withFailpoints(t, "node3", "migrate/source/before-lazy-dump=wait("+gate+")")
+	defer os.WriteFile(gate, nil, 0o600)
+	work := privateWorkdir(t)
+	gpid := c.detach(t, "--node", "node3", "--workdir", work, "--", "python3", lockerPath(t), "posix", "late")
+	defer c.kill(t, gpid)
+	db := filepath.Join(work, "locked.db")
+	waitCounted(t, db, 10)
+	if lockHeld(t, db, "posix") {
+		t.Fatal("the job holds its lock before it was told to take it")
+	}
+	mctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	mig := c.cmd(mctx, "migrate", "--postcopy", strconv.FormatUint(gpid, 10), "node2")
+	mig.Env = append(mig.Env, "SSI_ENDPOINT="+c.Nodes[0].API())
+	done := make(chan result, 1)
+	go func() { done <- runCmd(t, mig) }()
+	eventually(t, 30*time.Second, "source held before the lazy dump", func() error {
+		_, err := os.Stat(gate + ".reached")
+		return err
+	})
+	if err := os.WriteFile(filepath.Join(work, "lock-now"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the job holding its lock", func() error {
+		if !lockHeld(t, db, "posix") {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	if err := os.WriteFile(gate, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.code != 0 || !strings.Contains(r.stdout, "post-copy fell back to a full copy: the job holds file locks") {
+		t.Fatalf("post-copy move of a job that took a lock during its dump: %v", r)
+	}
+	if p := c.proc(t, gpid); p.Node != "node2" || p.State != "running" {
+		t.Fatalf("after the move: %s on %s", p.State, p.Node)
+	}
+	waitCounted(t, db, checkCounted(t, db)+10)
+	if !lockHeld(t, db, "posix") {
+		t.Fatal("the job does not hold its lock on the target")
+	}
+	t.Logf("fell back: %s", strings.TrimSpace(r.stdout))
 }

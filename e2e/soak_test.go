@@ -520,17 +520,10 @@ func soakPrograms() []soakProg {
 			finish: func(t *testing.T, c *testCluster, gpid uint64, work string) string {
 				last := lastInt(c.ok(t, "logs", strconv.FormatUint(gpid, 10)))
 				c.kill(t, gpid)
-				out, err := exec.Command(soakPython, "-c", `import sqlite3,sys
-db=sqlite3.connect(sys.argv[1])
-print(db.execute("PRAGMA integrity_check").fetchone()[0], db.execute("SELECT count(*) FROM t").fetchone()[0], db.execute("SELECT max(i) FROM t").fetchone()[0])`, filepath.Join(work, "rows.db")).CombinedOutput()
-				if err != nil {
-					t.Fatalf("check the database: %v: %s", err, out)
-				}
-				var check string
-				var rows, maxID int
-				if _, err := fmt.Sscan(string(out), &check, &rows, &maxID); err != nil || check != "ok" || rows%500 != 0 || rows < last || rows != maxID {
-					t.Errorf("database after the moves: %q (integrity_check, rows, max id; last committed count printed %d)", out, last)
-					return fmt.Sprintf("BAD: %q", strings.TrimSpace(string(out)))
+				rows, bad := checkSQLite(t, soakPython, filepath.Join(work, "rows.db"), last)
+				if bad != "" {
+					t.Errorf("database after the moves: %s", bad)
+					return "BAD: " + bad
 				}
 				return fmt.Sprintf("%d rows in whole transactions of 500, integrity_check ok", rows)
 			},

@@ -1,16 +1,25 @@
 """A job that holds a file lock and writes under it (issue 19's lock holder).
 
-locker.py KIND: KIND is posix (lockf), ofd (open file description lock) or
-flock. It locks locked.db in its working directory, then appends 0, 1, 2, ...
-to it and prints each number, every 10 ms, for ever.
+locker.py KIND [late]: KIND is posix (lockf), ofd (open file description
+lock) or flock. It locks locked.db in its working directory, then appends 0,
+1, 2, ... to it and prints each number, every 10 ms, for ever. With "late" it
+writes unlocked until the file lock-now appears, and only then takes the
+lock.
 """
 import fcntl
+import os
 import struct
 import sys
 import time
 
 kind = sys.argv[1]
 f = open("locked.db", "a")
+i = 0
+while sys.argv[2:] == ["late"] and not os.path.exists("lock-now"):
+    f.write("%d\n" % i)
+    f.flush()
+    i += 1
+    time.sleep(0.01)
 if kind == "posix":
     fcntl.lockf(f, fcntl.LOCK_EX)
 elif kind == "flock":
@@ -21,7 +30,6 @@ elif kind == "ofd":
 else:
     sys.exit("kind must be posix, ofd or flock")
 print("locked", kind, flush=True)
-i = 0
 while True:
     f.write("%d\n" % i)
     f.flush()
