@@ -162,7 +162,7 @@ func (a *Agent) checkpoint(ctx context.Context, p pidtable.Proc, req api.Checkpo
 	frozenAt := time.Now()
 	if err := a.dump(ctx, checkpoint.DumpOpts{
 		PID: init, ImagesDir: images, LeaveStopped: true,
-		Flags: checkpoint.Flags{FileLocks: true},
+		Flags: jobCRIUFlags(),
 	}, j); err != nil {
 		dumped = true // a failed dump may still leave the tree stopped
 		return fail(err)

@@ -17,6 +17,7 @@ import (
 )
 
 func (m *migration) Commit(ctx context.Context) error {
+	defer m.tl.since("commit", time.Now())
 	cctx, cancel := context.WithTimeout(ctx, etcdStepTimeout)
 	defer cancel()
 	_, rev, err := m.a.store.TransitionAt(cctx, m.gpid, m.rev, pidtable.MigrationCommit, m.a.cfg.Name, func(p *pidtable.Proc) error {

@@ -21,6 +21,14 @@ import (
 // the message says (<data-dir>/criu-logs, the newest keptCRIULogs), since
 // the images directory it was written in goes with a failed migration.
 
+// jobCRIUFlags are the CRIU flags of every dump of a job (migration, post-copy,
+// checkpoint): its file locks go with it; its cgroup does not, since every
+// node makes a job's cgroup itself, with the job's limits, and ssi-shim
+// restores the job into it (shim.criuRestore).
+func jobCRIUFlags() checkpoint.Flags {
+	return checkpoint.Flags{FileLocks: true, IgnoreCgroups: true}
+}
+
 // dumpAttempts bounds the dumps tried when they collide (see dump).
 const dumpAttempts = 6
 
@@ -176,10 +184,17 @@ func waitDrained(init int, logPath string) {
 		}
 		return fi.Size()
 	}
-	// Short polls: every millisecond here is frozen time.
+	// Short polls: every millisecond here is frozen time. Pipes the shim has
+	// emptied and a log that no longer grows across one poll: drained.
 	last := size()
+	if pending() == 0 {
+		time.Sleep(500 * time.Microsecond)
+		if s := size(); pending() == 0 && s == last {
+			return
+		}
+	}
 	for time.Now().Before(deadline) {
-		time.Sleep(2 * time.Millisecond)
+		time.Sleep(time.Millisecond)
 		s := size()
 		if pending() == 0 && s == last {
 			return

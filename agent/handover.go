@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ssi-cluster/ssi/api"
+	"github.com/ssi-cluster/ssi/checkpoint"
 	"github.com/ssi-cluster/ssi/isolate"
 	"github.com/ssi-cluster/ssi/pidtable"
 	"github.com/ssi-cluster/ssi/shim"
@@ -140,6 +141,10 @@ func (m *migration) restoreHere(ctx context.Context) error {
 	}
 	cmd, st, err := shim.Launch(ctx, a.cfg.ShimExe, old.dir, shim.ModeRestore)
 	if err != nil {
+		if ctx.Err() != nil {
+			pids, _ := cg.Pids()
+			err = fmt.Errorf("%s: %w", checkpoint.WhyBlocked(pids, filePaths(m.files)), err)
+		}
 		if cmd != nil {
 			_ = cmd.Process.Kill()
 			_ = cmd.Wait()

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ssi-cluster/ssi/api"
+	"github.com/ssi-cluster/ssi/checkpoint"
 	"github.com/ssi-cluster/ssi/failpoint"
 	"github.com/ssi-cluster/ssi/isolate"
 	"github.com/ssi-cluster/ssi/migrate"
@@ -197,6 +198,25 @@ func (a *Agent) handleCheck(w http.ResponseWriter, r *http.Request) {
 
 // checkFrozenFiles checks that this node has every file an incoming job uses
 // with the size it had when the job was frozen for its move (files.go).
+// restoreBound is how long a target's restore may take: 2 s less than the
+// source's bound for the step (boundMS), so the source hears why it did not
+// finish; 2 minutes (the shim's bound for CRIU) when the source gave none.
+func restoreBound(boundMS int64) time.Duration {
+	if boundMS <= 0 {
+		return 2 * time.Minute
+	}
+	return max(time.Duration(boundMS)*time.Millisecond-2*time.Second, time.Second)
+}
+
+// filePaths lists the paths of files.
+func filePaths(files []api.FileCheck) []string {
+	paths := make([]string, len(files))
+	for i, f := range files {
+		paths[i] = f.Path
+	}
+	return paths
+}
+
 func (a *Agent) checkFrozenFiles(gpid uint64, files []api.FileCheck) error {
 	return checkFileSizes(a.cfg.Name, files, "the job was frozen for its move", fmt.Sprintf("a retry may succeed once it is left alone (ssi migrate %d %s)", gpid, a.cfg.Name))
 }
@@ -211,10 +231,13 @@ func (a *Agent) handleRestore(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
+	tl := &timeline{node: a.cfg.Name}
+	t := time.Now()
 	if err := a.checkFrozenFiles(gpid, req.Files); err != nil {
 		a.writeError(w, r, err)
 		return
 	}
+	t = tl.since("check files", t)
 	rs := shim.RestoreSpec{ImagesDir: in.images, StdoutKey: req.StdoutKey, StderrKey: req.StderrKey, StdinKey: req.StdinKey, CRIUPath: a.criuPath, LazyPages: req.LazyPages}
 	if req.LazyPages != "" {
 		tlsFiles, err := lazyPagesTLS(req, in.images)
@@ -228,7 +251,24 @@ func (a *Agent) handleRestore(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	cmd, st, err := shim.Launch(r.Context(), a.cfg.ShimExe, in.dir, shim.ModeRestore)
+	t = tl.since("write restore spec", t)
+	bound := restoreBound(req.BoundMS)
+	ctx, cancel := context.WithTimeout(r.Context(), bound)
+	defer cancel()
+	cmd, st, err := shim.Launch(ctx, a.cfg.ShimExe, in.dir, shim.ModeRestore)
+	if err == nil {
+		tl.add([]api.Step{{Node: a.cfg.Name, Name: "criu restore", MS: st.CRIUMS}})
+		tl.since("shim restore (with criu)", t)
+	}
+	if err != nil && ctx.Err() != nil && r.Context().Err() == nil {
+		// Stuck, most likely on a file lock someone else holds: say so
+		// while the source still waits for the answer; the abort that
+		// follows kills what is in the job's cgroup (CRIU included).
+		pids, _ := in.cgroup.Pids()
+		why := checkpoint.WhyBlocked(pids, filePaths(req.Files))
+		a.log.Warn("restore stuck", "gpid", gpid, "after", bound, "why", why)
+		err = fmt.Errorf("the restore did not finish within %s: %s: %w", bound, why, err)
+	}
 	if err != nil {
 		if cmd != nil {
 			_ = cmd.Process.Kill()
@@ -250,7 +290,7 @@ func (a *Agent) handleRestore(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, api.RestoreResponse{State: st})
+	writeJSON(w, http.StatusOK, api.RestoreResponse{State: st, Steps: tl.list()})
 }
 
 // watchIncoming follows the job's record for as long as this node is the target

@@ -113,7 +113,7 @@ func (a *Agent) handleMigrate(w http.ResponseWriter, r *http.Request) {
 	// The migration must not stop half-way because the client went away.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), migrationTimeout)
 	defer cancel()
-	m := &migration{a: a, gpid: p.GPID, target: target, send: send, id: newID(), postcopy: req.PostCopy}
+	m := &migration{a: a, gpid: p.GPID, target: target, send: send, id: newID(), postcopy: req.PostCopy, tl: &timeline{node: a.cfg.Name}}
 	st, err := migrate.Run(ctx, m)
 	if !errors.Is(err, migrate.ErrCommitUncertain) { // settleLater clears it then
 		a.clearBusy(m.j)
@@ -133,6 +133,7 @@ func (a *Agent) handleMigrate(w http.ResponseWriter, r *http.Request) {
 		GPID: p.GPID, From: a.cfg.Name, To: target.Name, FrozenMS: ms(st.Frozen), ImageBytes: st.ImageBytes,
 		DumpMS: ms(st.Dump), TransferMS: ms(st.Transfer), RestoreMS: ms(st.Restore), TotalMS: ms(st.Total),
 		PostCopy: m.postcopy, PagesMS: ms(m.pagesWait), LazyBytes: m.lazyBytes, Note: m.note,
+		Steps: m.tl.list(),
 	}
 	a.log.Info("migrated", "gpid", p.GPID, "target", target.Name, "frozen_ms", stats.FrozenMS, "image_bytes", st.ImageBytes, "total_ms", stats.TotalMS)
 	send(api.MigrateEvent{Done: true, Stats: stats})
@@ -235,6 +236,8 @@ type migration struct {
 	handedOver bool
 	// note says what the migration did differently from what was asked.
 	note string
+	// tl times the steps from the freeze to the resume.
+	tl *timeline
 	// postcopy: the memory follows after the restore, served by lazy (the
 	// dump's page server) for pagesWait; lazyBytes is what was left to page
 	// over: the job's resident memory at the dump less the pages the images
@@ -344,13 +347,17 @@ func (m *migration) Prepare(ctx context.Context) error {
 	if err := m.call(ctx, "prepare", api.PrepareRequest{ID: m.id, Proc: p, Spec: spec, Files: files, CPUFlags: flags}, nil); err != nil {
 		return err
 	}
-	return failpoint.Hit("migrate/source/after-prepare")
+	if err := failpoint.Hit("migrate/source/after-prepare"); err != nil {
+		return err
+	}
+	// The record says "dump" before the job freezes: from the freeze to the
+	// commit the migration writes nothing to etcd, since every write there
+	// would be frozen time. So the record's phase stays "dump" through the
+	// transfer and the restore; the progress stream names each step.
+	return m.setPhase(ctx, migrate.Dump)
 }
 
 func (m *migration) Dump(ctx context.Context) (int64, error) {
-	if err := m.setPhase(ctx, migrate.Dump); err != nil {
-		return 0, err
-	}
 	init := m.j.state.Init.PID
 	var err error
 	for i, fd := range []int{1, 2} {
@@ -396,22 +403,29 @@ func (m *migration) Dump(ctx context.Context) (int64, error) {
 // notes what the target must check: its files and its locks.
 func (m *migration) dumpOnce(ctx context.Context, init int) error {
 	var err error
+	t := time.Now()
 	if m.postcopy {
 		if err := m.lazyDump(ctx); err != nil {
 			return err
 		}
-	} else if err := m.a.dump(ctx, checkpoint.DumpOpts{
-		PID: init, ImagesDir: m.images, LeaveStopped: true,
-		Flags: checkpoint.Flags{FileLocks: true},
-	}, m.j); err != nil {
-		return err
+		t = m.tl.since("criu lazy dump", t)
+	} else {
+		if err := m.a.dump(ctx, checkpoint.DumpOpts{
+			PID: init, ImagesDir: m.images, LeaveStopped: true,
+			Flags: jobCRIUFlags(),
+		}, m.j); err != nil {
+			return err
+		}
+		t = m.tl.since("criu dump", t)
 	}
 	// The tree is stopped; let the shim drain what it had written to its pipes,
 	// so the shipped log is complete (CRIU does not carry pipe contents over).
 	waitDrained(init, filepath.Join(m.j.dir, shim.LogFile))
+	t = m.tl.since("drain output", t)
 	if err := m.a.holdStdin(ctx, m.j); err != nil {
 		return err
 	}
+	t = m.tl.since("hold stdin", t)
 	m.imageBytes = dirSize(m.images)
 	// The files and their sizes as the dump saw them (the tree is stopped):
 	// the target checks them before it restores.
@@ -421,6 +435,7 @@ func (m *migration) dumpOnce(ctx context.Context, init int) error {
 	if m.locks, err = jobLocks(m.j); err != nil {
 		return err
 	}
+	m.tl.since("list files and locks", t)
 	if m.postcopy && len(m.locks) > 0 {
 		return errLockedDuringLazyDump
 	}
@@ -428,9 +443,7 @@ func (m *migration) dumpOnce(ctx context.Context, init int) error {
 }
 
 func (m *migration) Transfer(ctx context.Context) error {
-	if err := m.setPhase(ctx, migrate.Transfer); err != nil {
-		return err
-	}
+	defer m.tl.since("transfer", time.Now())
 	pr, pw := io.Pipe()
 	// Progress: bytes shipped, every 200 ms, for the client's display.
 	var sent atomic.Int64
@@ -468,9 +481,7 @@ func (m *migration) Transfer(ctx context.Context) error {
 }
 
 func (m *migration) Restore(ctx context.Context) error {
-	if err := m.setPhase(ctx, migrate.Restore); err != nil {
-		return err
-	}
+	t := time.Now()
 	if len(m.locks) > 0 {
 		// The target's restore takes the job's locks: the frozen source copy
 		// must give them up first (handover.go), once the target has said it
@@ -481,9 +492,11 @@ func (m *migration) Restore(ctx context.Context) error {
 		if err := m.handOver(ctx); err != nil {
 			return err
 		}
+		t = m.tl.since("check files, hand locks over", t)
 	}
 	var resp api.RestoreResponse
-	req := api.RestoreRequest{ID: m.id, StdoutKey: m.keys[0], StderrKey: m.keys[1], StdinKey: m.j.state.StdinKey, Files: m.files}
+	req := api.RestoreRequest{ID: m.id, StdoutKey: m.keys[0], StderrKey: m.keys[1], StdinKey: m.j.state.StdinKey, Files: m.files,
+		BoundMS: m.stepTimeout("restore").Milliseconds()}
 	if m.lazy != nil {
 		req.LazyPages = m.lazy.Addr
 		req.LazyPagesCA, req.LazyPagesCert, req.LazyPagesKey = string(m.lazyTLS.CACert), string(m.lazyTLS.ClientCert), string(m.lazyTLS.ClientKey)
@@ -491,11 +504,14 @@ func (m *migration) Restore(ctx context.Context) error {
 	if err := m.call(ctx, "restore", req, &resp); err != nil {
 		return err
 	}
+	m.tl.since("restore call", t)
+	m.tl.add(resp.Steps)
 	m.restored = resp.State
 	return failpoint.Hit("migrate/source/after-restore")
 }
 
 func (m *migration) Resume(ctx context.Context) error {
+	defer m.tl.since("resume call", time.Now())
 	if err := m.call(ctx, "resume", api.RestoreRequest{ID: m.id}, nil); err != nil {
 		// Committed: the target resumes its copy by itself once it reads the
 		// record (watchIncoming), so the migration stands.

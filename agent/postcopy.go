@@ -54,7 +54,7 @@ func (m *migration) lazyDump(ctx context.Context) error {
 		}
 		m.lazy, err = checkpoint.StartLazyDump(ctx, checkpoint.LazyDumpOpts{
 			CRIUPath: m.a.criuPath, PID: m.j.state.Init.PID, ImagesDir: m.images, Address: host,
-			TLS: &tlsFiles, Flags: checkpoint.Flags{FileLocks: true},
+			TLS: &tlsFiles, Flags: jobCRIUFlags(),
 		})
 		if !checkpoint.IsProcDirCollision(err) || attempt == dumpAttempts {
 			break

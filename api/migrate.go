@@ -61,6 +61,17 @@ type MigrateStats struct {
 	// StreamLost is set (and the figures are zero) when the progress stream
 	// broke and the outcome was read from the process table instead.
 	StreamLost bool `json:"stream_lost,omitempty"`
+	// Steps is the migration's timeline from the freeze to the resume: each
+	// step with the node that took it and its wall-clock time, in order (the
+	// target's restore steps nested in the source's "restore call").
+	Steps []Step `json:"steps,omitempty"`
+}
+
+// Step is one timed step of a migration.
+type Step struct {
+	Node string  `json:"node"`
+	Name string  `json:"name"`
+	MS   float64 `json:"ms"`
 }
 
 // ErrStreamLost: the progress stream of a migration broke; the migration itself
@@ -135,9 +146,14 @@ type RestoreRequest struct {
 	// Files are the files the job maps or holds open, with their sizes when
 	// it was frozen for the dump: the target checks them before it restores.
 	Files []FileCheck `json:"files,omitempty"`
+	// BoundMS is how long the source waits for the restore step (ms): the
+	// target gives up a little before, saying why its restore is stuck.
+	BoundMS int64 `json:"bound_ms,omitempty"`
 }
 
 // RestoreResponse says what the target started.
 type RestoreResponse struct {
 	State shim.State `json:"state"`
+	// Steps are the target's steps of the restore, timed.
+	Steps []Step `json:"steps,omitempty"`
 }

@@ -89,6 +89,12 @@ type Flags struct {
 	FileLocks bool
 	// LinkRemap handles open-but-unlinked files and inotify (--link-remap).
 	LinkRemap bool
+	// IgnoreCgroups leaves cgroups out of the images (--manage-cgroups=ignore):
+	// for a tree whose cgroup is its runtime's to make on the restoring
+	// machine, with the limits it has there, and restored into it. Dumping a
+	// job's cgroups in every v1 hierarchy, properties and all, was a fifth of
+	// its dump time here.
+	IgnoreCgroups bool
 }
 
 func (f Flags) apply(o *rpc.CriuOpts) {
@@ -100,6 +106,10 @@ func (f Flags) apply(o *rpc.CriuOpts) {
 	}
 	if f.LinkRemap {
 		o.LinkRemap = proto.Bool(true)
+	}
+	if f.IgnoreCgroups {
+		o.ManageCgroups = proto.Bool(false)
+		o.ManageCgroupsMode = rpc.CriuCgMode_IGNORE.Enum()
 	}
 }
 

@@ -114,6 +114,9 @@ func StartLazyDump(ctx context.Context, o LazyDumpOpts) (*LazyDump, error) {
 	if o.LinkRemap {
 		args = append(args, "--link-remap")
 	}
+	if o.Flags.IgnoreCgroups {
+		args = append(args, "--manage-cgroups=ignore")
+	}
 	cmd := exec.Command(o.CRIUPath, args...)
 	cmd.ExtraFiles = []*os.File{statusW}
 	if err := cmd.Start(); err != nil {

@@ -81,8 +81,8 @@ func TestMigrationPartition(t *testing.T) {
 		{"migrate/source/after-claim", "claim", false},
 		{"migrate/source/after-prepare", "prepare", false},
 		{"migrate/source/after-dump", "dump", false},
-		{"migrate/source/after-transfer", "transfer", false},
-		{"migrate/source/after-restore", "restore", true},
+		{"migrate/source/after-transfer", "dump", false},
+		{"migrate/source/after-restore", "dump", true},
 		{"migrate/source/after-commit", "", true},
 		{"migrate/source/after-resume", "", true},
 	}

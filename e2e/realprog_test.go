@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ssi-cluster/ssi/checkpoint"
 	"golang.org/x/sys/unix"
 )
 
@@ -141,6 +142,11 @@ func lockerPath(t *testing.T) string {
 // to take it without waiting (from the test process: another owner).
 func lockHeld(t *testing.T, path, kind string) bool {
 	t.Helper()
+	if kind == "lease" {
+		// Opening the leased file for writing would break the lease: read
+		// the kernel's table instead.
+		return leaseHeld(t, filepath.Join(filepath.Dir(path), "lease.db"))
+	}
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -165,6 +171,27 @@ func lockHeld(t *testing.T, path, kind string) bool {
 	return false
 }
 
+// leaseHeld says whether /proc/locks lists a lease on the file at path.
+func leaseHeld(t *testing.T, path string) bool {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile("/proc/locks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// "1: LEASE  ACTIVE    READ  4242 fe:00:1234 0 EOF": the file is MAJ:MIN:INODE.
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 6 && f[1] == "LEASE" && strings.HasSuffix(f[5], fmt.Sprintf(":%d", st.Ino)) {
+			return true
+		}
+	}
+	return false
+}
+
 // frozenOf reads the frozen time from ssi migrate's summary line.
 func frozenOf(t *testing.T, summary string) time.Duration {
 	t.Helper()
@@ -179,7 +206,7 @@ func frozenOf(t *testing.T, summary string) time.Duration {
 	return d
 }
 
-// TestLockHolderMoves: a job holding a POSIX, an OFD or a flock lock on a
+// TestLockHolderMoves: a job holding a POSIX, an OFD or a flock lock or a lease on a
 // file both nodes see moves, stop-and-copy and post-copy, with no long
 // freeze; the lock is held by the job on its new node after each move (an
 // outsider cannot take it), and the lines it wrote under the lock are all
@@ -187,7 +214,7 @@ func frozenOf(t *testing.T, summary string) time.Duration {
 // copy's lock until its 20 s bound and the move failed.
 func TestLockHolderMoves(t *testing.T) {
 	c := need(t)
-	for _, kind := range []string{"posix", "ofd", "flock"} {
+	for _, kind := range []string{"posix", "ofd", "flock", "lease"} {
 		t.Run(kind, func(t *testing.T) {
 			gpid, db := c.startLocker(t, "node1", kind)
 			if !lockHeld(t, db, kind) {
@@ -560,4 +587,57 @@ func TestLockTakenDuringPostCopyDump(t *testing.T) {
 		t.Fatal("the job does not hold its lock on the target")
 	}
 	t.Logf("fell back: %s", strings.TrimSpace(r.stdout))
+}
+
+// TestRestoreBlockedByLockExplained: someone else takes a lock holder's lock
+// while the job is in flight (a process queued for it gets it the moment the
+// source copy hands its locks over), so the target's restore waits for it.
+// The move fails within its bound, saying which lock, on which file, held by
+// which process, not "context deadline exceeded"; once that process lets go,
+// the job runs on its source again, restored from its images, with its lock.
+func TestRestoreBlockedByLockExplained(t *testing.T) {
+	c := need(t)
+	gpid, db := c.startLocker(t, "node1", "posix")
+	const hold = 30 * time.Second
+	q := exec.Command("python3", "-c", `import fcntl, sys, time
+f = open(sys.argv[1], "a")
+fcntl.lockf(f, fcntl.LOCK_EX)
+time.sleep(float(sys.argv[2]))`, db, strconv.Itoa(int(hold.Seconds())))
+	if err := q.Start(); err != nil {
+		t.Fatal(err)
+	}
+	qDone := make(chan error, 1)
+	go func() { qDone <- q.Wait() }()
+	t.Cleanup(func() { _ = q.Process.Kill(); <-qDone })
+	eventually(t, 10*time.Second, "the intruder queued for the job's lock", func() error {
+		b, err := os.ReadFile("/proc/locks")
+		if err != nil {
+			return err
+		}
+		for _, l := range checkpoint.ParseLocks(string(b)) {
+			if l.Waiting && l.PID == q.Process.Pid {
+				return nil
+			}
+		}
+		return errors.New("not queued yet")
+	})
+	start := time.Now()
+	r := c.ssi(t, "migrate", strconv.FormatUint(gpid, 10), "node2")
+	took := time.Since(start)
+	want := fmt.Sprintf("waiting for a write POSIX lock on %s held by process %d (python3)", db, q.Process.Pid)
+	if r.code == 0 || !strings.Contains(r.stderr, want) || strings.Contains(r.stderr, "context deadline exceeded") {
+		t.Fatalf("migrate while another process took the job's lock (after %s): %v; want a failure saying %q", took, r, want)
+	}
+	if !strings.Contains(r.stderr, "running on its source node again") {
+		t.Fatalf("after the failed restore the job is not said to run on its source again: %v", r)
+	}
+	p := c.proc(t, gpid)
+	if p.Node != "node1" || p.State != "running" {
+		t.Fatalf("after the failed move: %s on %s", p.State, p.Node)
+	}
+	waitCounted(t, db, checkCounted(t, db)+10)
+	if !lockHeld(t, db, "posix") {
+		t.Fatal("the job restored on its source does not hold its lock")
+	}
+	t.Logf("after %s: %s", took.Round(100*time.Millisecond), strings.TrimSpace(r.stderr))
 }

@@ -92,6 +92,9 @@ type State struct {
 	// StdinKey is the CRIU key ("pipe:[INODE]") of the job's stdin pipe, for
 	// --inherit-fd at a restore; empty when the job's stdin is not ours.
 	StdinKey string `json:"stdin_key,omitempty"`
+	// CRIUMS is, for a restore, how long `criu restore` took (ms): the rest
+	// of the shim's start-up is ssi's.
+	CRIUMS float64 `json:"criu_ms,omitempty"`
 }
 
 // Exit is written by the shim after the job is gone and its cgroup removed.

@@ -25,6 +25,11 @@ var ErrRestore = errors.New("shim: criu restore failed")
 // and stderr pipes (CRIU keys in rs) replaced by stdout and stderr, into cgroup.
 // The tree is left stopped (SIGSTOP); the agent resumes it once it owns the job.
 //
+// The images carry no cgroups (the agent dumps with IgnoreCgroups): CRIU
+// runs inside the job's cgroup, which this node made with the job's limits,
+// and every task it forks is born there (RunCgexec: cgroup v1 has no way to
+// fork a child straight into a cgroup but to be in it).
+//
 // The shim execs the criu binary rather than linking go-criu: go-criu's package
 // initialisation makes the Go runtime open an epoll fd at start-up, and init runs
 // from this same binary, where every fd is one more thing for CRIU to dump.
@@ -45,7 +50,7 @@ func criuRestore(ctx context.Context, rs RestoreSpec, cgroup string, stdout, std
 		"--images-dir", rs.ImagesDir, "--work-dir", work, "--log-file", log, "-v4",
 		"--restore-detached", "--restore-sibling", "--pidfile", pidfile,
 		"--inherit-fd", "fd[3]:" + rs.StdoutKey, "--inherit-fd", "fd[4]:" + rs.StderrKey,
-		"--cgroup-root", cgroup, "--file-locks",
+		"--manage-cgroups=ignore", "--file-locks",
 		// The restored copy stays stopped until the migration commits, so that a
 		// target cut off from its source never runs a second copy.
 		"--leave-stopped"}
@@ -60,7 +65,11 @@ func criuRestore(ctx context.Context, rs RestoreSpec, cgroup string, stdout, std
 		extra = append(extra, stdin)
 		args = append(args, "--inherit-fd", "fd[5]:"+rs.StdinKey)
 	}
-	cmd := exec.CommandContext(ctx, rs.CRIUPath, args...)
+	self, err := os.Executable()
+	if err != nil {
+		return 0, fmt.Errorf("%w: find own binary: %w", ErrRestore, err)
+	}
+	cmd := exec.CommandContext(ctx, self, append([]string{"cgexec", cgroup, "--", rs.CRIUPath}, args...)...)
 	cmd.ExtraFiles = extra
 	out, err := cmd.CombinedOutput()
 	if err != nil {

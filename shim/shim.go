@@ -90,14 +90,16 @@ func RunRestore(dir string, log *slog.Logger) int {
 		copyOut(outR, errR)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
+		t := time.Now()
 		pid, err := criuRestore(ctx, rs, spec.Cgroup, outW, errW, in.r)
+		criuMS := float64(time.Since(t).Microseconds()) / 1000
 		outW.Close()
 		errW.Close()
 		if err != nil {
 			in.discard()
 			return nil, err
 		}
-		return &running{pid: pid, mainPID: childOf(pid), stdin: in.start(), stdinKey: in.key, wait: func() int {
+		return &running{pid: pid, mainPID: childOf(pid), stdin: in.start(), stdinKey: in.key, criuMS: criuMS, wait: func() int {
 			for {
 				var ws unix.WaitStatus
 				if _, err := unix.Wait4(pid, &ws, 0, nil); errors.Is(err, unix.EINTR) {
@@ -122,6 +124,8 @@ type running struct {
 	// whose CRIU key is stdinKey.
 	stdin    *stdinPump
 	stdinKey string
+	// criuMS: how long a restore's `criu restore` took.
+	criuMS float64
 }
 
 // supervise runs the part of a shim common to both modes: set up, let launch
@@ -196,7 +200,7 @@ func supervise(dir string, log *slog.Logger, launch func(Spec, *isolate.Cgroup, 
 		}
 		return fail(err)
 	}
-	st := State{MainPID: job.mainPID}
+	st := State{MainPID: job.mainPID, CRIUMS: job.criuMS}
 	if job.stdin != nil {
 		stop := serveStdin(log, dir, job.stdin)
 		defer stop()

@@ -5,6 +5,7 @@
 //	ssi-shim shim JOBDIR                       the job's supervisor (see package shim)
 //	ssi-shim restore JOBDIR                    supervisor of a job restored from images
 //	ssi-shim init --node N --gpid G -- CMD...  the job's PID 1
+//	ssi-shim cgexec CGROUP -- CMD...           CMD (a restore's CRIU) in a job's cgroup
 //
 // The agent starts it; it is not meant to be run by hand.
 //
@@ -32,6 +33,8 @@ func main() {
 	switch os.Args[1] {
 	case "init":
 		os.Exit(shim.RunInit(os.Args[2:]))
+	case "cgexec":
+		os.Exit(shim.RunCgexec(os.Args[2:]))
 	case "shim":
 		if len(os.Args) != 3 {
 			fmt.Fprintln(os.Stderr, "ssi-shim shim: want exactly one argument, the job directory")
