@@ -90,6 +90,11 @@ type Agent struct {
 	// streams counts image streams in flight per peer node.
 	streamsMu sync.Mutex
 	streams   map[string]int
+
+	// revoked is the watched revocation list (revoke.go); refusals coalesces
+	// refused requests into events (audit.go). Both nil with --insecure.
+	revoked  *pidtable.RevocationCache
+	refusals *refusalLog
 }
 
 // New checks cfg and returns an agent ready to Run.
@@ -114,6 +119,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a.events = &eventLog{a: a}
 	a.balancer = newBalancer(a, a.events)
+	if !cfg.Insecure {
+		a.refusals = newRefusalLog(a.events.add, a.log.Warn)
+	}
 	return a, nil
 }
 
@@ -145,6 +153,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.join(ctx); err != nil {
 		return err
 	}
+	if a.node != nil {
+		if err := a.startRevocations(ctx); err != nil {
+			return err
+		}
+	}
 	a.probeCRIU(ctx)
 	if err := a.reconcile(ctx); err != nil {
 		return err
@@ -167,6 +180,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	loopFuncs := []func(context.Context){a.own.Run, a.statusLoop, a.gcLoop, a.healLoop}
 	if !a.cfg.NoBalancer {
 		loopFuncs = append(loopFuncs, a.balancerLoop)
+	}
+	if a.node != nil {
+		loopFuncs = append(loopFuncs, a.revoked.Run, a.renewLoop, a.refusals.run)
 	}
 	for _, loop := range loopFuncs {
 		wg.Add(1)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ssi-cluster/ssi/isolate"
+	"github.com/ssi-cluster/ssi/pki"
 	"github.com/ssi-cluster/ssi/placement"
 )
 
@@ -71,8 +72,11 @@ type Config struct {
 	// AdminUser names the admin whose config the first agent of a cluster
 	// writes to <data-dir>/pki/admin.json (--admin-user, default root).
 	AdminUser string
-	Version   string
-	Log       *slog.Logger
+	// NodeCertLifetime is how long this node's certificate is valid for when
+	// it renews it (--node-cert-lifetime); it renews with a third left.
+	NodeCertLifetime time.Duration
+	Version          string
+	Log              *slog.Logger
 }
 
 var nodeNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)
@@ -122,6 +126,12 @@ func (c *Config) Validate() error {
 		if c.InitCA {
 			errs = append(errs, errors.New("--join and --init-ca exclude each other: join an existing cluster, or create a new one"))
 		}
+	}
+	if c.NodeCertLifetime == 0 {
+		c.NodeCertLifetime = pki.NodeLifetime
+	}
+	if c.NodeCertLifetime < minNodeCertLifetime || c.NodeCertLifetime > pki.NodeLifetime {
+		errs = append(errs, fmt.Errorf("--node-cert-lifetime %s: want %s to %s", c.NodeCertLifetime, minNodeCertLifetime, pki.NodeLifetime))
 	}
 	if c.AdminUser == "" {
 		c.AdminUser = "root"

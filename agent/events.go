@@ -64,6 +64,9 @@ func (l *eventLog) add(ctx context.Context, ev pidtable.Event) {
 	if ev.Gain != 0 || ev.Cost != 0 {
 		attrs = append(attrs, "gain", ev.Gain, "cost", ev.Cost)
 	}
+	if ev.Caller != "" {
+		attrs = append(attrs, "caller", ev.Caller, "count", ev.Count)
+	}
 	if ev.Took != 0 {
 		attrs = append(attrs, "took", ev.Took, "frozen", ev.Frozen, "bytes", ev.Bytes)
 	}
@@ -135,6 +138,9 @@ func (a *Agent) handleEvents(w http.ResponseWriter, r *http.Request) {
 		// (leader, config), not other users' jobs.
 		mine := evs[:0]
 		for _, ev := range evs {
+			if ev.Caller != "" && ev.User != who.user {
+				continue // another's admin action or refused request
+			}
 			if ev.GPID == 0 || ev.User == who.user {
 				mine = append(mine, ev)
 			}

@@ -57,7 +57,13 @@ func (a *Agent) routes() http.Handler {
 	mux.HandleFunc("POST /v1/tokens", a.handleCreateToken)
 	mux.HandleFunc("POST /v1/users", a.handleAddUser)
 	mux.HandleFunc("POST /v1/join", a.handleJoin)
-	return a.authenticate(mux)
+	// Revocation, rotation, renewal (revoke.go, renew.go).
+	mux.HandleFunc("GET /v1/tokens", a.handleListTokens)          // admin
+	mux.HandleFunc("DELETE /v1/tokens/{id}", a.handleRevokeToken) // admin
+	mux.HandleFunc("GET /v1/users", a.handleListUsers)            // admin
+	mux.HandleFunc("POST /v1/revocations", a.handleRevoke)        // admin
+	mux.HandleFunc("POST /v1/renew", a.handleRenew)               // node, for itself
+	return a.audit(a.authenticate(mux))
 }
 
 // writeError sends err as an api.Error; errors that are not *api.Error are

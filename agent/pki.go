@@ -75,10 +75,10 @@ func (a *Agent) setupPKI(ctx context.Context) error {
 	if id, err := pki.IdentityOf(n.Cert.Leaf); err != nil || !id.Node || id.Name != a.cfg.Name {
 		return fmt.Errorf("agent: the certificate in %s is for %v, not node %s (err %v): use the data dir of that node", dir, id, a.cfg.Name, err)
 	}
-	if time.Until(n.Cert.Leaf.NotAfter) < 30*24*time.Hour {
-		a.log.Warn("node certificate expires soon; rejoin with a new token", "expires", n.Cert.Leaf.NotAfter)
-	}
 	a.node = n
+	if err := a.renewAtStart(ctx); err != nil {
+		return err
+	}
 	if len(a.cfg.EtcdEndpoints) == 0 {
 		var eps []string
 		if b, err := os.ReadFile(filepath.Join(dir, etcdFile)); err == nil && json.Unmarshal(b, &eps) == nil {
@@ -239,6 +239,7 @@ func (a *Agent) handleCreateToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.log.Info("join token created", "token_id", tok.ID, "by", callerOf(r).user, "expires", exp)
+	a.events.add(r.Context(), pidtable.Event{Kind: pidtable.EventAdmin, Caller: "admin " + callerOf(r).user, User: callerOf(r).user, Reason: fmt.Sprintf("token create %s, expires %s", tok.ID, exp.Format(time.RFC3339))})
 	writeJSON(w, http.StatusOK, api.TokenResponse{Token: tok.String(), Expires: exp})
 }
 
@@ -268,12 +269,21 @@ func (a *Agent) handleAddUser(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, api.Errorf(api.CodeBadRequest, "%v", err))
 		return
 	}
+	reg, err := a.checkUserAdd(r.Context(), req) // revoke.go: one certificate per name
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
 	var v pki.Validity
 	if req.TTL > 0 {
 		v.NotAfter = time.Now().Add(req.TTL)
 	}
 	cert, err := a.node.CA.IssueUser(pub, req.Name, req.Admin, v)
 	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if err := reg.commit(r.Context(), a, cert, req.Admin, callerOf(r).user); err != nil {
 		a.writeError(w, r, err)
 		return
 	}

@@ -24,6 +24,9 @@ type UserRequest struct {
 	Admin bool          `json:"admin,omitempty"`
 	CSR   string        `json:"csr"`
 	TTL   time.Duration `json:"ttl,omitempty"`
+	// Rotate replaces the name's current certificate (revoking it); without
+	// it, a name that has one is refused.
+	Rotate bool `json:"rotate,omitempty"`
 }
 
 // CertResponse carries a signed certificate and the cluster CA (PEM).

@@ -79,6 +79,9 @@ const (
 	EventLeader   = "leader"   // an agent became the balancer's leader
 	EventConfig   = "config"   // the balancer was switched on or off, or retuned
 	EventLost     = "lost"     // a record said a job runs where no process of it exists (agent/heal.go)
+	// Security events (agent/audit.go, agent/revoke.go): Caller is who acted.
+	EventAdmin   = "admin"   // an admin action: user add/rotate/revoke, token create/revoke
+	EventRefused = "refused" // requests refused (401/403), Count of them from Caller
 )
 
 // Event is one entry of the cluster's event log, /ssi/events/<time>-<node>-<seq>.
@@ -104,6 +107,12 @@ type Event struct {
 	Took   time.Duration `json:"took,omitempty"`
 	Frozen time.Duration `json:"frozen,omitempty"`
 	Bytes  int64         `json:"bytes,omitempty"`
+	// Caller is who made the request of an admin or refused event ("admin
+	// root", "user alice", "node node2", "anonymous 10.0.0.9"); only admins
+	// and the caller see such events (User is then the caller's user name).
+	Caller string `json:"caller,omitempty"`
+	// Count is how many refused requests the event stands for.
+	Count int `json:"count,omitempty"`
 }
 
 // BalancerConfig returns the cluster's balancer setting and its key's mod

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 )
 
 // ServerTLS returns the config of a TLS 1.3 listener presenting cert and
@@ -49,9 +50,14 @@ func ClientTLS(ca *CA, cert tls.Certificate) *tls.Config {
 // Node is a node's credentials: the CA certificate (and key, on the node that
 // holds it) and the node's own certificate and key.
 type Node struct {
-	Dir  string
-	CA   *CA
+	Dir string
+	CA  *CA
+	// Cert is the certificate loaded at start; Current is the one in use
+	// (renewed in place: SetCert).
 	Cert tls.Certificate
+
+	cur   atomic.Pointer[nodeCert]
+	check atomic.Pointer[PeerCheck]
 }
 
 // LoadNode reads a node's credentials from dir.
@@ -64,7 +70,9 @@ func LoadNode(dir string) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pki: node certificate in %s: %w", dir, err)
 	}
-	return &Node{Dir: dir, CA: ca, Cert: cert}, nil
+	n := &Node{Dir: dir, CA: ca, Cert: cert}
+	n.SetCert(cert)
+	return n, nil
 }
 
 // HasNodeCert reports whether dir holds a node certificate.
@@ -123,10 +131,23 @@ func Bootstrap(dir, node string, addrs []string, server, adminName string) (*Nod
 	return LoadNode(dir)
 }
 
-// ServerTLS is the node's listener config.
+// ServerTLS is the node's listener config. It presents the node's current
+// certificate (a renewal takes effect at the next handshake) and checks the
+// client's certificate with the node's PeerCheck.
 func (n *Node) ServerTLS(requireClient bool) *tls.Config {
-	return ServerTLS(n.CA, n.Cert, requireClient)
+	c := ServerTLS(n.CA, *n.current().leaf, requireClient)
+	c.Certificates = nil
+	c.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return n.current().chain, nil }
+	c.VerifyConnection = n.verifyPeer
+	return c
 }
 
-// ClientTLS is the node's client config (agent to agent, agent to etcd).
-func (n *Node) ClientTLS() *tls.Config { return ClientTLS(n.CA, n.Cert) }
+// ClientTLS is the node's client config (agent to agent, agent to etcd): it
+// presents the node's current certificate and checks the server's with the
+// node's PeerCheck.
+func (n *Node) ClientTLS() *tls.Config {
+	c := ClientTLS(n.CA, *n.current().leaf)
+	c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return n.current().leaf, nil }
+	c.VerifyConnection = n.verifyPeer
+	return c
+}

@@ -74,3 +74,11 @@ func ParseToken(s string) (Token, error) {
 	}
 	return Token{CAHash: hash, ID: id, Secret: secret}, nil
 }
+
+// CheckTokenID checks a join token's id (as 'ssi token list' shows it).
+func CheckTokenID(id string) error {
+	if !isHex(id, 6) {
+		return fmt.Errorf("pki: token id %q: want 6 lower-case hex digits (ssi token list)", id)
+	}
+	return nil
+}

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ssi-cluster/ssi/agent"
+	"github.com/ssi-cluster/ssi/pki"
 	"github.com/ssi-cluster/ssi/placement"
 )
 
@@ -104,6 +105,7 @@ DATA-DIR/pki; restarts need no token.`,
 	f.StringVar(&cfg.Join, "join", "", "join a cluster through the agent at HOST:PORT (with --token)")
 	f.StringVar(&cfg.Token, "token", "", "join token from 'ssi token create' (with --join)")
 	f.BoolVar(&cfg.InitCA, "init-ca", false, "create a new cluster CA even with --etcd-endpoints (first agent of a cluster on an external etcd)")
+	f.DurationVar(&cfg.NodeCertLifetime, "node-cert-lifetime", pki.NodeLifetime, "lifetime of this node's certificate when it renews it (with a third left, without a restart)")
 	f.StringVar(&cfg.AdminUser, "admin-user", "root", "first agent of a cluster: the admin whose config it writes to DATA-DIR/pki/admin.json")
 	f.BoolVar(&cfg.Insecure, "insecure", false, "DEBUGGING ONLY: no TLS, no authentication; any client can run anything as any user, root included")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -186,6 +187,9 @@ func (e *env) client() (*api.Client, string, error) {
 			return nil, "", fmt.Errorf("%w (from %s)", err, t.source)
 		}
 		return c, t.source, nil
+	}
+	if err := checkOwnCert(t.cfg, t.source, time.Now()); err != nil {
+		return nil, "", err
 	}
 	conf, err := t.cfg.TLS()
 	if err != nil {

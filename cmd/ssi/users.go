@@ -17,19 +17,24 @@ func userCmd(e *env) *cobra.Command {
 	c := &cobra.Command{Use: "user", Short: "Manage the users of the cluster (admin)"}
 	var (
 		admin  bool
+		rotate bool
 		out    string
 		server string
 		ttl    time.Duration
 	)
 	add := &cobra.Command{
-		Use:   "add NAME --out FILE [--admin] [--ttl DURATION]",
+		Use:   "add NAME --out FILE [--admin] [--ttl DURATION] [--rotate]",
 		Short: "Issue a user's client certificate and write their config file (admin)",
 		Long: `Issue a client certificate for the ssi user NAME and write a config file
 (server, cluster CA, certificate and key; mode 0600) to FILE. The key is made
 here and never leaves this machine. Give FILE to the user (as their
 ~/.config/ssi/config.json, or name it with SSI_CONFIG). The user NAME runs jobs
 as the unix account NAME on each node; --admin makes an admin, who may act on
-every job and run jobs as any account, root included.`,
+every job and run jobs as any account, root included.
+
+A name has one certificate at a time: adding a name that has one is refused
+unless --rotate, which issues the new certificate and revokes the old one
+(every agent refuses it within a second).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
@@ -60,7 +65,7 @@ every job and run jobs as any account, root included.`,
 			if err != nil {
 				return err
 			}
-			resp, err := cl.AddUser(cmd.Context(), api.UserRequest{Name: name, Admin: admin, CSR: string(csr), TTL: ttl})
+			resp, err := cl.AddUser(cmd.Context(), api.UserRequest{Name: name, Admin: admin, CSR: string(csr), TTL: ttl, Rotate: rotate})
 			if err != nil {
 				return explain(err, src)
 			}
@@ -76,7 +81,7 @@ every job and run jobs as any account, root included.`,
 				return err
 			}
 			cert, _ := pki.ParseCert([]byte(resp.Cert))
-			fmt.Fprintf(e.stdout, "wrote %s: user %s (admin: %v), certificate valid until %s\n", out, name, admin, cert.NotAfter.UTC().Format(time.RFC3339))
+			fmt.Fprintf(e.stdout, "wrote %s: user %s (admin: %v), certificate serial %s valid until %s\n", out, name, admin, pki.Serial(cert), cert.NotAfter.UTC().Format(time.RFC3339))
 			return nil
 		},
 	}
@@ -84,7 +89,8 @@ every job and run jobs as any account, root included.`,
 	add.Flags().StringVar(&out, "out", "", "config file to write (required; must not exist)")
 	add.Flags().StringVar(&server, "server", "", "agent address written into the config (default: the one this command uses)")
 	add.Flags().DurationVar(&ttl, "ttl", 0, "certificate lifetime (default 1 year)")
-	c.AddCommand(add)
+	add.Flags().BoolVar(&rotate, "rotate", false, "replace the user's current certificate, revoking it")
+	c.AddCommand(add, userRevokeCmd(e), userListCmd(e))
 	return c
 }
 
@@ -118,7 +124,7 @@ which the cluster stores only a hash. It can be used until it expires.`,
 		},
 	}
 	create.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "how long the token can be used")
-	c.AddCommand(create)
+	c.AddCommand(create, tokenListCmd(e), tokenRevokeCmd(e))
 	return c
 }
 
