@@ -1,11 +1,13 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"regexp"
+	"slices"
 	"sync"
 	"time"
 
@@ -318,7 +320,7 @@ func (b *balancer) start(ctx context.Context, snap *pidtable.Snapshot, mv placem
 		return
 	}
 	started := time.Now()
-	b.inflight[mv.GPID] = pidtable.InflightMove{GPID: mv.GPID, From: mv.From, To: mv.To, Started: started.UTC()}
+	b.inflight[mv.GPID] = pidtable.InflightMove{GPID: mv.GPID, User: ownerIn(snap, mv.GPID), From: mv.From, To: mv.To, Started: started.UTC()}
 	b.moves++
 	b.mu.Unlock()
 	b.events.add(ctx, pidtable.Event{Kind: pidtable.EventMove, GPID: mv.GPID, From: mv.From, To: mv.To, Reason: mv.Reason, Gain: mv.Gain, Cost: mv.Cost})
@@ -469,6 +471,15 @@ func (b *balancer) logRejections(ctx context.Context, rejected []placement.Rejec
 	}
 }
 
+// ownerIn returns the user owning gpid in snap ("" if it is not there).
+func ownerIn(snap *pidtable.Snapshot, gpid uint64) string {
+	i, ok := slices.BinarySearchFunc(snap.Procs, gpid, func(p pidtable.Proc, g uint64) int { return cmp.Compare(p.GPID, g) })
+	if !ok {
+		return ""
+	}
+	return snap.Procs[i].User
+}
+
 // status is what the leader publishes after a round.
 func (b *balancer) status(now time.Time) pidtable.BalancerStatus {
 	b.mu.Lock()
@@ -503,6 +514,13 @@ func (a *Agent) balanceStatus(ctx context.Context, who caller) (api.BalanceStatu
 	}
 	out := api.BalanceStatus{Config: cfg, Leader: leader}
 	if ok {
+		var seen []pidtable.InflightMove
+		for _, m := range st.Inflight {
+			if visible(who, m.User) {
+				seen = append(seen, m)
+			}
+		}
+		st.Inflight = seen
 		out.Status = &st
 	}
 	evs, _, err := a.store.Events(ctx, 0, 0, 0)

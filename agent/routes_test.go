@@ -222,6 +222,14 @@ func newAuthFixture(t *testing.T) *authFixture {
 		}
 	}
 
+	// The leader's last round: moves in flight of alice's and bob's jobs.
+	if err := st.PublishBalancerStatus(ctx, pidtable.BalancerStatus{Leader: "node2", LastRound: now, Inflight: []pidtable.InflightMove{
+		{GPID: f.jobA, User: "alice", From: "node1", To: "node2", Started: now},
+		{GPID: f.jobB, User: "bob", From: "node1", To: "node3", Started: now},
+	}}, lease.ID); err != nil {
+		t.Fatal(err)
+	}
+
 	srv := &http.Server{Handler: a.routes(), ErrorLog: slog.NewLogLogger(slog.DiscardHandler, slog.LevelDebug)}
 	go func() { _ = srv.Serve(tls.NewListener(ln, node.ServerTLS(false))) }()
 	t.Cleanup(func() { srv.Close() })
@@ -438,7 +446,7 @@ func TestVisibility(t *testing.T) {
 		procs       []uint64
 		checkpoints []string
 		events      []uint64 // gpids of job events (the cluster's are everyone's)
-		moves       []uint64
+		moves       []uint64 // recent and in flight
 	}{
 		alice:   {aliceJobs, []string{"ck-a"}, []uint64{f.jobA}, []uint64{f.jobA}},
 		bob:     {[]uint64{f.jobB}, []string{"ck-b"}, []uint64{f.jobB}, []uint64{f.jobB}},
@@ -515,6 +523,16 @@ func TestVisibility(t *testing.T) {
 		}
 		if !slices.Equal(sorted(got), sorted(w.moves)) {
 			t.Errorf("balance status as %s: recent moves of %v, want %v", callerNames[who], got, w.moves)
+		}
+		got = nil
+		if bal.Status == nil {
+			t.Fatalf("balance status as %s: no leader's status", callerNames[who])
+		}
+		for _, m := range bal.Status.Inflight {
+			got = append(got, m.GPID)
+		}
+		if !slices.Equal(sorted(got), sorted(w.moves)) {
+			t.Errorf("balance status as %s: moves in flight of %v, want %v", callerNames[who], got, w.moves)
 		}
 	}
 }
