@@ -365,7 +365,7 @@ func (b *balancer) client(addr string) (*api.Client, error) {
 	var err error
 	if b.a.node != nil {
 		// The leader moves jobs as itself (its node certificate); the source
-		// checks that it is the elected leader (balancerMover).
+		// checks that it is the elected leader (the job-mover role, admitMover).
 		c, err = api.NewTLSClient(addr, b.a.node.ClientTLS())
 	} else {
 		c, err = api.NewClient(addr, balancerUser, 0)
