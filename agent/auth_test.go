@@ -66,7 +66,7 @@ func TestAuthorize(t *testing.T) {
 		{caller{}, "", false},
 	}
 	for _, tc := range cases {
-		err := authorize(tc.who, 7, tc.owner)
+		err := authorize(tc.who, "gpid 7", tc.owner)
 		if (err == nil) != tc.ok {
 			t.Errorf("authorize(%+v, owner %q) = %v, want ok=%v", tc.who, tc.owner, err, tc.ok)
 		}

@@ -1,11 +1,13 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"regexp"
+	"slices"
 	"sync"
 	"time"
 
@@ -318,7 +320,7 @@ func (b *balancer) start(ctx context.Context, snap *pidtable.Snapshot, mv placem
 		return
 	}
 	started := time.Now()
-	b.inflight[mv.GPID] = pidtable.InflightMove{GPID: mv.GPID, From: mv.From, To: mv.To, Started: started.UTC()}
+	b.inflight[mv.GPID] = pidtable.InflightMove{GPID: mv.GPID, User: ownerIn(snap, mv.GPID), From: mv.From, To: mv.To, Started: started.UTC()}
 	b.moves++
 	b.mu.Unlock()
 	b.events.add(ctx, pidtable.Event{Kind: pidtable.EventMove, GPID: mv.GPID, From: mv.From, To: mv.To, Reason: mv.Reason, Gain: mv.Gain, Cost: mv.Cost})
@@ -363,7 +365,7 @@ func (b *balancer) client(addr string) (*api.Client, error) {
 	var err error
 	if b.a.node != nil {
 		// The leader moves jobs as itself (its node certificate); the source
-		// checks that it is the elected leader (balancerMover).
+		// checks that it is the elected leader (the job-mover role, admitMover).
 		c, err = api.NewTLSClient(addr, b.a.node.ClientTLS())
 	} else {
 		c, err = api.NewClient(addr, balancerUser, 0)
@@ -469,6 +471,15 @@ func (b *balancer) logRejections(ctx context.Context, rejected []placement.Rejec
 	}
 }
 
+// ownerIn returns the user owning gpid in snap ("" if it is not there).
+func ownerIn(snap *pidtable.Snapshot, gpid uint64) string {
+	i, ok := slices.BinarySearchFunc(snap.Procs, gpid, func(p pidtable.Proc, g uint64) int { return cmp.Compare(p.GPID, g) })
+	if !ok {
+		return ""
+	}
+	return snap.Procs[i].User
+}
+
 // status is what the leader publishes after a round.
 func (b *balancer) status(now time.Time) pidtable.BalancerStatus {
 	b.mu.Lock()
@@ -503,6 +514,13 @@ func (a *Agent) balanceStatus(ctx context.Context, who caller) (api.BalanceStatu
 	}
 	out := api.BalanceStatus{Config: cfg, Leader: leader}
 	if ok {
+		var seen []pidtable.InflightMove
+		for _, m := range st.Inflight {
+			if visible(who, m.User) {
+				seen = append(seen, m)
+			}
+		}
+		st.Inflight = seen
 		out.Status = &st
 	}
 	evs, _, err := a.store.Events(ctx, 0, 0, 0)
@@ -510,7 +528,7 @@ func (a *Agent) balanceStatus(ctx context.Context, who caller) (api.BalanceStatu
 		return api.BalanceStatus{}, err
 	}
 	for i := len(evs) - 1; i >= 0 && len(out.Recent) < 10; i-- {
-		if !who.admin && who.user != "" && evs[i].User != who.user {
+		if !visible(who, evs[i].User) {
 			continue
 		}
 		switch evs[i].Kind {
@@ -523,9 +541,6 @@ func (a *Agent) balanceStatus(ctx context.Context, who caller) (api.BalanceStatu
 
 // handleSetBalance is PUT /v1/balancer: on/off and tuning, cluster-wide.
 func (a *Agent) handleSetBalance(w http.ResponseWriter, r *http.Request) {
-	if !a.requireAdmin(w, r, "ssi balance on|off") {
-		return
-	}
 	var req api.BalanceRequest
 	if err := decode(r, &req); err != nil {
 		a.writeError(w, r, err)

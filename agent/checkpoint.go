@@ -65,7 +65,6 @@ func (a *Agent) handleCheckpoint(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	// owned has authorized the caller for p.
 	// A checkpoint must not stop half-way because the client went away.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), checkpointTimeout)
 	defer cancel()
@@ -301,16 +300,16 @@ func (a *Agent) handleCheckpoints(w http.ResponseWriter, r *http.Request) {
 	who := callerOf(r)
 	out := make([]api.CheckpointInfo, 0, len(cs))
 	for _, c := range cs {
-		if authorize(who, c.GPID, c.Proc.User) != nil {
-			continue // users see their own checkpoints; admins all
+		if !visible(who, c.Proc.User) {
+			continue
 		}
 		out = append(out, api.CheckpointInfo{Checkpoint: c, NodeReady: snap.Ready(c.Node)})
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
-// checkpointFor reads the named checkpoint's record for a request.
-func (a *Agent) checkpointFor(r *http.Request) (pidtable.Checkpoint, int64, error) {
+// readCheckpoint reads the record of the checkpoint a request names.
+func (a *Agent) readCheckpoint(r *http.Request) (pidtable.Checkpoint, int64, error) {
 	name := r.PathValue("name")
 	if err := pidtable.ValidCheckpointName(name); err != nil {
 		return pidtable.Checkpoint{}, 0, api.Errorf(api.CodeBadRequest, "%v", err)
@@ -322,13 +321,10 @@ func (a *Agent) checkpointFor(r *http.Request) (pidtable.Checkpoint, int64, erro
 	return c, rev, err
 }
 
-// usableCheckpoint reads the request's checkpoint for its caller: it must
-// exist, be the caller's (or the caller an admin), and be completely saved.
-func (a *Agent) usableCheckpoint(r *http.Request) (pidtable.Checkpoint, int64, error) {
-	c, rev, err := a.checkpointFor(r)
-	if err == nil {
-		err = authorize(callerOf(r), c.GPID, c.Proc.User)
-	}
+// usableCheckpoint is the request's checkpoint, which guard read and
+// admitted the caller to, if it is completely saved.
+func usableCheckpoint(r *http.Request) (pidtable.Checkpoint, int64, error) {
+	c, rev, err := checkpointOf(r)
 	if err == nil && c.State != pidtable.Ready {
 		err = api.Errorf(api.CodeConflict, "checkpoint %s is still being saved; retry when it is done", c.Name)
 	}
@@ -338,7 +334,7 @@ func (a *Agent) usableCheckpoint(r *http.Request) (pidtable.Checkpoint, int64, e
 // handleDeleteCheckpoint is DELETE /v1/checkpoints/{name}, served by the node
 // holding it (or anywhere, for the record, when that node is gone).
 func (a *Agent) handleDeleteCheckpoint(w http.ResponseWriter, r *http.Request) {
-	c, rev, err := a.usableCheckpoint(r)
+	c, rev, err := usableCheckpoint(r)
 	if err != nil {
 		a.writeError(w, r, err)
 		return
@@ -372,10 +368,7 @@ func (a *Agent) handleDeleteCheckpoint(w http.ResponseWriter, r *http.Request) {
 // handleCheckpointImages is GET /v1/checkpoints/{name}/images, agent to agent:
 // the holder streams the checkpoint to the node restoring it.
 func (a *Agent) handleCheckpointImages(w http.ResponseWriter, r *http.Request) {
-	if _, ok := a.requireNode(w, r); !ok {
-		return
-	}
-	c, _, err := a.checkpointFor(r)
+	c, _, err := a.readCheckpoint(r)
 	if err == nil && (c.Node != a.cfg.Name || c.State != pidtable.Ready) {
 		err = api.Errorf(api.CodeConflict, "checkpoint %s is not held here ready (%s on %s)", c.Name, c.State, c.Node)
 	}
@@ -401,7 +394,7 @@ func (a *Agent) handleCheckpointRestore(w http.ResponseWriter, r *http.Request) 
 		a.writeError(w, r, err)
 		return
 	}
-	c, _, err := a.usableCheckpoint(r)
+	c, _, err := usableCheckpoint(r)
 	if err != nil {
 		a.writeError(w, r, err)
 		return

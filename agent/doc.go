@@ -22,7 +22,8 @@
 // handover.go the hand-over of file locks, files.go the file checks, dump.go
 // CRIU dumps and their errors), incoming.go (the target side), checkpoint.go,
 // balancer.go, status.go and recent.go (figures and placement), stdin.go, and
-// http.go, auth.go, pki.go (the API and who may call it).
+// routes.go (every route and the role it needs), http.go, auth.go, pki.go
+// (the API and who may call it).
 //
 // Without --etcd-endpoints the agent runs an embedded single-member etcd (the
 // first node of a cluster); the others point at it, or every agent points at an

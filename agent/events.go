@@ -133,20 +133,16 @@ func (a *Agent) handleEvents(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, fmt.Errorf("read events: %w", err))
 		return
 	}
-	if who := callerOf(r); !who.admin && who.user != "" {
-		// A user sees the events of their own jobs, and the cluster's own
-		// (leader, config), not other users' jobs.
-		mine := evs[:0]
-		for _, ev := range evs {
-			if ev.Caller != "" && ev.User != who.user {
-				continue // another's admin action or refused request
-			}
-			if ev.GPID == 0 || ev.User == who.user {
-				mine = append(mine, ev)
-			}
+	// The cluster's own events (leader, config) are everyone's; a job's, and
+	// an admin action's or a refused request's (Caller set, User the
+	// caller), are for those who see that user's work.
+	who, seen := callerOf(r), evs[:0]
+	for _, ev := range evs {
+		if (ev.GPID == 0 && ev.Caller == "") || visible(who, ev.User) {
+			seen = append(seen, ev)
 		}
-		evs = mine
 	}
+	evs = seen
 	if evs == nil {
 		evs = []pidtable.Event{}
 	}

@@ -24,48 +24,6 @@ const maxRequestBody = 1 << 20
 // maxHeaderBytes bounds request headers.
 const maxHeaderBytes = 64 << 10
 
-func (a *Agent) routes() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
-	mux.HandleFunc("POST /v1/procs", a.handleRun)
-	mux.HandleFunc("GET /v1/procs", a.handlePS)
-	mux.HandleFunc("GET /v1/procs/{gpid}", a.handleProc)
-	mux.HandleFunc("POST /v1/procs/{gpid}/signal", a.handleSignal)
-	mux.HandleFunc("GET /v1/procs/{gpid}/logs", a.handleLogs)
-	mux.HandleFunc("POST /v1/procs/{gpid}/stdin", a.handleStdin)
-	mux.HandleFunc("POST /v1/procs/{gpid}/resize", a.handleResize)
-	mux.HandleFunc("GET /v1/procs/{gpid}/wait", a.handleWait)
-	mux.HandleFunc("GET /v1/nodes", a.handleNodes)
-	mux.HandleFunc("POST /v1/procs/{gpid}/migrate", a.handleMigrate)
-	mux.HandleFunc("POST /v1/procs/{gpid}/checkpoint", a.handleCheckpoint)
-	mux.HandleFunc("GET /v1/checkpoints", a.handleCheckpoints)
-	mux.HandleFunc("POST /v1/checkpoints/{name}/restore", a.handleCheckpointRestore)
-	mux.HandleFunc("DELETE /v1/checkpoints/{name}", a.handleDeleteCheckpoint)
-	// Agent to agent: a checkpoint's images, for a restore on another node.
-	mux.HandleFunc("GET /v1/checkpoints/{name}/images", a.handleCheckpointImages)
-	mux.HandleFunc("GET /v1/balancer", a.handleBalance)
-	mux.HandleFunc("PUT /v1/balancer", a.handleSetBalance)
-	mux.HandleFunc("GET /v1/events", a.handleEvents)
-	// Agent to agent: the target side of a migration.
-	mux.HandleFunc("POST /v1/migrations/{gpid}/prepare", a.handlePrepare)
-	mux.HandleFunc("PUT /v1/migrations/{gpid}/images", a.handleImages)
-	mux.HandleFunc("POST /v1/migrations/{gpid}/check", a.handleCheck)
-	mux.HandleFunc("POST /v1/migrations/{gpid}/restore", a.handleRestore)
-	mux.HandleFunc("POST /v1/migrations/{gpid}/abort", a.handleAbort)
-	mux.HandleFunc("POST /v1/migrations/{gpid}/resume", a.handleResume)
-	// Cluster membership and credentials (pki.go).
-	mux.HandleFunc("POST /v1/tokens", a.handleCreateToken)
-	mux.HandleFunc("POST /v1/users", a.handleAddUser)
-	mux.HandleFunc("POST /v1/join", a.handleJoin)
-	// Revocation, rotation, renewal (revoke.go, renew.go).
-	mux.HandleFunc("GET /v1/tokens", a.handleListTokens)          // admin
-	mux.HandleFunc("DELETE /v1/tokens/{id}", a.handleRevokeToken) // admin
-	mux.HandleFunc("GET /v1/users", a.handleListUsers)            // admin
-	mux.HandleFunc("POST /v1/revocations", a.handleRevoke)        // admin
-	mux.HandleFunc("POST /v1/renew", a.handleRenew)               // node, for itself
-	return a.audit(a.authenticate(mux))
-}
-
 // writeError sends err as an api.Error; errors that are not *api.Error are
 // internal and also logged.
 func (a *Agent) writeError(w http.ResponseWriter, r *http.Request, err error) {
@@ -139,15 +97,7 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	who := callerOf(r)
-	if who.user == "" {
-		if a.node == nil {
-			a.writeError(w, r, api.Errorf(api.CodeBadRequest, "request carries no caller identity (%s, %s headers)", api.HeaderUser, api.HeaderUID))
-		} else {
-			a.writeError(w, r, api.Errorf(api.CodeForbidden, "a node certificate (%s) cannot run jobs; use a user's config", who.node))
-		}
-		return
-	}
+	who := callerOf(r) // a user: guard admitted roleUser only
 	token, ok := a.servesHere(w, r, req)
 	if !ok {
 		return
@@ -285,31 +235,18 @@ func (a *Agent) forward(w http.ResponseWriter, r *http.Request, node string, que
 	w.WriteHeader(http.StatusTemporaryRedirect)
 }
 
-// owned returns gpid's record when this node owns it; otherwise it forwards the
-// request to the owner (or answers with an error) and returns ok=false.
+// owned returns the job's record (read and authorized by guard) when this
+// node owns the job; otherwise it forwards the request to the owner (or
+// answers with an error) and returns ok=false.
 func (a *Agent) owned(w http.ResponseWriter, r *http.Request) (p pidtable.Proc, ok bool) {
-	gpid, err := pathGPID(r)
-	if err != nil {
-		a.writeError(w, r, err)
-		return p, false
-	}
-	p, _, err = a.store.Get(r.Context(), gpid)
-	if err != nil {
-		if errors.Is(err, pidtable.ErrNotFound) {
-			err = api.Errorf(api.CodeNotFound, "no such process: gpid %d (see ssi ps -A)", gpid)
-		}
-		a.writeError(w, r, err)
-		return p, false
-	}
-	if err := authorize(callerOf(r), p.GPID, p.User); err != nil {
-		a.writeError(w, r, err)
+	if p, ok = a.admittedJob(w, r); !ok {
 		return p, false
 	}
 	if p.Node == a.cfg.Name {
 		return p, true
 	}
 	if forwarded(r) {
-		a.writeError(w, r, api.Errorf(api.CodeConflict, "gpid %d is owned by %s, not %s; retry", gpid, p.Node, a.cfg.Name))
+		a.writeError(w, r, api.Errorf(api.CodeConflict, "gpid %d is owned by %s, not %s; retry", p.GPID, p.Node, a.cfg.Name))
 		return p, false
 	}
 	a.forward(w, r, p.Node)
@@ -355,47 +292,22 @@ func describeEnd(p pidtable.Proc) string {
 	return fmt.Sprintf("exited with status %d", *p.ExitCode)
 }
 
+// handleWait answers once the job has ended; guard has admitted the caller
+// on its record, failing closed (admitJob).
 func (a *Agent) handleWait(w http.ResponseWriter, r *http.Request) {
-	gpid, err := pathGPID(r)
-	if err != nil {
-		a.writeError(w, r, err)
+	cur, ok := a.admittedJob(w, r)
+	if !ok {
 		return
 	}
-	p, err := waitAuthorized(r.Context(), a.store, callerOf(r), gpid)
+	p, err := a.store.WaitEnded(r.Context(), cur.GPID)
 	if err != nil {
 		if errors.Is(err, pidtable.ErrNotFound) {
-			err = api.Errorf(api.CodeNotFound, "no such process: gpid %d (see ssi ps -A)", gpid)
+			err = api.Errorf(api.CodeNotFound, "no such process: gpid %d (see ssi ps -A)", cur.GPID)
 		}
-		a.writeError(w, r, err)
+		a.writeError(w, r, fmt.Errorf("wait for gpid %d: %w", cur.GPID, err))
 		return
 	}
 	writeJSON(w, http.StatusOK, api.ExitStatusOf(p))
-}
-
-// procWaiter is what waitAuthorized needs of the process table
-// (*pidtable.Store).
-type procWaiter interface {
-	Get(ctx context.Context, gpid uint64) (pidtable.Proc, int64, error)
-	WaitEnded(ctx context.Context, gpid uint64) (pidtable.Proc, error)
-}
-
-// waitAuthorized waits for gpid to end once who is known to be allowed to see
-// it. It fails closed: if the record cannot be read (etcd unreachable, a
-// timeout), it returns that error and never waits, so a transient error does
-// not let a user wait for another user's job and read its exit status.
-func waitAuthorized(ctx context.Context, st procWaiter, who caller, gpid uint64) (pidtable.Proc, error) {
-	cur, _, err := st.Get(ctx, gpid)
-	if err != nil {
-		return pidtable.Proc{}, fmt.Errorf("wait for gpid %d: %w", gpid, err)
-	}
-	if err := authorize(who, gpid, cur.User); err != nil {
-		return pidtable.Proc{}, err
-	}
-	p, err := st.WaitEnded(ctx, gpid)
-	if err != nil {
-		return pidtable.Proc{}, fmt.Errorf("wait for gpid %d: %w", gpid, err)
-	}
-	return p, nil
 }
 
 func (a *Agent) handlePS(w http.ResponseWriter, r *http.Request) {
@@ -406,12 +318,10 @@ func (a *Agent) handlePS(w http.ResponseWriter, r *http.Request) {
 	}
 	user, exited := r.URL.Query().Get("user"), r.URL.Query().Get("exited") != ""
 	who := callerOf(r)
-	if !who.admin {
-		user = who.user // a user sees only their own jobs, even with -A
-	}
 	out := make([]api.ProcInfo, 0, len(snap.Procs))
 	for _, p := range snap.Procs {
-		if (user != "" && p.User != user) || (!who.admin && who.user == "") || (!exited && p.State.Ended()) {
+		// ?user= narrows what the caller may see; it widens nothing.
+		if !visible(who, p.User) || (user != "" && who.admin && p.User != user) || (!exited && p.State.Ended()) {
 			continue
 		}
 		out = append(out, procInfo(snap, p))
@@ -430,21 +340,8 @@ func procInfo(snap *pidtable.Snapshot, p pidtable.Proc) api.ProcInfo {
 }
 
 func (a *Agent) handleProc(w http.ResponseWriter, r *http.Request) {
-	gpid, err := pathGPID(r)
-	if err != nil {
-		a.writeError(w, r, err)
-		return
-	}
-	p, _, err := a.store.Get(r.Context(), gpid)
-	if err != nil {
-		if errors.Is(err, pidtable.ErrNotFound) {
-			err = api.Errorf(api.CodeNotFound, "no such process: gpid %d (see ssi ps -A)", gpid)
-		}
-		a.writeError(w, r, err)
-		return
-	}
-	if err := authorize(callerOf(r), gpid, p.User); err != nil {
-		a.writeError(w, r, err)
+	p, ok := a.admittedJob(w, r)
+	if !ok {
 		return
 	}
 	snap, err := a.store.NodesSnapshot(r.Context())

@@ -36,22 +36,20 @@ type incoming struct {
 	job    *job // set once restored
 }
 
+// handlePrepare is the first step of a migration to this node, from the
+// node the job's record names as owner (guard read the record).
 func (a *Agent) handlePrepare(w http.ResponseWriter, r *http.Request) {
-	from, ok := a.requireNode(w, r)
+	p, ok := a.admittedJob(w, r)
 	if !ok {
 		return
 	}
-	gpid, err := pathGPID(r)
-	if err != nil {
-		a.writeError(w, r, err)
-		return
-	}
+	gpid := p.GPID
 	var req api.PrepareRequest
 	if err := decode(r, &req); err != nil {
 		a.writeError(w, r, err)
 		return
 	}
-	if err := a.checkPrepare(r.Context(), from, gpid, &req); err != nil {
+	if err := a.checkPrepare(p, &req); err != nil {
 		a.writeError(w, r, err)
 		return
 	}
@@ -131,10 +129,7 @@ func (a *Agent) incomingFor(gpid uint64, id, from string) (*incoming, error) {
 }
 
 func (a *Agent) handleImages(w http.ResponseWriter, r *http.Request) {
-	from, ok := a.requireNode(w, r)
-	if !ok {
-		return
-	}
+	from := callerOf(r).node // the migration's source: guard admitted it
 	gpid, err := pathGPID(r)
 	if err != nil {
 		a.writeError(w, r, err)
@@ -277,7 +272,7 @@ func (a *Agent) handleRestore(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, a.restoreFailed(gpid, in.images, err))
 		return
 	}
-	j := &job{gpid: gpid, dir: in.dir, state: st, cgroup: in.cgroup, cpus: in.proc.CPUs, memory: in.proc.Memory, done: make(chan struct{})}
+	j := &job{gpid: gpid, dir: in.dir, state: st, cgroup: in.cgroup, cpus: in.proc.CPUs, memory: in.proc.Memory, arrivedFrom: in.from, done: make(chan struct{})}
 	a.mu.Lock()
 	in.job = j
 	a.jobs[gpid] = j
@@ -468,9 +463,7 @@ func (a *Agent) removeStaleImages() {
 // stepRequest decodes the gpid and body of a restore, resume or abort request,
 // answering the error itself when ok is false.
 func (a *Agent) stepRequest(w http.ResponseWriter, r *http.Request) (gpid uint64, req api.RestoreRequest, from string, ok bool) {
-	if from, ok = a.requireNode(w, r); !ok {
-		return 0, req, "", false
-	}
+	from = callerOf(r).node // the migration's source: guard admitted it
 	gpid, err := pathGPID(r)
 	if err == nil {
 		err = decode(r, &req)

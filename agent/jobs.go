@@ -51,6 +51,9 @@ type job struct {
 	// token is the placement token this node served the job under (empty
 	// when none): the node lists it with the job in the same figures.
 	token string
+	// arrivedFrom is the node a migration brought the job from (empty for a
+	// job started or adopted here): its late resume call is admitted.
+	arrivedFrom string
 	// lastCPU and lastCPUAt are the previous CPU sample, for the CPU rate;
 	// lastSched and lastAt the previous run+wait time of each of the job's
 	// threads, for its demand.

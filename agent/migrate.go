@@ -76,13 +76,6 @@ func (a *Agent) imagesDir(kind string, gpid uint64) string {
 // handleMigrate is POST /v1/procs/{gpid}/migrate at the owner: it runs the
 // migration and streams its progress as NDJSON events.
 func (a *Agent) handleMigrate(w http.ResponseWriter, r *http.Request) {
-	if who := callerOf(r); who.user == "" && who.node != "" {
-		var err error
-		if r, err = a.balancerMover(r, who); err != nil {
-			a.writeError(w, r, err)
-			return
-		}
-	}
 	p, ok := a.owned(w, r)
 	if !ok {
 		return
@@ -137,32 +130,6 @@ func (a *Agent) handleMigrate(w http.ResponseWriter, r *http.Request) {
 	}
 	a.log.Info("migrated", "gpid", p.GPID, "target", target.Name, "frozen_ms", stats.FrozenMS, "image_bytes", st.ImageBytes, "total_ms", stats.TotalMS)
 	send(api.MigrateEvent{Done: true, Stats: stats})
-}
-
-// balancerMover admits a migrate request from a node certificate: only the
-// balancer's elected leader may move jobs as itself, and only jobs that are not
-// pinned. It returns r with the caller marked as such.
-func (a *Agent) balancerMover(r *http.Request, who caller) (*http.Request, error) {
-	gpid, err := pathGPID(r)
-	if err != nil {
-		return r, err
-	}
-	_, _, _, leader, err := a.store.BalancerState(r.Context())
-	if err != nil {
-		return r, err
-	}
-	if leader != who.node {
-		return r, api.Errorf(api.CodeForbidden, "node %s may not move jobs: only the balancer's leader (%q) moves jobs as itself", who.node, leader)
-	}
-	p, _, err := a.store.Get(r.Context(), gpid)
-	if err != nil {
-		return r, err
-	}
-	if p.Pinned {
-		return r, api.Errorf(api.CodeForbidden, "gpid %d is pinned (ssi run --pin): the balancer does not move it", gpid)
-	}
-	who.mover = true
-	return r.WithContext(context.WithValue(r.Context(), callerKey{}, who)), nil
 }
 
 func newID() string {

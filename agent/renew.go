@@ -143,11 +143,7 @@ func nodeAddrs(c *x509.Certificate) []string {
 // handleRenew is POST /v1/renew: a node, authenticated by its current (valid,
 // unrevoked) certificate, gets a new one for the same name and addresses.
 func (a *Agent) handleRenew(w http.ResponseWriter, r *http.Request) {
-	who := callerOf(r)
-	if who.node == "" || who.user != "" {
-		a.writeError(w, r, api.Errorf(api.CodeForbidden, "POST /v1/renew renews node certificates: only agents (node certificates) may call it, not the %s", who))
-		return
-	}
+	who := callerOf(r) // a node: the route's role (routes.go)
 	if a.forwardToCA(w, r) {
 		return
 	}

@@ -10,19 +10,17 @@ import (
 	"github.com/ssi-cluster/ssi/pidtable"
 )
 
-// fakeWaiter is a process table whose Get fails the first getFails times
-// with a transient error (as a timed-out etcd request does) and whose
-// WaitEnded answers at once with the ended job.
-type fakeWaiter struct {
+// fakeTable is a process table whose Get fails the first getFails times
+// with a transient error (as a timed-out etcd request does).
+type fakeTable struct {
 	proc     pidtable.Proc
 	getFails int
 	gets     int
-	waited   bool
 }
 
 var errTransient = errors.New("etcdserver: request timed out")
 
-func (f *fakeWaiter) Get(_ context.Context, gpid uint64) (pidtable.Proc, int64, error) {
+func (f *fakeTable) Get(_ context.Context, gpid uint64) (pidtable.Proc, int64, error) {
 	f.gets++
 	if f.gets <= f.getFails {
 		return pidtable.Proc{}, 0, fmt.Errorf("pidtable: get gpid %d: %w", gpid, errTransient)
@@ -33,17 +31,10 @@ func (f *fakeWaiter) Get(_ context.Context, gpid uint64) (pidtable.Proc, int64, 
 	return f.proc, 1, nil
 }
 
-func (f *fakeWaiter) WaitEnded(_ context.Context, gpid uint64) (pidtable.Proc, error) {
-	f.waited = true
-	if gpid != f.proc.GPID {
-		return pidtable.Proc{}, fmt.Errorf("%w: gpid %d", pidtable.ErrNotFound, gpid)
-	}
-	return f.proc, nil
-}
-
-// TestWaitFailsClosed: wait authorizes on the record before it waits; when
-// the record cannot be read, it fails and never waits (it used to skip the
-// check and wait, handing another user's exit status to the caller).
+// TestWaitFailsClosed: guard admits a caller to a job's routes (wait among
+// them) on the job's record; when the record cannot be read, it refuses, so
+// the handler never runs (wait used to skip the check and wait, handing
+// another user's exit status to the caller).
 func TestWaitFailsClosed(t *testing.T) {
 	code := 3
 	bobs := pidtable.Proc{GPID: 7, User: "bob", State: pidtable.Exited, ExitCode: &code}
@@ -62,12 +53,12 @@ func TestWaitFailsClosed(t *testing.T) {
 		{"another user", alice, 7, 0, false, nil, api.CodeForbidden},
 		{"another user, record unreadable", alice, 7, 1, false, errTransient, ""},
 		{"owner, record unreadable", bob, 7, 1, false, errTransient, ""},
-		{"no such gpid", bob, 8, 0, false, pidtable.ErrNotFound, ""},
+		{"no such gpid", bob, 8, 0, false, nil, api.CodeNotFound},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			st := &fakeWaiter{proc: bobs, getFails: tc.getFails}
-			p, err := waitAuthorized(context.Background(), st, tc.who, tc.gpid)
+			st := &fakeTable{proc: bobs, getFails: tc.getFails}
+			p, err := admitJob(context.Background(), st, tc.who, tc.gpid)
 			if tc.ok {
 				if err != nil || p.ExitCode == nil || *p.ExitCode != code {
 					t.Fatalf("got %+v, %v; want the ended job", p, err)
@@ -76,9 +67,6 @@ func TestWaitFailsClosed(t *testing.T) {
 			}
 			if err == nil {
 				t.Fatalf("got %+v, no error; want a refusal", p)
-			}
-			if st.waited {
-				t.Fatalf("waited for gpid %d although the caller was not authorized (%v)", tc.gpid, err)
 			}
 			if p.ExitCode != nil {
 				t.Fatalf("exit status handed out with error %v", err)

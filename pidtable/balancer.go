@@ -64,7 +64,9 @@ type BalancerStatus struct {
 
 // InflightMove is a move the balancer started.
 type InflightMove struct {
-	GPID    uint64    `json:"gpid"`
+	GPID uint64 `json:"gpid"`
+	// User owns the job: a user sees the moves of their own jobs only.
+	User    string    `json:"user,omitempty"`
 	From    string    `json:"from"`
 	To      string    `json:"to"`
 	Started time.Time `json:"started"`

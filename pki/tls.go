@@ -13,7 +13,8 @@ import (
 // verifying client certificates against ca. With requireClient a handshake
 // without a valid client certificate fails; without it (the agent API, whose
 // join endpoint authenticates by token) a certificate, when given, must be
-// valid, and the handler refuses requests without one.
+// valid, and the agent refuses requests without one to every route but
+// health and join (agent/routes.go).
 func ServerTLS(ca *CA, cert tls.Certificate, requireClient bool) *tls.Config {
 	auth := tls.VerifyClientCertIfGiven
 	if requireClient {
