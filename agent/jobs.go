@@ -198,7 +198,7 @@ func (a *Agent) spawn(ctx context.Context, req api.RunRequest, who caller, token
 	}
 	go a.watch(j, cmd)
 	log.Info("job started", "pid", st.MainPID, "argv", req.Argv, "user", u.Username)
-	return api.RunResponse{GPID: p.GPID, Node: a.cfg.Name}, nil
+	return api.RunResponse{GPID: p.GPID, Node: a.cfg.Name, Workdir: workdir}, nil
 }
 
 // Limits of a run request: argv and env are stored in the job's record and

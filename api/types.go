@@ -59,6 +59,10 @@ type RunRequest struct {
 type RunResponse struct {
 	GPID uint64 `json:"gpid"`
 	Node string `json:"node"`
+	// Workdir is the working directory the job got: the one asked for, or,
+	// when the caller's cwd does not exist on the node, the user's home
+	// there (or /); the CLI says so.
+	Workdir string `json:"workdir,omitempty"`
 }
 
 // SignalRequest names a signal by name ("TERM", "SIGTERM") or number ("15").

@@ -483,3 +483,28 @@ func liveJobCgroups(t *testing.T, parent, node string) []uint64 {
 	}
 	return out
 }
+
+// TestRunFromMissingWorkdir: a job whose caller's working directory is gone
+// (deleted under the shell) or exists only on the caller's machine runs in
+// the user's home on the node, and ssi run says so on stderr instead of
+// running it elsewhere without a word (issue 13).
+func TestRunFromMissingWorkdir(t *testing.T) {
+	c := need(t)
+	gone := filepath.Join(t.TempDir(), "gone")
+	if err := os.Mkdir(gone, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := c.cmd(ctx)
+	cmd.Path, cmd.Args = "/bin/sh", []string{"sh", "-c", `cd "$1" && rmdir "$1" && exec "$2" run --node node2 -- pwd`, "sh", gone, filepath.Join(c.bin, "ssi")}
+	r := runCmd(t, cmd)
+	if r.code != 0 || strings.TrimSpace(r.stdout) != "/root" || !strings.Contains(r.stderr, "your working directory no longer exists") || !strings.Contains(r.stderr, "runs in /root on node node2") {
+		t.Fatalf("run from a deleted working directory: %v; want pwd /root and a note saying so", r)
+	}
+	t.Logf("deleted cwd: %s", strings.TrimSpace(r.stderr))
+	// A cwd the node has: no note.
+	if r := c.ssi(t, "run", "--node", "node2", "--", "pwd"); r.code != 0 || strings.TrimSpace(r.stdout) != "/" || strings.Contains(r.stderr, "note") {
+		t.Fatalf("run from / (present everywhere): %v; want pwd / and no note", r)
+	}
+}

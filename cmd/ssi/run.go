@@ -87,10 +87,13 @@ terminal cannot be moved (ssi migrate, the balancer) or checkpointed yet.`,
 			if req.Constraints, err = parseLabels("run: --constraint", constraints); err != nil {
 				return err
 			}
+			cwdGone := false
 			if req.Workdir != "" {
 				req.WorkdirExplicit = true
 			} else if wd, err := os.Getwd(); err == nil {
 				req.Workdir = wd
+			} else {
+				cwdGone = true // deleted under the shell, say
 			}
 			req.Stdin = !detach && !noStdin && e.stdin != nil
 			var term *terminal
@@ -112,6 +115,14 @@ terminal cannot be moved (ssi migrate, the balancer) or checkpointed yet.`,
 			resp, err := cl.Run(ctx, req)
 			if err != nil {
 				return explain(err, src)
+			}
+			// Like Slurm's "couldn't chdir ... going to /tmp instead": a job
+			// never runs somewhere other than asked without a word.
+			switch {
+			case cwdGone && resp.Workdir != "":
+				fmt.Fprintf(e.stderr, "ssi: note: your working directory no longer exists; gpid %d runs in %s on node %s\n", resp.GPID, resp.Workdir, resp.Node)
+			case !req.WorkdirExplicit && resp.Workdir != "" && resp.Workdir != req.Workdir:
+				fmt.Fprintf(e.stderr, "ssi: note: %s does not exist on node %s; gpid %d runs in %s there (--workdir to choose)\n", req.Workdir, resp.Node, resp.GPID, resp.Workdir)
 			}
 			if detach {
 				fmt.Fprintln(e.stdout, resp.GPID)
