@@ -24,10 +24,17 @@ import (
 // jobCRIUFlags are the CRIU flags of every dump of a job (migration, post-copy,
 // checkpoint): its file locks go with it; its cgroup does not, since every
 // node makes a job's cgroup itself, with the job's limits, and ssi-shim
-// restores the job into it (shim.criuRestore).
+// restores the job into it (shim.criuRestore); deleted files it still maps or
+// holds open go in the images up to ghostLimit, so that a job whose program
+// (or whose init's, ssi-shim's, after an upgrade of ssi) was replaced while it
+// ran still moves.
 func jobCRIUFlags() checkpoint.Flags {
-	return checkpoint.Flags{FileLocks: true, IgnoreCgroups: true}
+	return checkpoint.Flags{FileLocks: true, IgnoreCgroups: true, GhostLimit: ghostLimit}
 }
+
+// ghostLimit bounds one deleted file carried in a job's images: larger than
+// ssi-shim (~6 MiB) and most programs' binaries, small beside a job's memory.
+const ghostLimit = 64 << 20
 
 // dumpAttempts bounds the dumps tried when they collide (see dump).
 const dumpAttempts = 6

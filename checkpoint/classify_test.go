@@ -50,6 +50,7 @@ func TestExplain(t *testing.T) {
 		line, want string
 	}{
 		{"(00.062882) Error (criu/sk-inet.c:200): inet: Connected TCP socket, consider using --tcp-established option.", "established TCP connection"},
+		{"(00.008613) Error (criu/files-reg.c:1031): Can't dump ghost file /opt/app/bin/server of 104857600 size, increase limit", "deleted (or replaced) while it ran"},
 		{"(00.120000) Error (criu/sk-inet.c:1001): inet: Can't bind inet socket (id 22): Cannot assign requested address", "bound to an address of its node"},
 		{"(00.050000) Error (criu/sk-unix.c:700): unix: External socket is used. Consider using --ext-unix-sk option.", "Unix socket connected to a process outside it"},
 		{"(00.030000) Error (criu/files.c:500): Can't dump file 5 of that type [1234] (unknown /dev/foo)", "kind of file descriptor"},

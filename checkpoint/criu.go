@@ -95,6 +95,11 @@ type Flags struct {
 	// job's cgroups in every v1 hierarchy, properties and all, was a fifth of
 	// its dump time here.
 	IgnoreCgroups bool
+	// GhostLimit raises the size up to which CRIU carries a deleted file the
+	// tree still maps or holds open inside the images (--ghost-limit; CRIU's
+	// default, 0 here, is 1 MiB). A program whose binary was replaced while
+	// it ran (an upgrade) maps a deleted file of the binary's size.
+	GhostLimit uint32
 }
 
 func (f Flags) apply(o *rpc.CriuOpts) {
@@ -106,6 +111,9 @@ func (f Flags) apply(o *rpc.CriuOpts) {
 	}
 	if f.LinkRemap {
 		o.LinkRemap = proto.Bool(true)
+	}
+	if f.GhostLimit > 0 {
+		o.GhostLimit = proto.Uint32(f.GhostLimit)
 	}
 	if f.IgnoreCgroups {
 		o.ManageCgroups = proto.Bool(false)

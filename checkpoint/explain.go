@@ -49,6 +49,8 @@ var explanations = []struct {
 	{func(l string) bool {
 		return strings.Contains(l, "of that type") || strings.Contains(l, "Unknown file type") || strings.Contains(l, "nsupported")
 	}, "the job holds a kind of file descriptor that CRIU cannot checkpoint (see CRIU's line below)" + pin},
+	{has("Can't dump ghost file"),
+		"the job still uses a file that was deleted (or replaced) while it ran, and the file is larger than a move carries (64 MiB); restart the job from the new file, or free it of the old one, to make it movable" + pin},
 	{has("has bad size"),
 		"a file the job holds open does not have the size it had when the job was dumped: something other than the job changed it; a retry may succeed once it is left alone"},
 	{func(l string) bool {

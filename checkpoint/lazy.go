@@ -117,6 +117,9 @@ func StartLazyDump(ctx context.Context, o LazyDumpOpts) (*LazyDump, error) {
 	if o.Flags.IgnoreCgroups {
 		args = append(args, "--manage-cgroups=ignore")
 	}
+	if o.Flags.GhostLimit > 0 {
+		args = append(args, "--ghost-limit", strconv.FormatUint(uint64(o.Flags.GhostLimit), 10))
+	}
 	cmd := exec.Command(o.CRIUPath, args...)
 	cmd.ExtraFiles = []*os.File{statusW}
 	if err := cmd.Start(); err != nil {

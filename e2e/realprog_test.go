@@ -641,3 +641,40 @@ time.sleep(float(sys.argv[2]))`, db, strconv.Itoa(int(hold.Seconds())))
 	}
 	t.Logf("after %s: %s", took.Round(100*time.Millisecond), strings.TrimSpace(r.stderr))
 }
+
+// TestMoveAfterShimUpgrade: ssi-shim is replaced on disk while a job runs
+// (an upgrade of ssi): the job's init still maps the old, now deleted,
+// binary. CRIU refused such a job ("Can't dump ghost file ... increase
+// limit"); it moves, the deleted binary carried in its images.
+func TestMoveAfterShimUpgrade(t *testing.T) {
+	c := need(t)
+	work := privateWorkdir(t)
+	gpid := c.detach(t, append([]string{"--node", "node1", "--workdir", work, "--"}, appendingJob...)...)
+	t.Cleanup(func() { c.kill(t, gpid) })
+	waitCounted(t, filepath.Join(work, "log.txt"), 10)
+	shimPath := filepath.Join(c.bin, "ssi-shim")
+	b, err := os.ReadFile(shimPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := shimPath + ".new"
+	if err := os.WriteFile(tmp, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, shimPath); err != nil { // a new inode: the old one is deleted
+		t.Fatal(err)
+	}
+	init := c.proc(t, gpid).InitPID
+	if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", init)); !strings.HasSuffix(exe, " (deleted)") {
+		t.Fatalf("the job's init runs %q, want the replaced (deleted) ssi-shim", exe)
+	}
+	for _, to := range []string{"node2", "node3"} {
+		if r := c.ssi(t, "migrate", strconv.FormatUint(gpid, 10), to); r.code != 0 {
+			t.Fatalf("migrate to %s after ssi-shim was replaced: %v", to, r)
+		}
+		if p := c.proc(t, gpid); p.Node != to || p.State != "running" {
+			t.Fatalf("after the move to %s: %s on %s", to, p.State, p.Node)
+		}
+		waitCounted(t, filepath.Join(work, "log.txt"), checkCounted(t, filepath.Join(work, "log.txt"))+10)
+	}
+}
