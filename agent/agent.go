@@ -26,6 +26,7 @@ import (
 
 	"github.com/ssi-cluster/ssi/pidtable"
 	"github.com/ssi-cluster/ssi/pki"
+	"github.com/ssi-cluster/ssi/shim"
 )
 
 // ErrEtcdUnreachable is returned by Run when etcd cannot be contacted at start.
@@ -159,6 +160,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	a.probeCRIU(ctx)
+	if _, err := os.Stat(filepath.Join(filepath.Dir(a.cfg.ShimExe), shim.InitBinary)); err != nil {
+		a.log.Warn("no ssi-init beside ssi-shim: jobs get ssi-shim's Go init, which makes every move slower (~14 ms per dump) and every job ~0.8 MiB bigger; install bin/ssi-init (make build) beside it", "shim", a.cfg.ShimExe, "err", err)
+	}
 	if err := a.reconcile(ctx); err != nil {
 		return err
 	}

@@ -72,6 +72,13 @@ func runMain(m *testing.M) int {
 			return 1
 		}
 	}
+	// A job's PID 1 (cmd/ssi-init), beside ssi-shim, which starts it.
+	cc := exec.Command("cc", "-O2", "-static", "-Wall", "-Wextra", "-Werror", "-o", filepath.Join(bin, "ssi-init"), "cmd/ssi-init/main.c")
+	cc.Dir, cc.Stdout, cc.Stderr = "..", os.Stderr, os.Stderr
+	if err := cc.Run(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: build cmd/ssi-init: %v\n", err)
+		return 1
+	}
 	_ = os.Chmod(bin, 0o755)
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))

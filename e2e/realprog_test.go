@@ -642,9 +642,9 @@ time.sleep(float(sys.argv[2]))`, db, strconv.Itoa(int(hold.Seconds())))
 	t.Logf("after %s: %s", took.Round(100*time.Millisecond), strings.TrimSpace(r.stderr))
 }
 
-// TestMoveAfterShimUpgrade: ssi-shim is replaced on disk while a job runs
-// (an upgrade of ssi): the job's init still maps the old, now deleted,
-// binary. CRIU refused such a job ("Can't dump ghost file ... increase
+// TestMoveAfterShimUpgrade: the job's init binary (ssi-init) is replaced on
+// disk while the job runs (an upgrade of ssi): the init still maps the old,
+// now deleted, binary. CRIU refused such a job ("Can't dump ghost file ... increase
 // limit"); it moves, the deleted binary carried in its images.
 func TestMoveAfterShimUpgrade(t *testing.T) {
 	c := need(t)
@@ -652,7 +652,11 @@ func TestMoveAfterShimUpgrade(t *testing.T) {
 	gpid := c.detach(t, append([]string{"--node", "node1", "--workdir", work, "--"}, appendingJob...)...)
 	t.Cleanup(func() { c.kill(t, gpid) })
 	waitCounted(t, filepath.Join(work, "log.txt"), 10)
-	shimPath := filepath.Join(c.bin, "ssi-shim")
+	init := c.proc(t, gpid).InitPID
+	shimPath, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", init)) // ssi-init (or ssi-shim's Go init)
+	if err != nil {
+		t.Fatal(err)
+	}
 	b, err := os.ReadFile(shimPath)
 	if err != nil {
 		t.Fatal(err)
@@ -664,9 +668,8 @@ func TestMoveAfterShimUpgrade(t *testing.T) {
 	if err := os.Rename(tmp, shimPath); err != nil { // a new inode: the old one is deleted
 		t.Fatal(err)
 	}
-	init := c.proc(t, gpid).InitPID
 	if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", init)); !strings.HasSuffix(exe, " (deleted)") {
-		t.Fatalf("the job's init runs %q, want the replaced (deleted) ssi-shim", exe)
+		t.Fatalf("the job's init runs %q, want the replaced (deleted) %s", exe, shimPath)
 	}
 	for _, to := range []string{"node2", "node3"} {
 		if r := c.ssi(t, "migrate", strconv.FormatUint(gpid, 10), to); r.code != 0 {

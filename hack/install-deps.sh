@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # install-deps.sh: everything ssi needs on a Debian machine, idempotent.
 #   - iproute2 and util-linux (ip, nsenter) for inspecting local clusters
+#   - a C compiler and libc6-dev: ssi-init, a job's PID 1, is a static C program
 #   - CRIU >= 4.2 (hack/install-criu.sh builds it from Debian's source when needed)
 #   - the Go modules of this repository
 set -euo pipefail
@@ -11,9 +12,11 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 1
 fi
 missing=()
-for pair in ip:iproute2 nsenter:util-linux iptables-restore:iptables; do
+for pair in ip:iproute2 nsenter:util-linux iptables-restore:iptables cc:gcc; do
 	command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
+# ssi-init (cmd/ssi-init) is a static C program: the C library's static archive.
+[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || [ -e /usr/lib/aarch64-linux-gnu/libc.a ] || missing+=(libc6-dev)
 if [ ${#missing[@]} -gt 0 ]; then
 	log "installing ${missing[*]}"
 	export DEBIAN_FRONTEND=noninteractive
