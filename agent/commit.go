@@ -35,6 +35,10 @@ func (m *migration) Commit(ctx context.Context) error {
 		return failpoint.Hit("migrate/source/after-commit")
 	}
 	if !errors.Is(err, pidtable.ErrOutcomeUnknown) {
+		if cctx.Err() != nil {
+			// The record could not be read: the commit was never sent.
+			return fmt.Errorf("etcd did not answer within %s, so the commit was not made: %w", etcdStepTimeout, err)
+		}
 		return err // not applied, and it never will be: roll back
 	}
 	// The commit was sent and not answered: etcd may still apply it. Settle

@@ -511,7 +511,7 @@ func (m *migration) Rollback(ctx context.Context, cause error, dumped, restored 
 	var errs []error
 	if m.prepared {
 		if err := m.call(ctx, "abort", api.RestoreRequest{ID: m.id}, nil); err != nil {
-			errs = append(errs, fmt.Errorf("target %s unreachable (%w): it discards what it prepared (and its stopped copy, if it made one) once it sees the migration rolled back, or when its agent restarts", m.target.Name, err))
+			errs = append(errs, &migrate.TargetNotTold{Target: m.target.Name, Err: err})
 		}
 	}
 	if m.lazy != nil {

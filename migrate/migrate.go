@@ -80,6 +80,11 @@ func (e *Error) Error() string {
 		return fmt.Sprintf("gpid %d ended during the migration: it %s; nothing was moved (the migration stopped during %s: %v)", end.GPID, end.How, e.Phase, e.Err)
 	}
 	msg := fmt.Sprintf("migration failed during %s: %v", e.Phase, e.Err)
+	if e.RollbackErr != nil && onlyTargetNotTold(e.RollbackErr) {
+		// The only thing the rollback could not do is tell the target: the
+		// job runs on its source all the same.
+		return msg + "; the job is running on its source node again (" + e.RollbackErr.Error() + ")"
+	}
 	if e.RollbackErr != nil {
 		return msg + fmt.Sprintf("; rollback: %v", e.RollbackErr)
 	}
@@ -101,6 +106,35 @@ type JobEnded struct {
 }
 
 func (e *JobEnded) Error() string { return fmt.Sprintf("gpid %d %s", e.GPID, e.How) }
+
+// TargetNotTold is a rollback's only shortfall when the target could not be
+// told to discard what it prepared: the target does so by itself once it
+// reads the record (or at its agent's restart), and the job runs on its
+// source again all the same.
+type TargetNotTold struct {
+	Target string
+	Err    error
+}
+
+// onlyTargetNotTold says whether err is made of *TargetNotTold errors only.
+func onlyTargetNotTold(err error) bool {
+	if _, ok := err.(*TargetNotTold); ok {
+		return true
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			if !onlyTargetNotTold(e) {
+				return false
+			}
+		}
+		return len(j.Unwrap()) > 0
+	}
+	return false
+}
+
+func (e *TargetNotTold) Error() string {
+	return fmt.Sprintf("node %s could not be told to discard its part (%v); it does so by itself once it sees the migration rolled back, or when its agent restarts", e.Target, e.Err)
+}
 
 // ErrCommitUncertain wraps a commit whose outcome is unknown (e.g. etcd timed
 // out): neither copy may be resumed or killed until the record is read again.

@@ -105,3 +105,18 @@ func TestUncertainCommitIsNotRolledBack(t *testing.T) {
 		}
 	}
 }
+
+// TestErrorTargetNotTold: a rollback whose only shortfall is a target that
+// could not be told still says the job runs on its source again; any other
+// rollback error is quoted as such.
+func TestErrorTargetNotTold(t *testing.T) {
+	nt := &TargetNotTold{Target: "node2", Err: errors.New("deadline")}
+	e := &Error{Phase: Commit, Err: errors.New("etcd"), RollbackErr: errors.Join(nt)}
+	if msg := e.Error(); !strings.Contains(msg, "running on its source node again") || !strings.Contains(msg, "node node2 could not be told") {
+		t.Errorf("only the target not told: %q", msg)
+	}
+	e.RollbackErr = errors.Join(nt, errors.New("record not updated"))
+	if msg := e.Error(); strings.Contains(msg, "running on its source node again") || !strings.Contains(msg, "rollback: ") {
+		t.Errorf("another rollback error too: %q", msg)
+	}
+}
