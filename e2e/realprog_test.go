@@ -487,11 +487,56 @@ func TestLockHolderFileChanged(t *testing.T) {
 	t.Logf("refused before the hand-over: %s", strings.TrimSpace(r.stderr))
 }
 
+// TestLockHolderFileUnseen: the file a lock holder locks is not where the
+// target looks (renamed away while the job is frozen, as a file on a disk
+// only the source has would be): the target refuses before the hand-over,
+// naming the file, and the same process runs on, its lock held.
+func TestLockHolderFileUnseen(t *testing.T) {
+	c := need(t)
+	gate := filepath.Join(t.TempDir(), "gate")
+	c.withFailpoints(t, "node3", "migrate/source/after-transfer=wait("+gate+")")
+	defer os.WriteFile(gate, nil, 0o600)
+	gpid, db := c.startLocker(t, "node3", "posix")
+	pidBefore := c.proc(t, gpid).PID
+	away := db + ".away"
+	r := c.migrateWhileFrozen(t, gpid, gate, func() {
+		if err := os.Rename(db, away); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if r.code == 0 || !strings.Contains(r.stderr, "node node2 lacks "+db) || !strings.Contains(r.stderr, "running on its source node again") {
+		t.Fatalf("migrate of a lock holder whose file the target cannot see: %v", r)
+	}
+	p := c.proc(t, gpid)
+	if p.Node != "node3" || p.State != "running" || p.PID != pidBefore {
+		t.Fatalf("after the refusal: %s on %s, pid %d (was %d): want the same process running on node3", p.State, p.Node, p.PID, pidBefore)
+	}
+	if !lockHeld(t, away, "posix") {
+		t.Fatal("the job no longer holds its lock")
+	}
+	t.Logf("refused before the hand-over: %s", strings.TrimSpace(r.stderr))
+}
+
 // migrateWithIntruder moves gpid to node2 while its source (whose agent waits
 // at gate after the transfer: withFailpoints) holds it frozen, appends a line
 // to path meanwhile, as someone else on the machine might, and returns what
 // ssi migrate did.
 func (c *testCluster) migrateWithIntruder(t *testing.T, gpid uint64, gate, path string) result {
+	t.Helper()
+	return c.migrateWhileFrozen(t, gpid, gate, func() {
+		f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = f.WriteString("an intruder's line\n")
+		f.Close()
+	})
+}
+
+// migrateWhileFrozen moves gpid to node2 while its source (held at gate
+// after the transfer: withFailpoints) holds it frozen, runs intrude
+// meanwhile, and returns what ssi migrate did.
+func (c *testCluster) migrateWhileFrozen(t *testing.T, gpid uint64, gate string, intrude func()) result {
 	t.Helper()
 	mctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -503,12 +548,7 @@ func (c *testCluster) migrateWithIntruder(t *testing.T, gpid uint64, gate, path 
 		_, err := os.Stat(gate + ".reached")
 		return err
 	})
-	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _ = f.WriteString("an intruder's line\n")
-	f.Close()
+	intrude()
 	if err := os.WriteFile(gate, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
