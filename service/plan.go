@@ -273,6 +273,7 @@ func Decide(in Input) Plan {
 	case st.Running < want:
 		st.State = StateStarting
 	}
+	plan.Status = st
 	return plan
 }
 

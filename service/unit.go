@@ -237,14 +237,23 @@ func (p *parser) fail(line int, format string, args ...any) error {
 	return &ParseError{File: p.file, Line: line, Msg: fmt.Sprintf(format, args...)}
 }
 
+// specifierDirectives are those whose values ssi expands specifiers in
+// (%i, %n, ...); systemd does not expand them in the others (CPUQuota=150%).
+var specifierDirectives = map[string]bool{"Description": true, "ExecStart": true, "Environment": true, "EnvironmentFile": true, "WorkingDirectory": true, "User": true, "Group": true, "Constraint": true}
+
 // ignoredUnit are [Unit] directives about ordering and dependencies, which
 // ssi does not have.
 var ignoredUnit = map[string]bool{"Documentation": true, "After": true, "Before": true, "Wants": true, "Requires": true, "BindsTo": true, "PartOf": true, "Conflicts": true, "ConditionPathExists": true, "StartLimitIntervalSec": true, "StartLimitBurst": true}
 
 func (p *parser) option(o *unit.UnitOption, line int) error {
-	v, err := p.spec.expand(o.Value)
-	if err != nil {
-		return p.fail(line, "%s=: %v", o.Name, err)
+	// go-systemd keeps a continuation's backslash-newline; systemd reads it
+	// as a space.
+	v := strings.TrimSpace(strings.ReplaceAll(o.Value, "\\\n", " "))
+	if specifierDirectives[o.Name] {
+		var err error
+		if v, err = p.spec.expand(v); err != nil {
+			return p.fail(line, "%s=: %v", o.Name, err)
+		}
 	}
 	s := &p.u.Spec
 	switch o.Section {
