@@ -453,6 +453,9 @@ func serviceOf(r *http.Request) serviceRecord {
 // named by {name}, or is an admin.
 func (a *Agent) admitService(r *http.Request, who caller) (*http.Request, error) {
 	name := r.PathValue("name")
+	if who.user == "" {
+		return r, api.Errorf(api.CodeForbidden, "service %s: a node certificate (%s) cannot act on services; use a user's config", name, who.node)
+	}
 	svc, rev, err := a.store.GetService(r.Context(), name)
 	if errors.Is(err, pidtable.ErrServiceNotFound) {
 		return r, api.Errorf(api.CodeNotFound, "no service %q (ssi services lists yours)", name)

@@ -125,6 +125,7 @@ func TestService(t *testing.T) {
 	if !strings.Contains(logs, "hello from") {
 		t.Fatalf("service logs: %q", logs)
 	}
+	t.Logf("ssi services:\n%s\nssi ps -A:\n%s", c.ok(t, "services"), c.ok(t, "ps", "-A"))
 	status := c.ok(t, "service", "status", "web")
 	t.Logf("service status:\n%s", status)
 
