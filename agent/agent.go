@@ -185,6 +185,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if !a.cfg.NoBalancer {
 		loopFuncs = append(loopFuncs, a.balancerLoop)
 	}
+	loopFuncs = append(loopFuncs, a.serviceLoop)
 	if a.node != nil {
 		loopFuncs = append(loopFuncs, a.revoked.Run, a.renewLoop, a.refusals.run)
 	}

@@ -195,6 +195,8 @@ func (a *Agent) admit(r *http.Request, rt route) (*http.Request, error) {
 			return r, err
 		}
 		return r.WithContext(context.WithValue(ctx, checkpointKey{}, checkpointRecord{c, rev})), nil
+	case roleServiceOwner:
+		return a.admitService(r, who)
 	case roleMigrationOwner, roleMigrationSource:
 		if !who.isNode() {
 			return r, api.Errorf(api.CodeForbidden, "%s %s: only agents (node certificates) may %s, not the %s", r.Method, r.URL.Path, rt.what, who)

@@ -138,6 +138,7 @@ func (a *Agent) spawn(ctx context.Context, req api.RunRequest, who caller, token
 		Node: a.cfg.Name, User: u.Username, UID: uid, GID: gid, Argv: req.Argv,
 		Workdir: workdir, CPUs: req.CPUs, Memory: req.Memory, Pinned: req.Pin,
 		Constraints: req.Constraints, TTY: req.TTY != nil,
+		Service: req.Service, ServiceHash: req.ServiceHash,
 	})
 	if err != nil {
 		if errors.Is(err, pidtable.ErrNodeNotReady) {

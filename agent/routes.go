@@ -45,6 +45,9 @@ const (
 	// itself: the node the job arrived from); with none here, the node the
 	// record names as owner.
 	roleMigrationSource
+	// roleServiceOwner: the user who owns the service named by {name}, or an
+	// admin.
+	roleServiceOwner
 )
 
 func (r role) String() string {
@@ -69,6 +72,8 @@ func (r role) String() string {
 		return "the node the job's record names as owner"
 	case roleMigrationSource:
 		return "the node that prepared the migration here"
+	case roleServiceOwner:
+		return "the service's owner, or an admin"
 	}
 	return "nobody"
 }
@@ -98,6 +103,15 @@ func (a *Agent) routeTable() []route {
 		{"GET /v1/balancer", roleAuthenticated, "read the balancer's status", a.handleBalance},
 
 		{"POST /v1/procs", roleUser, "run jobs", a.handleRun},
+		// Services (services.go); listings filtered by visible.
+		{"GET /v1/services", roleAuthenticated, "list services", a.handleServices},
+		{"PUT /v1/services/{name}", roleUser, "apply services", a.handleApply},
+		{"GET /v1/services/{name}", roleServiceOwner, "see services", a.handleService},
+		{"POST /v1/services/{name}/scale", roleServiceOwner, "scale services", a.handleScale},
+		{"DELETE /v1/services/{name}", roleServiceOwner, "remove services", a.handleRemoveService},
+		// Agent to agent: the service controller starts and stops replicas.
+		{"POST /v1/services/{name}/replicas", roleNode, "start service replicas", a.handleStartReplica},
+		{"POST /v1/services/{name}/replicas/{gpid}/stop", roleNode, "stop service replicas", a.handleStopReplica},
 
 		{"GET /v1/procs/{gpid}", roleJobOwner, "see jobs", a.handleProc},
 		{"POST /v1/procs/{gpid}/signal", roleJobOwner, "signal jobs", a.handleSignal},

@@ -35,7 +35,7 @@ func TestEveryRouteHasARole(t *testing.T) {
 	seen := map[string]bool{}
 	var anyone []string
 	for _, rt := range a.routeTable() {
-		if rt.role < roleAnyone || rt.role > roleMigrationSource || rt.role.String() == "nobody" {
+		if rt.role < roleAnyone || rt.role > roleServiceOwner || rt.role.String() == "nobody" {
 			t.Errorf("route %q has no role (%d)", rt.pattern, rt.role)
 		}
 		if rt.what == "" || rt.handler == nil {
@@ -314,14 +314,18 @@ func TestRouteRoles(t *testing.T) {
 	f.a.jobs[f.jobP] = &job{gpid: f.jobP, arrivedFrom: "node2", done: make(chan struct{})}
 	p := func(format string, gpid uint64) string { return strings.Replace(format, "G", itoa(gpid), 1) }
 	const (
-		U = http.StatusUnauthorized
-		F = http.StatusForbidden
-		B = http.StatusBadRequest
-		C = http.StatusConflict
-		R = http.StatusTemporaryRedirect
-		N = http.StatusNoContent
-		K = http.StatusOK
+		U  = http.StatusUnauthorized
+		F  = http.StatusForbidden
+		B  = http.StatusBadRequest
+		C  = http.StatusConflict
+		R  = http.StatusTemporaryRedirect
+		N  = http.StatusNoContent
+		K  = http.StatusOK
+		NF = http.StatusNotFound
 	)
+	if err := f.a.store.PutService(context.Background(), pidtable.Service{Name: "svc-a", Owner: "alice"}, 0); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		method, path, body string
 		// want: anonymous, alice, bob, admin, node2, node3
@@ -364,6 +368,14 @@ func TestRouteRoles(t *testing.T) {
 		{"POST", "/v1/renew", "{", [nCallers]int{U, F, F, F, B, B}, "any node, for itself: 400 malformed body"},
 
 		{"GET", "/v1/checkpoints/ck-a/images", "", [nCallers]int{U, F, F, F, C, C}, "any node: 409 not held here ready"},
+
+		{"GET", "/v1/services", "", [nCallers]int{U, K, K, K, K, K}, "any certificate; filtered by visible"},
+		{"PUT", "/v1/services/svc-b", "{", [nCallers]int{U, B, B, B, F, F}, "users: 400 malformed body"},
+		{"GET", "/v1/services/svc-a", "", [nCallers]int{U, K, F, K, F, F}, "service's owner or admin: the service"},
+		{"POST", "/v1/services/svc-a/scale", `{"replicas":-1}`, [nCallers]int{U, B, F, B, F, F}, "service's owner or admin: 400 bad replicas"},
+		{"DELETE", "/v1/services/nosuch", "", [nCallers]int{U, NF, NF, NF, F, F}, "service's owner or admin: 404 no such service"},
+		{"POST", "/v1/services/nosuch/replicas", "", [nCallers]int{U, F, F, F, NF, NF}, "any node (the controller): 404 no such service"},
+		{"POST", p("/v1/services/nosuch/replicas/G/stop", f.jobA), "", [nCallers]int{U, F, F, F, C, C}, "any node (the controller): 409 not a replica of it"},
 
 		{"POST", p("/v1/migrations/G/prepare", f.jobM), "{", [nCallers]int{U, F, F, F, B, F}, "the record's owner: 400 malformed body"},
 		{"PUT", p("/v1/migrations/G/images", f.jobM), "x", [nCallers]int{U, F, F, F, C, F}, "the record's owner: 409 no prepared migration"},

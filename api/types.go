@@ -53,6 +53,10 @@ type RunRequest struct {
 	// stdout and stderr, fed like Stdin and sized with Client.Resize. Such a
 	// job cannot be moved or checkpointed.
 	TTY *shim.WinSize `json:"tty,omitempty"`
+	// Service and ServiceHash mark a replica of a service: set by the agent
+	// that starts it for the service controller, never by a client.
+	Service     string `json:"-"`
+	ServiceHash string `json:"-"`
 }
 
 // RunResponse names the started job.

@@ -89,6 +89,11 @@ type Proc struct {
 	// TTY jobs (ssi run -t) have a terminal, which cannot be moved yet:
 	// they are never migrated or checkpointed. Immutable.
 	TTY bool `json:"tty,omitempty"`
+	// Service names the service this job is a replica of (empty for a job of
+	// ssi run), and ServiceHash what the replica runs (ServiceSpec.RunHash),
+	// set by the agent that starts it for the service controller. Immutable.
+	Service     string `json:"service,omitempty"`
+	ServiceHash string `json:"service_hash,omitempty"`
 	// Arrived is when the job began to run on Node: its start, or the commit of
 	// the migration that brought it there. The balancer lets a job stay at
 	// least a residency period after it.

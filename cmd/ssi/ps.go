@@ -87,6 +87,9 @@ func printProcs(w io.Writer, procs []api.ProcInfo, wide bool, now time.Time) {
 		}
 		line := fmt.Sprintf("%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t", p.GPID, p.Node, pid, p.User, stat, cpu, rss, elapsed(p.Proc, now))
 		command := oneLine(p.Argv)
+		if p.Service != "" {
+			command = "[" + p.Service + "] " + command
+		}
 		if wide {
 			cpus, mem := "-", "-"
 			if p.CPUs > 0 {
