@@ -3,7 +3,7 @@
 //
 // Keys (all under /ssi/):
 //
-//	next-gpid          decimal counter; the next global PID to hand out
+//	next-gpid          decimal counter; the first gpid no node has reserved (nodes reserve blocks of 16: gpids.go)
 //	procs/<gpid>       Proc record, JSON; gpid zero-padded to 12 digits so a range
 //	                   read returns the table sorted by gpid
 //	nodes/<name>       Node record, JSON; durable (a dead node stays listed)

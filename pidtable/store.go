@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -42,10 +41,14 @@ func StatusKey(name string) string { return statusPrefix + name }
 // Store reads and writes the cluster state. It is safe for concurrent use.
 type Store struct {
 	c *clientv3.Client
+	// gpids hands out gpids from blocks reserved per node (gpids.go).
+	gpids gpidBlocks
 }
 
 // New returns a Store using c.
-func New(c *clientv3.Client) *Store { return &Store{c: c} }
+func New(c *clientv3.Client) *Store {
+	return &Store{c: c, gpids: gpidBlocks{byNode: map[string]*gpidBlock{}}}
+}
 
 // Client returns the etcd client the store uses.
 func (s *Store) Client() *clientv3.Client { return s.c }
@@ -65,34 +68,29 @@ func (s *Store) Create(ctx context.Context, p Proc) (Proc, error) {
 	}
 	p.Epoch = 1
 	for range maxCASRetries {
-		resp, err := s.c.Get(ctx, nextGPIDKey)
+		gpid, err := s.gpids.take(ctx, s.c, p.Node)
 		if err != nil {
-			return Proc{}, fmt.Errorf("pidtable: read next gpid: %w", err)
+			return Proc{}, err
 		}
-		next, rev := uint64(1), int64(0)
-		if len(resp.Kvs) == 1 {
-			next, err = strconv.ParseUint(string(resp.Kvs[0].Value), 10, 64)
-			if err != nil {
-				return Proc{}, fmt.Errorf("pidtable: %s holds %q: %w", nextGPIDKey, resp.Kvs[0].Value, err)
-			}
-			rev = resp.Kvs[0].ModRevision
-		}
-		p.GPID = next
+		p.GPID = gpid
 		val, err := json.Marshal(p)
 		if err != nil {
 			return Proc{}, fmt.Errorf("pidtable: encode proc: %w", err)
 		}
+		// The gpid is this node's alone (its block); the record's absence is
+		// checked all the same, so that no record is ever overwritten.
 		tr, err := s.c.Txn(ctx).If(
-			clientv3.Compare(clientv3.ModRevision(nextGPIDKey), "=", rev),
+			clientv3.Compare(clientv3.CreateRevision(ProcKey(gpid)), "=", 0),
 			clientv3.Compare(clientv3.CreateRevision(StatusKey(p.Node)), ">", 0),
 		).Then(
-			clientv3.OpPut(nextGPIDKey, strconv.FormatUint(next+1, 10)),
-			clientv3.OpPut(ProcKey(next), string(val)),
+			clientv3.OpPut(ProcKey(gpid), string(val)),
 		).Else(
 			clientv3.OpGet(StatusKey(p.Node), clientv3.WithCountOnly()),
 		).Commit()
 		if err != nil {
-			return Proc{}, fmt.Errorf("pidtable: allocate gpid: %w", err)
+			// The gpid may or may not be taken now: it is not handed out
+			// again either way (never reused).
+			return Proc{}, fmt.Errorf("pidtable: create gpid %d: %w", gpid, err)
 		}
 		if tr.Succeeded {
 			return p, nil
@@ -100,6 +98,8 @@ func (s *Store) Create(ctx context.Context, p Proc) (Proc, error) {
 		if tr.Responses[0].GetResponseRange().Count == 0 {
 			return Proc{}, fmt.Errorf("%w: %s", ErrNodeNotReady, p.Node)
 		}
+		// The gpid has a record: only a store from before blocks could
+		// have written it; take the next.
 	}
 	return Proc{}, fmt.Errorf("%w: allocating a gpid", ErrConflict)
 }

@@ -106,8 +106,56 @@ func TestCreateAllocatesUniqueGPIDsConcurrently(t *testing.T) {
 			t.Fatalf("procs not sorted by gpid at %d: %d >= %d", i, procs[i-1].GPID, procs[i].GPID)
 		}
 	}
-	if procs[0].GPID != 1 || procs[len(procs)-1].GPID != workers*each {
-		t.Fatalf("gpids span %d..%d, want 1..%d", procs[0].GPID, procs[len(procs)-1].GPID, workers*each)
+	// Each node reserved blocks of gpidBlockSize: one compare-and-swap on the
+	// counter per block, not per spawn.
+	perNode := workers * each / 2
+	blocks := 2 * ((perNode + gpidBlockSize - 1) / gpidBlockSize)
+	if s.gpids.reservations != blocks {
+		t.Errorf("%d blocks reserved for %d spawns on 2 nodes, want %d", s.gpids.reservations, workers*each, blocks)
+	}
+	if procs[0].GPID < 1 || procs[len(procs)-1].GPID >= uint64(1+blocks*gpidBlockSize) {
+		t.Fatalf("gpids span %d..%d, want within the %d blocks reserved (1..%d)", procs[0].GPID, procs[len(procs)-1].GPID, blocks, blocks*gpidBlockSize)
+	}
+}
+
+// TestGPIDBlocksUniqueAcrossStores: agents (a Store each) spawning at once
+// on different nodes never hand out the same gpid.
+func TestGPIDBlocksUniqueAcrossStores(t *testing.T) {
+	s := newStore(t)
+	const nodes, each = 4, 40
+	var mu sync.Mutex
+	seen := map[uint64]string{}
+	var wg sync.WaitGroup
+	errs := make(chan error, nodes)
+	for n := range nodes {
+		node := fmt.Sprintf("n%d", n)
+		makeReady(t, s, node)
+		agent := New(s.c) // another agent's Store on the same etcd
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				p, err := agent.Create(context.Background(), Proc{Node: node, Argv: []string{"true"}})
+				if err != nil {
+					errs <- err
+					return
+				}
+				mu.Lock()
+				if other, dup := seen[p.GPID]; dup {
+					errs <- fmt.Errorf("gpid %d handed out to %s and %s", p.GPID, other, node)
+				}
+				seen[p.GPID] = node
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if len(seen) != nodes*each {
+		t.Fatalf("%d gpids, want %d", len(seen), nodes*each)
 	}
 }
 
