@@ -93,4 +93,3 @@ func unmount(do func() error, served <-chan struct{}) error {
 	}
 	return err
 }
-
