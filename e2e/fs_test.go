@@ -99,9 +99,12 @@ func TestFS(t *testing.T) {
 	if st := sh(t, "grep -c Ready:.true "+mnt+"/nodes/*/status"); strings.Count(st, ":1\n") != 3 {
 		t.Fatalf("Ready nodes: %q", st)
 	}
-	if e := sh(t, "head -2 "+mnt+"/proc/"+gs+"/stderr"); e != "err1\nerr2\n" {
-		t.Fatalf("head stderr: %q", e)
-	}
+	eventually(t, 10*time.Second, "stderr read", func() error {
+		if e := sh(t, "head -2 "+mnt+"/proc/"+gs+"/stderr"); e != "err1\nerr2\n" {
+			return fmt.Errorf("head -2 stderr: %q", e)
+		}
+		return nil
+	})
 	// tail -f follows stdout as it grows: a job writing 5 lines a second
 	// shows new ones within 4 s.
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
