@@ -2,7 +2,7 @@
 NODES ?= 3
 SHELL := /bin/bash
 
-.PHONY: help deps build up down status test unit e2e fuzz bench bench-migrate bench-balance lint soak
+.PHONY: help deps build up down status test unit e2e fuzz bench bench-migrate bench-balance lint soak man
 
 help: ## list targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -48,3 +48,6 @@ soak: deps build ## real-workload soak suite (as root, ~15 min): real programs m
 
 lint: ## gofmt and go vet
 	hack/lint.sh
+
+man: ## generate man pages from the CLI's help into bin/man (MANDIR=... elsewhere)
+	hack/man.sh

@@ -104,7 +104,8 @@ override the config's server.`,
 	})
 	root.SetOut(e.stdout)
 	root.SetErr(e.stderr)
-	root.AddCommand(runCmd(e), psCmd(e), nodesCmd(e), killCmd(e), logsCmd(e), waitCmd(e), migrateCmd(e), checkpointCmd(e), checkpointsCmd(e), restoreCmd(e), balanceCmd(e), eventsCmd(e), applyCmd(e), servicesCmd(e), serviceCmd(e), agentCmd(e), localCmd(e), simCmd(e), userCmd(e), tokenCmd(e))
+	root.AddCommand(runCmd(e), psCmd(e), nodesCmd(e), killCmd(e), logsCmd(e), waitCmd(e), migrateCmd(e), checkpointCmd(e), checkpointsCmd(e), restoreCmd(e), balanceCmd(e), eventsCmd(e), applyCmd(e), servicesCmd(e), serviceCmd(e), agentCmd(e), localCmd(e), simCmd(e), topCmd(e), fsCmd(e), manCmd(e), userCmd(e), tokenCmd(e))
+	addCompletions(root, e)
 	return root
 }
 
