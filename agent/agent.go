@@ -24,6 +24,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/ssi-cluster/ssi/migrate"
 	"github.com/ssi-cluster/ssi/pidtable"
 	"github.com/ssi-cluster/ssi/pki"
 	"github.com/ssi-cluster/ssi/shim"
@@ -51,8 +52,9 @@ type Agent struct {
 	jobs map[uint64]*job
 	// dirMu orders the replacement of a job directory by an incoming
 	// migration against the delayed removal of a migrated job's directory.
-	dirMu    sync.Mutex
-	incoming map[uint64]*incoming // migrations this node is the target of
+	dirMu sync.Mutex
+	// mig is this node's part in migrations (package migrate), made in Run.
+	mig *migrate.Migrator
 	// outgoing are the migrations this node is the source of, by gpid (the
 	// migration's ID): such a job may have no process here for a while (its
 	// locks handed over), and is no phantom.
@@ -88,9 +90,6 @@ type Agent struct {
 
 	// node is this node's certificate and the cluster CA; nil with --insecure.
 	node *pki.Node
-	// streams counts image streams in flight per peer node.
-	streamsMu sync.Mutex
-	streams   map[string]int
 
 	// revoked is the watched revocation list (revoke.go); refusals coalesces
 	// refused requests into events (audit.go). Both nil with --insecure.
@@ -111,10 +110,8 @@ func New(cfg Config) (*Agent, error) {
 		instance:  hex.EncodeToString(seed[:8]),
 		jobsDir:   filepath.Join(cfg.DataDir, "jobs"),
 		jobs:      map[uint64]*job{},
-		incoming:  map[uint64]*incoming{},
 		outgoing:  map[uint64]string{},
 		statusNow: make(chan struct{}, 1),
-		streams:   map[string]int{},
 		rnd:       mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid()))),
 		peer:      newTransport(),
 	}
@@ -163,6 +160,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if _, err := os.Stat(filepath.Join(filepath.Dir(a.cfg.ShimExe), shim.InitBinary)); err != nil {
 		a.log.Warn("no ssi-init beside ssi-shim: jobs get ssi-shim's Go init, which makes every move slower (~14 ms per dump) and every job ~0.8 MiB bigger; install bin/ssi-init (make build) beside it", "shim", a.cfg.ShimExe, "err", err)
 	}
+	a.mig = a.newMigrator(ctx)
 	if err := a.reconcile(ctx); err != nil {
 		return err
 	}

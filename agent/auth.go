@@ -280,8 +280,8 @@ func (a *Agent) admitMover(ctx context.Context, who caller, gpid uint64) (pidtab
 func (a *Agent) migrationSourceHere(gpid uint64) string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if in := a.incoming[gpid]; in != nil {
-		return in.from
+	if from, ok := a.mig.IncomingSource(gpid); ok {
+		return from
 	}
 	if j := a.jobs[gpid]; j != nil {
 		return j.arrivedFrom
@@ -343,22 +343,4 @@ func (a *Agent) checkPrepare(p pidtable.Proc, req *api.PrepareRequest) error {
 	}
 	req.Proc = p
 	return nil
-}
-
-// acquireStream takes one of the image-stream slots of peer; release gives it back.
-func (a *Agent) acquireStream(peer string) (release func(), err error) {
-	a.streamsMu.Lock()
-	defer a.streamsMu.Unlock()
-	if a.streams[peer] >= maxStreamsPerPeer {
-		return nil, api.Errorf(api.CodeConflict, "node %s already has %d image streams in flight to %s: at most %d; retry later", peer, a.streams[peer], a.cfg.Name, maxStreamsPerPeer)
-	}
-	a.streams[peer]++
-	return func() {
-		a.streamsMu.Lock()
-		a.streams[peer]--
-		if a.streams[peer] == 0 {
-			delete(a.streams, peer)
-		}
-		a.streamsMu.Unlock()
-	}, nil
 }

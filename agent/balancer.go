@@ -15,6 +15,7 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/ssi-cluster/ssi/api"
+	"github.com/ssi-cluster/ssi/migrate"
 	"github.com/ssi-cluster/ssi/pidtable"
 	"github.com/ssi-cluster/ssi/placement"
 )
@@ -326,7 +327,7 @@ func (b *balancer) start(ctx context.Context, snap *pidtable.Snapshot, mv placem
 	b.events.add(ctx, pidtable.Event{Kind: pidtable.EventMove, GPID: mv.GPID, From: mv.From, To: mv.To, Reason: mv.Reason, Gain: mv.Gain, Cost: mv.Cost})
 	// The migration runs in the source agent whatever becomes of this one's
 	// leadership; its outcome is still worth recording.
-	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), migrationTimeout+time.Minute)
+	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), migrate.Timeout+time.Minute)
 	go func() {
 		defer cancel()
 		st, err := cl.Migrate(mctx, mv.GPID, api.MigrateRequest{Node: mv.To, PostCopy: mv.PostCopy}, nil)

@@ -88,11 +88,11 @@ func (a *Agent) checkpoint(ctx context.Context, p pidtable.Proc, req api.Checkpo
 	}
 	switch {
 	case p.State.Ended():
-		return api.CheckpointResult{}, api.Errorf(api.CodeConflict, "gpid %d has already %s", p.GPID, describeEnd(p))
+		return api.CheckpointResult{}, api.Errorf(api.CodeConflict, "gpid %d has already %s", p.GPID, p.DescribeEnd())
 	case p.State != pidtable.Running:
 		return api.CheckpointResult{}, api.Errorf(api.CodeConflict, "gpid %d is %s, not running; retry when it is", p.GPID, p.State)
 	case p.TTY:
-		return api.CheckpointResult{}, errTTY(p.GPID, "checkpointed")
+		return api.CheckpointResult{}, migrate.RefuseTTY(p.GPID, "checkpointed")
 	case a.criuErr != nil:
 		return api.CheckpointResult{}, api.Errorf(api.CodeConflict, "node %s cannot checkpoint jobs: %v", a.cfg.Name, a.criuErr)
 	}
@@ -134,7 +134,7 @@ func (a *Agent) checkpoint(ctx context.Context, p pidtable.Proc, req api.Checkpo
 		}
 		if err := a.releaseCheckpointing(ctx, p.GPID, name); err != nil {
 			if q, _, gerr := a.store.Get(ctx, p.GPID); gerr == nil && q.State.Ended() {
-				cause = api.Errorf(api.CodeConflict, "gpid %d ended during the checkpoint: it %s; no checkpoint was kept (the checkpoint stopped at: %v)", p.GPID, describeEnd(q), cause)
+				cause = api.Errorf(api.CodeConflict, "gpid %d ended during the checkpoint: it %s; no checkpoint was kept (the checkpoint stopped at: %v)", p.GPID, q.DescribeEnd(), cause)
 			}
 		}
 		a.log.Warn("checkpoint failed", "gpid", p.GPID, "checkpoint", name, "err", cause)
@@ -159,9 +159,9 @@ func (a *Agent) checkpoint(ctx context.Context, p pidtable.Proc, req api.Checkpo
 		return fail(err)
 	}
 	frozenAt := time.Now()
-	if err := a.dump(ctx, checkpoint.DumpOpts{
+	if err := a.mig.Dump(ctx, checkpoint.DumpOpts{
 		PID: init, ImagesDir: images, LeaveStopped: true,
-		Flags: jobCRIUFlags(),
+		Flags: migrate.CRIUFlags(),
 	}, j); err != nil {
 		dumped = true // a failed dump may still leave the tree stopped
 		return fail(err)
@@ -169,7 +169,7 @@ func (a *Agent) checkpoint(ctx context.Context, p pidtable.Proc, req api.Checkpo
 	dumped = true
 	dumpTime := time.Since(frozenAt)
 	// The files and their sizes as the dump saw them: the tree is stopped.
-	if meta.Files, err = jobFiles(j, false); err != nil {
+	if meta.Files, err = migrate.JobFiles(j, false); err != nil {
 		return fail(err)
 	}
 	if err := failpoint.Hit("checkpoint/after-dump"); err != nil {
@@ -178,7 +178,7 @@ func (a *Agent) checkpoint(ctx context.Context, p pidtable.Proc, req api.Checkpo
 	// What the job wrote before the dump belongs to the checkpoint: let the
 	// shim drain the pipes, then note how far the log goes.
 	logPath := filepath.Join(j.dir, shim.LogFile)
-	waitDrained(init, logPath)
+	migrate.WaitDrained(init, logPath)
 	fi, err := os.Stat(logPath)
 	if err != nil {
 		return fail(fmt.Errorf("job log: %w", err))
@@ -198,7 +198,7 @@ func (a *Agent) checkpoint(ctx context.Context, p pidtable.Proc, req api.Checkpo
 	if err := shim.WriteJSON(dir, checkpointMetaFile, meta); err != nil {
 		return fail(err)
 	}
-	c.State, c.Size = pidtable.Ready, dirSize(images)+fi.Size()
+	c.State, c.Size = pidtable.Ready, migrate.DirSize(images)+fi.Size()
 	if _, err := a.store.SwapCheckpoint(ctx, c, crev); err != nil {
 		return fail(err)
 	}
@@ -213,7 +213,7 @@ func (a *Agent) checkpoint(ctx context.Context, p pidtable.Proc, req api.Checkpo
 	} else {
 		// The checkpoint is saved: stop the job. The marker tells the shim and
 		// finish that the job did not end but was put away.
-		if err := shim.WriteJSON(j.dir, shim.MovedFile, movedMark{Time: time.Now().UTC(), Checkpoint: name}); err != nil {
+		if err := shim.WriteJSON(j.dir, shim.MovedFile, migrate.MovedMark{Time: time.Now().UTC(), Checkpoint: name}); err != nil {
 			return fail(err)
 		}
 		killJob(j)
@@ -230,20 +230,6 @@ func (a *Agent) checkpoint(ctx context.Context, p pidtable.Proc, req api.Checkpo
 	a.log.Info("checkpointed", "gpid", p.GPID, "checkpoint", name, "bytes", c.Size, "leave_running", req.LeaveRunning, "frozen", frozen)
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	return api.CheckpointResult{Checkpoint: c, FrozenMS: ms(frozen), DumpMS: ms(dumpTime), TotalMS: ms(time.Since(start))}, nil
-}
-
-// movedMark is the content of a job directory's moved.json.
-type movedMark struct {
-	Time time.Time `json:"time"`
-	// Checkpoint is set when the job was stopped into a checkpoint rather than
-	// migrated away.
-	Checkpoint string `json:"checkpoint,omitempty"`
-	// HandOver is set when the stopped source copy of a migration was killed
-	// to release its file locks before the target's restore (handover.go).
-	HandOver bool `json:"hand_over,omitempty"`
-	// Keys are the job's stdout and stderr pipe keys at the dump, with which
-	// a restarted agent restores a handed-over job from its images.
-	Keys [2]string `json:"keys,omitzero"`
 }
 
 // releaseCheckpointing returns a job claimed by a checkpoint to Running. It
@@ -507,7 +493,7 @@ func (a *Agent) restoreCheckpoint(ctx context.Context, c pidtable.Checkpoint, as
 		ctx := context.WithoutCancel(ctx)
 		if launched != nil {
 			// Marked, so that its end is not recorded as the job's exit.
-			_ = shim.WriteJSON(dir, shim.MovedFile, movedMark{Time: time.Now().UTC()})
+			_ = shim.WriteJSON(dir, shim.MovedFile, migrate.MovedMark{Time: time.Now().UTC()})
 			killJob(launched)
 			select {
 			case <-launched.done:
@@ -539,7 +525,7 @@ func (a *Agent) restoreCheckpoint(ctx context.Context, c pidtable.Checkpoint, as
 	from := a.checkpointDir(c.Name)
 	images = filepath.Join(from, "images")
 	if c.Node != a.cfg.Name {
-		images = a.imagesDir("ckpt", gpid)
+		images = a.mig.ImagesDir("ckpt", gpid)
 		from = filepath.Join(dir, ".incoming")
 		t := time.Now()
 		n, err := a.fetchCheckpoint(ctx, holder, c, images, from)
@@ -559,10 +545,10 @@ func (a *Agent) restoreCheckpoint(ctx context.Context, c pidtable.Checkpoint, as
 	if err := a.checkCPU(meta.CPUFlags); err != nil {
 		return fail(err)
 	}
-	if err := checkFilesPresent(a.cfg.Name, meta.Files, spec.Workdir); err != nil {
+	if err := migrate.CheckFilesPresent(a.cfg.Name, meta.Files, spec.Workdir); err != nil {
 		return fail(err)
 	}
-	if err := checkFileSizes(a.cfg.Name, meta.Files, "checkpoint "+c.Name+" was taken", "put it back as it was, or restore on a node where it is unchanged"); err != nil {
+	if err := migrate.CheckFileSizes(a.cfg.Name, meta.Files, "checkpoint "+c.Name+" was taken", "put it back as it was, or restore on a node where it is unchanged"); err != nil {
 		return fail(err)
 	}
 	if err := copyPrefix(filepath.Join(from, shim.LogFile), filepath.Join(dir, shim.LogFile), -1); err != nil {
@@ -666,7 +652,7 @@ func (a *Agent) fetchCheckpoint(ctx context.Context, holder pidtable.Node, c pid
 		return 0, fmt.Errorf("fetch checkpoint %s from %s: HTTP %d", name, holder.Name, resp.StatusCode)
 	}
 	// No more than the job's memory limit allows (its pages cannot exceed it).
-	n, err := migrate.ReadStream(resp.Body, map[string]string{"images": images, "job": jobFiles}, imageBytesFor(c.Proc.Memory))
+	n, err := migrate.ReadStream(resp.Body, map[string]string{"images": images, "job": jobFiles}, migrate.ImageBytesFor(c.Proc.Memory))
 	if err != nil {
 		return n, api.Errorf(api.CodeConflict, "checkpoint %s from %s: %v", name, holder.Name, err)
 	}

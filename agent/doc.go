@@ -17,13 +17,13 @@
 // its node and records lost, within seconds, any that says a job runs here
 // where none does (heal.go).
 //
-// Where to look: jobs.go (start, end, reconcile, signals), migrate.go (a
-// migration's source side; commit.go its commit, postcopy.go its lazy dump,
-// handover.go the hand-over of file locks, files.go the file checks, dump.go
-// CRIU dumps and their errors), incoming.go (the target side), checkpoint.go,
-// balancer.go, status.go and recent.go (figures and placement), stdin.go, and
-// routes.go (every route and the role it needs), http.go, auth.go, pki.go
-// (the API and who may call it).
+// Where to look: jobs.go (start, end, reconcile, signals), migrate.go (the
+// HTTP edge of migrations, both sides; the protocol itself is package
+// migrate) and migratehost.go (what migrate is given of the agent: its jobs,
+// the hand-over of a migrated job, the rollback of one a restart
+// interrupted), checkpoint.go, balancer.go, status.go and recent.go (figures
+// and placement), stdin.go, and routes.go (every route and the role it
+// needs), http.go, auth.go, pki.go (the API and who may call it).
 //
 // Without --etcd-endpoints the agent runs an embedded single-member etcd (the
 // first node of a cluster); the others point at it, or every agent points at an

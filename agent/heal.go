@@ -24,6 +24,9 @@ import (
 // two to three periods.
 const healEvery = 2 * time.Second
 
+// etcdStepTimeout bounds one record update of the check.
+const etcdStepTimeout = 10 * time.Second
+
 // errNotPhantom aborts a heal whose job turned up.
 var errNotPhantom = errors.New("agent: the job has a process here")
 

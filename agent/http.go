@@ -270,7 +270,7 @@ func (a *Agent) handleSignal(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if p.State.Ended() {
-		a.writeError(w, r, api.Errorf(api.CodeConflict, "gpid %d has already %s", p.GPID, describeEnd(p)))
+		a.writeError(w, r, api.Errorf(api.CodeConflict, "gpid %d has already %s", p.GPID, p.DescribeEnd()))
 		return
 	}
 	if err := a.signal(p.GPID, sig); err != nil {
@@ -278,18 +278,6 @@ func (a *Agent) handleSignal(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
-}
-
-func describeEnd(p pidtable.Proc) string {
-	switch {
-	case p.State == pidtable.Lost:
-		return "been lost: " + p.Error
-	case p.State == pidtable.Checkpointed:
-		return fmt.Sprintf("been stopped into checkpoint %s (bring it back with: ssi restore %s)", p.Checkpoint, p.Checkpoint)
-	case p.ExitCode == nil:
-		return "ended"
-	}
-	return fmt.Sprintf("exited with status %d", *p.ExitCode)
 }
 
 // handleWait answers once the job has ended; guard has admitted the caller

@@ -20,6 +20,7 @@ import (
 
 	"github.com/ssi-cluster/ssi/api"
 	"github.com/ssi-cluster/ssi/isolate"
+	"github.com/ssi-cluster/ssi/migrate"
 	"github.com/ssi-cluster/ssi/pidtable"
 	"github.com/ssi-cluster/ssi/shim"
 )
@@ -311,7 +312,7 @@ func (a *Agent) finish(ctx context.Context, j *job) {
 		p.Ended = time.Now().UTC()
 		return nil
 	}
-	var moved movedMark
+	var moved migrate.MovedMark
 	if shim.ReadJSON(j.dir, shim.MovedFile, &moved) == nil {
 		// The job did not end: it migrated away, or was a copy that was never
 		// committed, or was stopped into a checkpoint.
@@ -472,7 +473,7 @@ func (a *Agent) reconcile(ctx context.Context) error {
 			a.mu.Unlock()
 			switch p.State {
 			case pidtable.Migrating:
-				a.rollbackOrphanMigration(ctx, p, j, nil)
+				a.mig.RollbackOrphan(ctx, p, j, nil)
 			case pidtable.Checkpointing:
 				// A checkpoint was being taken: the job may be stopped. It runs
 				// on; a checkpoint that was saved completely is kept.
@@ -504,7 +505,7 @@ func (a *Agent) reconcile(ctx context.Context) error {
 			a.finish(ctx, j)
 		}
 	}
-	a.removeStaleImages()
+	a.mig.RemoveStaleImages()
 	if err := a.reconcileCheckpoints(ctx); err != nil {
 		return err
 	}
@@ -574,8 +575,11 @@ func (a *Agent) gc(ctx context.Context) {
 			continue
 		}
 		a.mu.Lock()
-		busy := a.jobs[gpid] != nil || a.incoming[gpid] != nil
+		busy := a.jobs[gpid] != nil
 		a.mu.Unlock()
+		if _, in := a.mig.IncomingSource(gpid); in {
+			busy = true
+		}
 		// Young directories may be an incoming migration being prepared (its
 		// record names the source until commit).
 		if fi, err := e.Info(); busy || err != nil || time.Since(fi.ModTime()) < time.Minute {

@@ -155,6 +155,7 @@ func newAuthFixture(t *testing.T) *authFixture {
 		t.Fatal(err)
 	}
 	a.node, a.etcd, a.store = node, ec, st
+	a.mig = a.newMigrator(ctx)
 
 	// Nodes 1-3 registered and Ready; node2 leads the balancer.
 	lease, err := ec.Grant(ctx, 120)
@@ -310,7 +311,7 @@ func TestRouteRoles(t *testing.T) {
 	f := newAuthFixture(t)
 	// A migration of jobA that node2 prepared here (no record names node2 for
 	// it), and jobP arrived here from node2 (its late resume is admitted).
-	f.a.incoming[f.jobA] = &incoming{id: "m2", from: "node2"}
+	f.a.mig.ExpectIncoming(f.jobA, "m2", "node2")
 	f.a.jobs[f.jobP] = &job{gpid: f.jobP, arrivedFrom: "node2", done: make(chan struct{})}
 	p := func(format string, gpid uint64) string { return strings.Replace(format, "G", itoa(gpid), 1) }
 	const (

@@ -7,8 +7,6 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"time"
 
@@ -115,24 +113,6 @@ func (a *Agent) releaseStdin(j *job) {
 	if _, err := shim.StdinCall(ctx, j.dir, shim.StdinRequest{Op: shim.StdinRelease}, nil); err != nil {
 		a.log.Warn("release the stdin of a job whose migration rolled back", "gpid", j.gpid, "err", err)
 	}
-}
-
-// migratedJobFiles are the files of a job dir that travel with its images.
-func migratedJobFiles() []string { return []string{shim.LogFile, shim.StdinFile} }
-
-// adoptStdinFile moves the stdin a migration shipped (if any) from the
-// stage into the job dir, for the restoring shim.
-func adoptStdinFile(stage, dir string) error {
-	err := os.Rename(filepath.Join(stage, shim.StdinFile), filepath.Join(dir, shim.StdinFile))
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("adopt shipped stdin: %w", err)
-	}
-	return nil
-}
-
-// errTTY refuses to move or checkpoint a job with a terminal.
-func errTTY(gpid uint64, what string) error {
-	return api.Errorf(api.CodeConflict, "gpid %d has a terminal (ssi run -t), and a job with a terminal cannot be %s yet: its terminal's master is held by its shim on this node, which CRIU cannot re-plumb; start jobs without -t to move or checkpoint them", gpid, what)
 }
 
 // handleResize is POST /v1/procs/{gpid}/resize: the new size of the job's

@@ -15,10 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ssi-cluster/ssi/agent"
 	"github.com/ssi-cluster/ssi/api"
 	"github.com/ssi-cluster/ssi/internal/testenv"
 	"github.com/ssi-cluster/ssi/localcluster"
+	"github.com/ssi-cluster/ssi/migrate"
 	"github.com/ssi-cluster/ssi/pidtable"
 )
 
@@ -318,7 +318,7 @@ func readAll(t *testing.T, r io.Reader) string {
 func (c *testCluster) imagesLeft(gpid uint64) []string {
 	var out []string
 	for _, n := range c.Nodes {
-		m, _ := filepath.Glob(filepath.Join(agent.ImagesRoot(n.DataDir), fmt.Sprintf("*-%d", gpid)))
+		m, _ := filepath.Glob(filepath.Join(migrate.ImagesRoot(n.DataDir), fmt.Sprintf("*-%d", gpid)))
 		out = append(out, m...)
 	}
 	return out

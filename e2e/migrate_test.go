@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ssi-cluster/ssi/agent"
 	"github.com/ssi-cluster/ssi/api"
+	"github.com/ssi-cluster/ssi/migrate"
 	"github.com/ssi-cluster/ssi/pidtable"
 )
 
@@ -494,7 +494,7 @@ func TestPostCopyMigration(t *testing.T) {
 	// both run with their images dir under an agent's images root.
 	eventually(t, 10*time.Second, "no CRIU process of this cluster left", func() error {
 		for _, node := range c.Nodes {
-			if pids := pidsWithArg(t, agent.ImagesRoot(node.DataDir)); len(pids) > 0 {
+			if pids := pidsWithArg(t, migrate.ImagesRoot(node.DataDir)); len(pids) > 0 {
 				return fmt.Errorf("processes using %s's images: %v", node.Name, pids)
 			}
 		}

@@ -21,9 +21,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ssi-cluster/ssi/agent"
 	"github.com/ssi-cluster/ssi/api"
 	"github.com/ssi-cluster/ssi/isolate"
+	"github.com/ssi-cluster/ssi/migrate"
 	"github.com/ssi-cluster/ssi/netns"
 	"github.com/ssi-cluster/ssi/pki"
 	"github.com/ssi-cluster/ssi/shim"
@@ -457,7 +457,7 @@ func Down(ctx context.Context, stateDir, name string, log *slog.Logger) error {
 	}
 	for _, n := range st.Nodes {
 		stopJobs(filepath.Join(n.DataDir, "jobs"))
-		_ = os.RemoveAll(agent.ImagesRoot(n.DataDir))
+		_ = os.RemoveAll(migrate.ImagesRoot(n.DataDir))
 	}
 	// Job cgroups: the whole per-cluster parent, nested node/gpid groups included.
 	if cg, err := isolate.OpenCgroup(st.CgroupParent()); err == nil {

@@ -27,7 +27,18 @@
 // leaves it stopped, to be removed when its agent reconciles) and resumes the
 // source copy.
 //
-// The package holds no I/O of its own beyond the stream codec: Run drives the
-// phases through a Steps implementation (the agent's), so the state machine and
-// its rollback are tested with fakes.
+// Run drives the phases through a Steps implementation, so the state machine
+// and its rollback are tested with fakes. A Migrator (New) is one node's part
+// in migrations over the agent's jobs, which it sees through small interfaces
+// (Jobs, Job, CPU; node.go): the source side (Migrate, source.go, with
+// rollback.go, peer.go for the calls to the target, commit.go, postcopy.go,
+// handover.go for jobs holding file locks) and the target side (the
+// *Incoming methods, target.go). files.go checks the files a job uses,
+// dump.go runs CRIU dumps and words their failures, timeline.go times the
+// steps, stream.go is the image stream. The agent keeps the HTTP edge: its
+// handlers decode a request, call a Migrator and encode the answer.
+//
+// Errors: the protocol's refusals are *api.Error values (package api is a
+// leaf), which the agent's handlers answer as they are; ErrCommitUncertain
+// and *JobEnded are this package's own.
 package migrate

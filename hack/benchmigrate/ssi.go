@@ -11,8 +11,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ssi-cluster/ssi/agent"
 	"github.com/ssi-cluster/ssi/hack/benchkit"
+	"github.com/ssi-cluster/ssi/migrate"
 )
 
 // ssiCLI runs the ssi CLI against node1's agent and returns its stdout.
@@ -197,7 +197,7 @@ func (b *bench) imageDirs(gpid string) []string {
 	var out []string
 	for _, n := range b.cl.Nodes {
 		for _, kind := range []string{"out", "in"} {
-			out = append(out, filepath.Join(agent.ImagesRoot(n.DataDir), kind+"-"+gpid))
+			out = append(out, filepath.Join(migrate.ImagesRoot(n.DataDir), kind+"-"+gpid))
 		}
 	}
 	return out

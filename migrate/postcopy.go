@@ -1,4 +1,4 @@
-package agent
+package migrate
 
 // Post-copy (ssi migrate --postcopy), the source's part: a lazy dump whose
 // CRIU stays up as a TLS page server for the target (docs/ARCHITECTURE.md,
@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,21 +31,21 @@ func (m *migration) lazyDump(ctx context.Context) error {
 		return err
 	}
 	if was, err := checkpoint.EnsurePipeMaxSize(); err != nil {
-		return api.Errorf(api.CodeConflict, "node %s cannot migrate post-copy: %v", m.a.cfg.Name, err)
+		return api.Errorf(api.CodeConflict, "node %s cannot migrate post-copy: %v", m.mg.cfg.Name, err)
 	} else if was < checkpoint.LazyPipeMaxSize {
-		m.a.log.Info("raised fs.pipe-max-size for post-copy migration", "was", was, "now", checkpoint.LazyPipeMaxSize)
+		m.mg.log.Info("raised fs.pipe-max-size for post-copy migration", "was", was, "now", checkpoint.LazyPipeMaxSize)
 	}
-	host, _, err := net.SplitHostPort(m.a.cfg.Advertise)
+	host, _, err := net.SplitHostPort(m.mg.cfg.Advertise)
 	if err != nil {
 		return err
 	}
-	if pids, err := m.j.cgroup.Pids(); err == nil {
+	if pids, err := m.j.Cgroup().Pids(); err == nil {
 		for _, pid := range pids {
 			m.lazyBytes += rss(pid)
 		}
 	}
 	// The page server admits only the target (pki.PageServerCreds).
-	if m.lazyTLS, err = pki.NewPageServerCreds(host, migrationTimeout+time.Hour); err != nil {
+	if m.lazyTLS, err = pki.NewPageServerCreds(host, Timeout+time.Hour); err != nil {
 		return err
 	}
 	for attempt := 1; ; attempt++ {
@@ -53,26 +54,26 @@ func (m *migration) lazyDump(ctx context.Context) error {
 			return err
 		}
 		m.lazy, err = checkpoint.StartLazyDump(ctx, checkpoint.LazyDumpOpts{
-			CRIUPath: m.a.criuPath, PID: m.j.state.Init.PID, ImagesDir: m.images, Address: host,
-			TLS: &tlsFiles, Flags: jobCRIUFlags(),
+			CRIUPath: m.mg.cfg.CRIUPath, PID: m.j.State().Init.PID, ImagesDir: m.images, Address: host,
+			TLS: &tlsFiles, Flags: CRIUFlags(),
 		})
 		if !checkpoint.IsProcDirCollision(err) || attempt == dumpAttempts {
 			break
 		}
-		m.a.log.Info("dump collided with another dump in the same working directory; retrying", "gpid", m.gpid, "attempt", attempt)
+		m.mg.log.Info("dump collided with another dump in the same working directory; retrying", "gpid", m.gpid, "attempt", attempt)
 		if err := emptyDir(m.images); err != nil {
 			return err
 		}
-		m.a.dumpBackoff()
+		m.mg.dumpBackoff()
 	}
 	if err != nil {
-		m.a.keepCRIULog(err, m.gpid)
+		m.mg.keepCRIULog(err, m.gpid)
 		return explainDumpError(err, m.j)
 	}
 	// Noted in the job dir: should this agent die before the commit, its
 	// successor kills this CRIU (which holds the tree) before resuming the job.
 	if id, err := shim.Identify(m.lazy.PID()); err == nil {
-		_ = shim.WriteJSON(m.j.dir, lazyDumpFile, id)
+		_ = shim.WriteJSON(m.j.Dir(), lazyDumpFile, id)
 	}
 	// What is left to page over: CRIU serves only private anonymous memory
 	// lazily; the rest (shared, file-backed) is in the images already.
@@ -95,6 +96,20 @@ func pagesBytes(images string) int64 {
 		}
 	}
 	return n
+}
+
+// rss returns the resident set size of pid in bytes (0 if it is gone).
+func rss(pid int) int64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	n, _ := strconv.ParseInt(f[1], 10, 64)
+	return n * int64(os.Getpagesize())
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }

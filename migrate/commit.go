@@ -1,4 +1,4 @@
-package agent
+package migrate
 
 // The commit of a migration: one compare-and-swap of the job's record, at the
 // revision the migration last wrote, that hands the job to the target. A
@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/ssi-cluster/ssi/failpoint"
-	"github.com/ssi-cluster/ssi/migrate"
 	"github.com/ssi-cluster/ssi/pidtable"
 )
 
@@ -20,7 +19,7 @@ func (m *migration) Commit(ctx context.Context) error {
 	defer m.tl.since("commit", time.Now())
 	cctx, cancel := context.WithTimeout(ctx, etcdStepTimeout)
 	defer cancel()
-	_, rev, err := m.a.store.TransitionAt(cctx, m.gpid, m.rev, pidtable.MigrationCommit, m.a.cfg.Name, func(p *pidtable.Proc) error {
+	_, rev, err := m.mg.store.TransitionAt(cctx, m.gpid, m.rev, pidtable.MigrationCommit, m.mg.cfg.Name, func(p *pidtable.Proc) error {
 		if p.Migration == nil || p.Migration.ID != m.id {
 			return fmt.Errorf("%w: it is %s", errMigrationGone, p.State)
 		}
@@ -49,7 +48,7 @@ func (m *migration) Commit(ctx context.Context) error {
 	switch {
 	case serr != nil:
 		go m.settleLater()
-		return fmt.Errorf("%w: %w", migrate.ErrCommitUncertain, errors.Join(err, serr))
+		return fmt.Errorf("%w: %w", ErrCommitUncertain, errors.Join(err, serr))
 	case committed:
 		return nil
 	}
@@ -64,7 +63,7 @@ func (m *migration) Commit(ctx context.Context) error {
 func (m *migration) settleCommit(ctx context.Context) (committed bool, err error) {
 	for {
 		cctx, cancel := context.WithTimeout(ctx, etcdStepTimeout)
-		_, rev, rerr := m.a.store.TransitionAt(cctx, m.gpid, m.rev, pidtable.MigrationRelease, m.a.cfg.Name, func(p *pidtable.Proc) error {
+		_, rev, rerr := m.mg.store.TransitionAt(cctx, m.gpid, m.rev, pidtable.MigrationRelease, m.mg.cfg.Name, func(p *pidtable.Proc) error {
 			p.State = pidtable.Running
 			p.MigrationError, p.MigrationFailed = "the commit went unanswered (etcd unreachable); released instead", time.Now().UTC()
 			return nil
@@ -72,7 +71,7 @@ func (m *migration) settleCommit(ctx context.Context) (committed bool, err error
 		var got pidtable.Proc
 		var gerr error
 		if errors.Is(rerr, pidtable.ErrChanged) {
-			got, _, gerr = m.a.store.Get(cctx, m.gpid)
+			got, _, gerr = m.mg.store.Get(cctx, m.gpid)
 		}
 		cancel()
 		switch {
@@ -95,18 +94,18 @@ func (m *migration) settleCommit(ctx context.Context) (committed bool, err error
 // killed (committed: the target resumes its copy by itself) or resumed
 // (released: the target discards its copy once it reads the record).
 func (m *migration) settleLater() {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	ctx, cancel := context.WithTimeout(m.mg.life, time.Hour)
 	defer cancel()
 	committed, err := m.settleCommit(ctx)
 	switch {
 	case err != nil:
-		m.a.log.Error("commit outcome still unknown after an hour; the job stays frozen on both nodes until the agent restarts", "gpid", m.gpid, "err", err)
+		m.mg.log.Error("commit outcome still unknown after an hour; the job stays frozen on both nodes until the agent restarts", "gpid", m.gpid, "err", err)
 	case committed:
-		m.a.log.Warn("an unanswered commit turned out applied; removing the source copy", "gpid", m.gpid)
-		m.a.forgetMigrated(m.j)
+		m.mg.log.Warn("an unanswered commit turned out applied; removing the source copy", "gpid", m.gpid)
+		m.mg.jobs.Forget(m.j)
 	default:
-		m.a.log.Warn("an unanswered commit was settled by releasing the job; it runs here again", "gpid", m.gpid)
+		m.mg.log.Warn("an unanswered commit was settled by releasing the job; it runs here again", "gpid", m.gpid)
 		resume(m.j)
 	}
-	m.a.clearBusy(m.j)
+	m.mg.jobs.ClearBusy(m.j)
 }

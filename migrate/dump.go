@@ -1,4 +1,4 @@
-package agent
+package migrate
 
 import (
 	"context"
@@ -21,41 +21,42 @@ import (
 // the message says (<data-dir>/criu-logs, the newest keptCRIULogs), since
 // the images directory it was written in goes with a failed migration.
 
-// jobCRIUFlags are the CRIU flags of every dump of a job (migration, post-copy,
+// CRIUFlags are the CRIU flags of every dump of a job (migration, post-copy,
 // checkpoint): its file locks go with it; its cgroup does not, since every
 // node makes a job's cgroup itself, with the job's limits, and ssi-shim
 // restores the job into it (shim.criuRestore); deleted files it still maps or
 // holds open go in the images up to ghostLimit, so that a job whose program
-// (or whose init's, ssi-shim's, after an upgrade of ssi) was replaced while it
+// (or whose init, ssi-init, after an upgrade of ssi) was replaced while it
 // ran still moves.
-func jobCRIUFlags() checkpoint.Flags {
+func CRIUFlags() checkpoint.Flags {
 	return checkpoint.Flags{FileLocks: true, IgnoreCgroups: true, GhostLimit: ghostLimit}
 }
 
 // ghostLimit bounds one deleted file carried in a job's images: larger than
-// ssi-shim (~6 MiB) and most programs' binaries, small beside a job's memory.
+// ssi-init and ssi-shim and most programs' binaries, small beside a job's
+// memory.
 const ghostLimit = 64 << 20
 
-// dumpAttempts bounds the dumps tried when they collide (see dump).
+// dumpAttempts bounds the dumps tried when they collide (see Dump).
 const dumpAttempts = 6
 
-// dump is checkpoint.Dump, retried when it collides with another dump of a job
+// Dump is checkpoint.Dump, retried when it collides with another dump of a job
 // with the same working directory (checkpoint.IsProcDirCollision): on one
 // machine (or a shared file system) two jobs started in the same directory
 // cannot be dumped at the very same moment. A failed dump leaves the tree
 // running, so a retry starts afresh.
-func (a *Agent) dump(ctx context.Context, o checkpoint.DumpOpts, j *job) error {
+func (mg *Migrator) Dump(ctx context.Context, o checkpoint.DumpOpts, j Job) error {
 	for attempt := 1; ; attempt++ {
 		err := checkpoint.Dump(ctx, o)
 		if !checkpoint.IsProcDirCollision(err) || attempt == dumpAttempts || ctx.Err() != nil {
-			a.keepCRIULog(err, j.gpid)
+			mg.keepCRIULog(err, j.GPID())
 			return explainDumpError(err, j)
 		}
-		a.log.Info("dump collided with another dump in the same working directory; retrying", "pid", o.PID, "attempt", attempt)
+		mg.log.Info("dump collided with another dump in the same working directory; retrying", "pid", o.PID, "attempt", attempt)
 		if err := emptyDir(o.ImagesDir); err != nil {
 			return err
 		}
-		a.dumpBackoff()
+		mg.dumpBackoff()
 	}
 }
 
@@ -64,20 +65,20 @@ func (a *Agent) dump(ctx context.Context, o checkpoint.DumpOpts, j *job) error {
 // (checkpoint.IsForeignRlimit), or a job whose init runs as the job's user,
 // started by an ssi before init stayed root (checkpoint.IsUnprivilegedProc,
 // shim.startInit).
-func explainDumpError(err error, j *job) error {
+func explainDumpError(err error, j Job) error {
 	rlimit := checkpoint.IsForeignRlimit(err)
 	if !rlimit && !checkpoint.IsUnprivilegedProc(err) {
 		if why := checkpoint.Explain(err); why != "" {
-			return api.Errorf(api.CodeConflict, "gpid %d cannot be checkpointed: %s (%v)", j.gpid, why, err)
+			return api.Errorf(api.CodeConflict, "gpid %d cannot be checkpointed: %s (%v)", j.GPID(), why, err)
 		}
 		return err
 	}
 	var spec shim.Spec
-	_ = shim.ReadJSON(j.dir, shim.SpecFile, &spec)
+	_ = shim.ReadJSON(j.Dir(), shim.SpecFile, &spec)
 	if rlimit {
-		return api.Errorf(api.CodeConflict, "gpid %d (uid %d): this node's CRIU may not read the resource limits of another user's task: root here lacks CAP_SYS_RESOURCE, and this CRIU is not the patched build of hack/install-criu.sh, which reads them from /proc/PID/limits. The job keeps running here; install CRIU with hack/install-criu.sh on every node (%v)", j.gpid, spec.UID, err)
+		return api.Errorf(api.CodeConflict, "gpid %d (uid %d): this node's CRIU may not read the resource limits of another user's task: root here lacks CAP_SYS_RESOURCE, and this CRIU is not the patched build of hack/install-criu.sh, which reads them from /proc/PID/limits. The job keeps running here; install CRIU with hack/install-criu.sh on every node (%v)", j.GPID(), spec.UID, err)
 	}
-	return api.Errorf(api.CodeConflict, "gpid %d (uid %d) was started by an older ssi whose job init runs as the job's user, and CRIU cannot dump such a job: its parasite must mount a /proc for the job's PID namespace, which a non-root task may not do. The job keeps running here; jobs started by this version can be checkpointed and migrated, so restart it to make it movable (%v)", j.gpid, spec.UID, err)
+	return api.Errorf(api.CodeConflict, "gpid %d (uid %d) was started by an older ssi whose job init runs as the job's user, and CRIU cannot dump such a job: its parasite must mount a /proc for the job's PID namespace, which a non-root task may not do. The job keeps running here; jobs started by this version can be checkpointed and migrated, so restart it to make it movable (%v)", j.GPID(), spec.UID, err)
 }
 
 // emptyDir removes what a failed dump wrote into dir.
@@ -89,10 +90,10 @@ func emptyDir(dir string) error {
 }
 
 // dumpBackoff waits a random 20-200 ms, so that colliding dumps drift apart.
-func (a *Agent) dumpBackoff() {
-	a.rndMu.Lock()
-	d := 20*time.Millisecond + time.Duration(a.rnd.IntN(180))*time.Millisecond
-	a.rndMu.Unlock()
+func (mg *Migrator) dumpBackoff() {
+	mg.rndMu.Lock()
+	d := 20*time.Millisecond + time.Duration(mg.rnd.IntN(180))*time.Millisecond
+	mg.rndMu.Unlock()
 	time.Sleep(d)
 }
 
@@ -100,25 +101,25 @@ func (a *Agent) dumpBackoff() {
 const keptCRIULogs = 50
 
 // criuLogsDir holds the CRIU logs of failed dumps and restores.
-func (a *Agent) criuLogsDir() string { return filepath.Join(a.cfg.DataDir, "criu-logs") }
+func (mg *Migrator) criuLogsDir() string { return filepath.Join(mg.cfg.DataDir, "criu-logs") }
 
 // keepCRIULog copies the log of a failed CRIU operation (a *checkpoint.CRIUError
 // in err) out of the images directory, which a failure removes, into
 // criuLogsDir, and points the error at the copy. The oldest copies beyond
 // keptCRIULogs are removed.
-func (a *Agent) keepCRIULog(err error, gpid uint64) {
+func (mg *Migrator) keepCRIULog(err error, gpid uint64) {
 	var ce *checkpoint.CRIUError
 	if !errors.As(err, &ce) || ce.LogPath == "" {
 		return
 	}
-	if kept, kerr := a.keepLog(ce.LogPath, gpid, ce.Op); kerr == nil {
+	if kept, kerr := mg.keepLog(ce.LogPath, gpid, ce.Op); kerr == nil {
 		ce.LogPath = kept
 	}
 }
 
 // keepLog copies the CRIU log at path into criuLogsDir and returns the copy's path.
-func (a *Agent) keepLog(path string, gpid uint64, op string) (string, error) {
-	dir := a.criuLogsDir()
+func (mg *Migrator) keepLog(path string, gpid uint64, op string) (string, error) {
+	dir := mg.criuLogsDir()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}
@@ -152,22 +153,22 @@ func (a *Agent) keepLog(path string, gpid uint64, op string) (string, error) {
 	return dst, nil
 }
 
-// restoreFailed words a failed restore of gpid on this node from images: what
+// RestoreFailed words a failed restore of gpid on this node from images: what
 // in the job stopped it, if known, and where CRIU's log is kept.
-func (a *Agent) restoreFailed(gpid uint64, images string, err error) error {
+func (mg *Migrator) RestoreFailed(gpid uint64, images string, err error) error {
 	where := ""
-	if kept, kerr := a.keepLog(filepath.Join(images, shim.RestoreLog), gpid, "restore"); kerr == nil {
+	if kept, kerr := mg.keepLog(filepath.Join(images, shim.RestoreLog), gpid, "restore"); kerr == nil {
 		where = " (CRIU's log: " + kept + ")"
 	}
 	if why := checkpoint.Explain(err); why != "" {
-		return api.Errorf(api.CodeConflict, "node %s could not restore gpid %d: %s%s (%v)", a.cfg.Name, gpid, why, where, err)
+		return api.Errorf(api.CodeConflict, "node %s could not restore gpid %d: %s%s (%v)", mg.cfg.Name, gpid, why, where, err)
 	}
-	return api.Errorf(api.CodeConflict, "node %s could not restore gpid %d: %v%s", a.cfg.Name, gpid, err, where)
+	return api.Errorf(api.CodeConflict, "node %s could not restore gpid %d: %v%s", mg.cfg.Name, gpid, err, where)
 }
 
-// waitDrained waits (up to 5 s) until the pipes of a stopped job hold no unread
+// WaitDrained waits (up to 5 s) until the pipes of a stopped job hold no unread
 // output and the job's log stopped growing.
-func waitDrained(init int, logPath string) {
+func WaitDrained(init int, logPath string) {
 	deadline := time.Now().Add(5 * time.Second)
 	pending := func() int {
 		n := 0
@@ -210,8 +211,8 @@ func waitDrained(init int, logPath string) {
 	}
 }
 
-// dirSize returns the bytes of the regular files in dir (not below it).
-func dirSize(dir string) int64 {
+// DirSize returns the bytes of the regular files in dir (not below it).
+func DirSize(dir string) int64 {
 	var n int64
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {

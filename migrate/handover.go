@@ -1,4 +1,4 @@
-package agent
+package migrate
 
 import (
 	"context"
@@ -34,13 +34,13 @@ import (
 // the job's record still migrating, its shim gone and its directory marked:
 // it rolls the migration back like any other (the target discards its copy)
 // and restores the job from the images the dump left in /dev/shm
-// (resumeHandedOver). Only the machine itself going down then loses the
+// (the agent's reconcile, RollbackOrphan). Only the machine itself going down then loses the
 // job: its images are in memory.
 
 // jobLocks lists the file locks the job's processes hold (POSIX, OFD and
 // flock locks, and leases), as /proc/PID/fdinfo shows them.
-func jobLocks(j *job) ([]string, error) {
-	pids, err := j.cgroup.Pids()
+func jobLocks(j Job) ([]string, error) {
+	pids, err := j.Cgroup().Pids()
 	if err != nil {
 		return nil, err
 	}
@@ -69,77 +69,63 @@ func jobLocks(j *job) ([]string, error) {
 // that the target's restore can take them. Its directory is marked first, so
 // that its end is no end of the job (finish, the shim).
 func (m *migration) handOver(ctx context.Context) error {
-	if err := shim.WriteJSON(m.j.dir, shim.MovedFile, movedMark{Time: time.Now().UTC(), HandOver: true, Keys: m.keys}); err != nil {
+	if err := shim.WriteJSON(m.j.Dir(), shim.MovedFile, MovedMark{Time: time.Now().UTC(), HandOver: true, Keys: m.keys}); err != nil {
 		return err
 	}
 	m.handedOver = true
 	killJob(m.j)
 	select {
-	case <-m.j.done:
+	case <-m.j.Done():
 	case <-ctx.Done():
 		// restoreHere, in the rollback, waits for the copy to be gone.
 		return fmt.Errorf("the source copy of gpid %d did not die after SIGKILL: %w", m.gpid, ctx.Err())
 	}
-	m.a.log.Info("handed the job's file locks over: source copy killed after the transfer", "gpid", m.gpid, "locks", len(m.locks))
+	m.mg.log.Info("handed the job's file locks over: source copy killed after the transfer", "gpid", m.gpid, "locks", len(m.locks))
 	m.send(api.MigrateEvent{Phase: "handover"})
 	return nil
-}
-
-// resumeHandedOver is reconcile's part for a job whose agent died between
-// handing its locks over and the end of its migration: the record still
-// names this node, so the migration did not commit; it is rolled back from
-// the job's images. It reports whether dir held such a job.
-func (a *Agent) resumeHandedOver(ctx context.Context, p pidtable.Proc, j *job) bool {
-	var mark movedMark
-	if p.State != pidtable.Migrating || shim.ReadJSON(j.dir, shim.MovedFile, &mark) != nil || !mark.HandOver {
-		return false
-	}
-	close(j.done) // its shim is gone
-	a.rollbackOrphanMigration(ctx, p, j, &mark)
-	return true
 }
 
 // lose records the job lost, saying why: its last copy is gone.
 func (m *migration) lose(ctx context.Context, why string) {
 	ctx, cancel := context.WithTimeout(ctx, etcdStepTimeout)
 	defer cancel()
-	_, _, err := m.a.store.Transition(ctx, m.gpid, pidtable.End, m.a.cfg.Name, func(p *pidtable.Proc) error {
+	_, _, err := m.mg.store.Transition(ctx, m.gpid, pidtable.End, m.mg.cfg.Name, func(p *pidtable.Proc) error {
 		p.State, p.Error, p.PID, p.InitPID = pidtable.Lost, why, 0, 0
 		return nil
 	})
-	m.a.log.Error("job lost", "gpid", m.gpid, "why", why, "err", err)
+	m.mg.log.Error("job lost", "gpid", m.gpid, "why", why, "err", err)
 }
 
 // restoreHere brings a handed-over job back on this node from its images,
 // stopped, as the rollback of a migration that failed after the hand-over.
 func (m *migration) restoreHere(ctx context.Context) error {
-	a, old := m.a, m.j
+	mg, old := m.mg, m.j
 	// The killed copy's shim must be gone first: until then it could still
 	// record an exit (its moved mark is removed below).
 	select {
-	case <-old.done:
+	case <-old.Done():
 	case <-time.After(30 * time.Second):
 		return fmt.Errorf("the killed source copy's shim did not exit")
 	}
 	var spec shim.Spec
-	if err := shim.ReadJSON(old.dir, shim.SpecFile, &spec); err != nil {
+	if err := shim.ReadJSON(old.Dir(), shim.SpecFile, &spec); err != nil {
 		return err
 	}
 	for _, f := range []string{shim.MovedFile, shim.StateFile, shim.ExitFile} {
-		_ = os.Remove(filepath.Join(old.dir, f))
+		_ = os.Remove(filepath.Join(old.Dir(), f))
 	}
-	_ = os.Remove(filepath.Join(old.dir, lazyDumpFile))
-	rs := shim.RestoreSpec{ImagesDir: m.images, StdoutKey: m.keys[0], StderrKey: m.keys[1], StdinKey: old.state.StdinKey, CRIUPath: a.criuPath}
-	if err := shim.WriteJSON(old.dir, shim.RestoreFile, rs); err != nil {
+	_ = os.Remove(filepath.Join(old.Dir(), lazyDumpFile))
+	rs := shim.RestoreSpec{ImagesDir: m.images, StdoutKey: m.keys[0], StderrKey: m.keys[1], StdinKey: old.State().StdinKey, CRIUPath: mg.cfg.CRIUPath}
+	if err := shim.WriteJSON(old.Dir(), shim.RestoreFile, rs); err != nil {
 		return err
 	}
 	cg, err := isolate.OpenCgroup(spec.Cgroup)
 	if err != nil {
-		if cg, err = isolate.CreateCgroup(spec.Cgroup, a.limits(old.cpus, old.memory)); err != nil {
+		if cg, err = isolate.CreateCgroup(spec.Cgroup, mg.jobs.Limits(old.Resources())); err != nil {
 			return err
 		}
 	}
-	cmd, st, err := shim.Launch(ctx, a.cfg.ShimExe, old.dir, shim.ModeRestore)
+	cmd, st, err := shim.Launch(ctx, mg.cfg.ShimExe, old.Dir(), shim.ModeRestore)
 	if err != nil {
 		if ctx.Err() != nil {
 			pids, _ := cg.Pids()
@@ -149,15 +135,26 @@ func (m *migration) restoreHere(ctx context.Context) error {
 			_ = cmd.Process.Kill()
 			_ = cmd.Wait()
 		}
-		return fmt.Errorf("restore on %s from its images: %w", a.cfg.Name, err)
+		return fmt.Errorf("restore on %s from its images: %w", mg.cfg.Name, err)
 	}
-	j := &job{gpid: m.gpid, dir: old.dir, state: st, cgroup: cg, cpus: old.cpus, memory: old.memory, token: old.token, busy: old.busy, done: make(chan struct{})}
-	a.mu.Lock()
-	a.jobs[m.gpid] = j
-	a.mu.Unlock()
-	go a.watch(j, cmd)
-	_ = os.Remove(filepath.Join(old.dir, shim.RestoreFile))
+	cpus, memory := old.Resources()
+	j := mg.jobs.Adopt(Restored{GPID: m.gpid, Dir: old.Dir(), State: st, Cgroup: cg, Cmd: cmd, CPUs: cpus, Memory: memory, Replaces: old})
+	_ = os.Remove(filepath.Join(old.Dir(), shim.RestoreFile))
 	m.j = j
-	a.log.Info("restored a handed-over job on its source from its images", "gpid", m.gpid, "pid", st.MainPID)
+	mg.log.Info("restored a handed-over job on its source from its images", "gpid", m.gpid, "pid", st.MainPID)
 	return nil
+}
+
+// MovedMark is the content of a job directory's moved.json.
+type MovedMark struct {
+	Time time.Time `json:"time"`
+	// Checkpoint is set when the job was stopped into a checkpoint rather than
+	// migrated away.
+	Checkpoint string `json:"checkpoint,omitempty"`
+	// HandOver is set when the stopped source copy of a migration was killed
+	// to release its file locks before the target's restore (handover.go).
+	HandOver bool `json:"hand_over,omitempty"`
+	// Keys are the job's stdout and stderr pipe keys at the dump, with which
+	// a restarted agent restores a handed-over job from its images.
+	Keys [2]string `json:"keys,omitzero"`
 }

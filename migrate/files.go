@@ -1,4 +1,4 @@
-package agent
+package migrate
 
 import (
 	"fmt"
@@ -18,14 +18,14 @@ import (
 // for the dump (the job itself cannot have changed it since). A checkpoint records
 // the sizes at its dump and its restore compares them.
 
-// jobFiles lists the files the job's processes map, and unless mappedOnly the
+// JobFiles lists the files the job's processes map, and unless mappedOnly the
 // files they hold open, with their sizes: the target must have each of them,
 // with the same size. A running job opens and removes files all the time (a
 // database's journal, a compiler's temporary files), so only its mappings
 // (its program and libraries, mapped data) are worth checking before it is
 // frozen.
-func jobFiles(j *job, mappedOnly bool) ([]api.FileCheck, error) {
-	pids, err := j.cgroup.Pids()
+func JobFiles(j Job, mappedOnly bool) ([]api.FileCheck, error) {
+	pids, err := j.Cgroup().Pids()
 	if err != nil {
 		return nil, err
 	}
@@ -63,9 +63,9 @@ func jobFiles(j *job, mappedOnly bool) ([]api.FileCheck, error) {
 	return out, nil
 }
 
-// checkFilesPresent checks that node has the job's working directory and every
+// CheckFilesPresent checks that node has the job's working directory and every
 // file the job uses (prepare: the sizes are checked after the dump).
-func checkFilesPresent(node string, files []api.FileCheck, workdir string) error {
+func CheckFilesPresent(node string, files []api.FileCheck, workdir string) error {
 	for _, f := range files {
 		if _, err := os.Stat(f.Path); err != nil {
 			return api.Errorf(api.CodeConflict, "node %s lacks %s, which the job uses: %v", node, f.Path, err)
@@ -77,10 +77,10 @@ func checkFilesPresent(node string, files []api.FileCheck, workdir string) error
 	return nil
 }
 
-// checkFileSizes checks that every file the job uses has on node the size it
+// CheckFileSizes checks that every file the job uses has on node the size it
 // had when the job was frozen; when says when that was ("the job was frozen
 // for its move", "checkpoint C was taken") and retry what to do about it.
-func checkFileSizes(node string, files []api.FileCheck, when, retry string) error {
+func CheckFileSizes(node string, files []api.FileCheck, when, retry string) error {
 	for _, f := range files {
 		fi, err := os.Stat(f.Path)
 		if err != nil {

@@ -1,0 +1,67 @@
+package migrate
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/ssi-cluster/ssi/api"
+)
+
+func TestImageLimits(t *testing.T) {
+	if got := ImageBytesFor(0); got != maxImageBytes {
+		t.Errorf("no memory limit: %d", got)
+	}
+	if got := ImageBytesFor(64 << 20); got != 128<<20+imageSlack {
+		t.Errorf("64 MiB job: %d", got)
+	}
+	if got := ImageBytesFor(maxImageBytes); got != maxImageBytes {
+		t.Errorf("huge job: %d", got)
+	}
+	a := New(context.Background(), Config{Name: "node2"})
+	var releases []func()
+	for range maxStreamsPerPeer {
+		r, err := a.acquireStream("node1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		releases = append(releases, r)
+	}
+	if _, err := a.acquireStream("node1"); !api.IsCode(err, api.CodeConflict) || !strings.Contains(err.Error(), "at most 2") {
+		t.Fatalf("stream over the limit: %v", err)
+	}
+	if r, err := a.acquireStream("node2"); err != nil {
+		t.Fatalf("another peer is limited separately: %v", err)
+	} else {
+		r()
+	}
+	releases[0]()
+	if r, err := a.acquireStream("node1"); err != nil {
+		t.Fatalf("after a release: %v", err)
+	} else {
+		r()
+	}
+	releases[1]()
+	if len(a.streams) != 0 {
+		t.Fatalf("streams left: %v", a.streams)
+	}
+}
+
+// TestIncomingOnlyFromItsSource: later migration steps are accepted only from
+// the node that prepared the migration.
+func TestIncomingOnlyFromItsSource(t *testing.T) {
+	a := New(context.Background(), Config{Name: "node3"})
+	a.ExpectIncoming(7, "m1", "node1")
+	if _, err := a.incomingFor(7, "m1", "node1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.incomingFor(7, "m1", "node2"); !api.IsCode(err, api.CodeForbidden) {
+		t.Fatalf("another node: %v", err)
+	}
+	if _, err := a.incomingFor(7, "m0", "node1"); !api.IsCode(err, api.CodeConflict) {
+		t.Fatalf("stale id: %v", err)
+	}
+	if _, err := a.incomingFor(8, "m1", "node1"); !api.IsCode(err, api.CodeConflict) {
+		t.Fatalf("other gpid: %v", err)
+	}
+}
