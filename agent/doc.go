@@ -21,7 +21,8 @@
 // migration's source side; commit.go its commit, postcopy.go its lazy dump,
 // handover.go the hand-over of file locks, files.go the file checks, dump.go
 // CRIU dumps and their errors), incoming.go (the target side), checkpoint.go,
-// balancer.go, status.go and recent.go (figures and placement), stdin.go, and
+// balancer.go (wires package balancer: its Mover and routes), status.go and
+// recent.go (figures and placement), stdin.go, and
 // routes.go (every route and the role it needs), http.go, auth.go, pki.go
 // (the API and who may call it).
 //
