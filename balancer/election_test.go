@@ -22,9 +22,6 @@ import (
 // campaigns again on its agent's new session. Both return once their context
 // ends, leaving no goroutine behind (TestMain).
 func TestElection(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts an embedded etcd")
-	}
 	ctx := context.Background()
 	free := func() string {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
