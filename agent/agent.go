@@ -75,10 +75,8 @@ type Agent struct {
 	// cpu is this machine's CPU feature flags (migration prepare, checkpoints).
 	cpu cpuInfo
 
-	// events writes the cluster's event log; balancer is the balancer's
-	// leader-side state (used while this agent leads).
-	events   *eventLog
-	balancer *balancer
+	// events writes the cluster's event log.
+	events *eventLog
 	// own is the watched copy of the records that name this node (the
 	// phantom check and the GC read it, not the table).
 	own *pidtable.ProcCache
@@ -116,7 +114,6 @@ func New(cfg Config) (*Agent, error) {
 		peer:      newTransport(),
 	}
 	a.events = &eventLog{a: a}
-	a.balancer = newBalancer(a, a.events)
 	if !cfg.Insecure {
 		a.refusals = newRefusalLog(a.events.add, a.log.Warn)
 	}
@@ -181,7 +178,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.own = a.store.NewProcCache(func(p pidtable.Proc) bool { return p.Node == a.cfg.Name }, a.log)
 	loopFuncs := []func(context.Context){a.own.Run, a.statusLoop, a.gcLoop, a.healLoop}
 	if !a.cfg.NoBalancer {
-		loopFuncs = append(loopFuncs, a.balancerLoop)
+		loopFuncs = append(loopFuncs, a.newBalancer().Run)
 	}
 	loopFuncs = append(loopFuncs, a.serviceLoop)
 	if a.node != nil {

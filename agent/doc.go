@@ -21,9 +21,11 @@
 // HTTP edge of migrations, both sides; the protocol itself is package
 // migrate) and migratehost.go (what migrate is given of the agent: its jobs,
 // the hand-over of a migrated job, the rollback of one a restart
-// interrupted), checkpoint.go, balancer.go, status.go and recent.go (figures
-// and placement), stdin.go, and routes.go (every route and the role it
-// needs), http.go, auth.go, pki.go (the API and who may call it).
+// interrupted), checkpoint.go, balancer.go (wires package balancer: its Mover
+// and routes), services.go (package service's controller and routes),
+// status.go and recent.go (figures and placement), stdin.go, and routes.go
+// (every route and the role it needs), http.go, auth.go, pki.go, revoke.go,
+// renew.go, audit.go (the API, who may call it, and their certificates).
 //
 // Without --etcd-endpoints the agent runs an embedded single-member etcd (the
 // first node of a cluster); the others point at it, or every agent points at an

@@ -468,3 +468,11 @@ func (a *Agent) admitService(r *http.Request, who caller) (*http.Request, error)
 	}
 	return r.WithContext(context.WithValue(r.Context(), serviceKey{}, serviceRecord{svc, rev})), nil
 }
+
+// sleepCtx waits d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
