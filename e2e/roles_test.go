@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -38,9 +39,14 @@ func TestBalanceAndEventsRoles(t *testing.T) {
 	}
 	g := strconv.FormatUint(p.GPID, 10)
 	runCmd(t, c.cmd(ctx, "wait", g)) // until the check recorded it lost
-	if evs := c.events(t, p.GPID); len(evs) == 0 || evs[0].User != "root" {
-		t.Fatalf("the admin sees no event with its owner for gpid %d: %+v", p.GPID, evs)
-	}
+	// The lost event is written just after the record (an event log, not
+	// part of the transaction): wait for it.
+	eventually(t, 10*time.Second, "the admin sees the lost event with its owner", func() error {
+		if evs := c.events(t, p.GPID); len(evs) == 0 || evs[0].User != "root" {
+			return fmt.Errorf("events of gpid %d: %+v", p.GPID, evs)
+		}
+		return nil
+	})
 	r := runCmd(t, c.as(ctx, cfg, uid, gid, "events", "-o", "json", "--gpid", g))
 	if r.code != 0 || strings.TrimSpace(r.stdout) != "" {
 		t.Fatalf("ssitest1 sees events of root's job %s: %v", g, r)
