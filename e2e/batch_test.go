@@ -357,7 +357,8 @@ func (c *testCluster) allEvents(t *testing.T) []pidtable.Event {
 }
 
 // liveWithArgs lists the live (not zombie) processes whose argv[0] is
-// argv0 and which have an argument equal to marker.
+// argv0 and which have an argument equal to marker, leaving out children of
+// such a process that have not exec'd yet.
 func liveWithArgs(argv0, marker string) []int {
 	entries, _ := os.ReadDir("/proc")
 	var out []int
@@ -375,7 +376,30 @@ func liveWithArgs(argv0, marker string) []int {
 			out = append(out, pid)
 		}
 	}
-	return out
+	// A child the job's shell just forked (for sleep, say) carries the same
+	// command line until it execs: not a copy of the job.
+	var copies []int
+	for _, pid := range out {
+		if !slices.Contains(out, parentOf(pid)) {
+			copies = append(copies, pid)
+		}
+	}
+	return copies
+}
+
+// parentOf returns pid's parent (0 if unknown).
+func parentOf(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	return ppid
 }
 
 // bgCmd is an ssi command run in the background.
