@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ssi-cluster/ssi/localcluster"
 	"github.com/ssi-cluster/ssi/pidtable"
 	"github.com/ssi-cluster/ssi/pki"
 )
@@ -260,11 +261,35 @@ func TestRenewNodeCerts(t *testing.T) {
 	for _, n := range c.Nodes {
 		orig[n.Name] = c.NodeArgs[n.Name]
 	}
-	restart := func(args func(string) []string) {
-		for _, n := range c.Nodes {
+	// restart restarts every agent with args: node1, which holds the CA and
+	// issues renewals with its own lifetime, first when caFirst, else last
+	// (going back from 20 s certificates, which must be renewed from node1
+	// within seconds: they cannot be while it restarts, and an expired one
+	// cannot rejoin).
+	restart := func(args func(string) []string, caFirst bool) {
+		order := append(append([]localcluster.NodeState(nil), c.Nodes[1:]...), c.Nodes[0])
+		if caFirst {
+			order = c.Nodes
+		}
+		for _, n := range order {
 			c.NodeArgs[n.Name] = args(n.Name)
 			c.stopAgent(t, n.Name, syscall.SIGTERM)
 			c.startAgent(t, n.Name)
+			if !caFirst && n.Name != c.Nodes[0].Name {
+				// Back to long certificates before node1 (the CA) goes
+				// down for its own restart.
+				conf := c.clientTLS(t)
+				eventually(t, 20*time.Second, n.Name+" presenting a long-lived certificate", func() error {
+					cert, err := serverCert(n.API(), conf)
+					if err != nil {
+						return err
+					}
+					if left := time.Until(cert.NotAfter); left < time.Hour {
+						return fmt.Errorf("valid %s more", left)
+					}
+					return nil
+				})
+			}
 		}
 		eventually(t, 30*time.Second, "every node Ready", func() error {
 			for name, n := range c.nodes(t) {
@@ -280,17 +305,13 @@ func TestRenewNodeCerts(t *testing.T) {
 	}
 	restart(func(name string) []string {
 		return append(append([]string(nil), orig[name]...), "--node-cert-lifetime", "20s")
-	})
+	}, true)
 	defer func() {
 		// Back to the default lifetime: each agent renews at start for a year.
-		restart(func(name string) []string { return orig[name] })
+		restart(func(name string) []string { return orig[name] }, false)
 	}()
 
-	n0, err := pki.LoadNode(filepath.Join(c.Nodes[0].DataDir, "pki"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	conf := n0.ClientTLS()
+	conf := c.clientTLS(t)
 	serials := map[string]map[string]bool{}
 	started := time.Now()
 	gpid := c.detach(t, "--node", "node2", "--", "sleep", "600")
@@ -333,4 +354,15 @@ func TestRenewNodeCerts(t *testing.T) {
 	if p := c.proc(t, gpid); p.Node != "node3" || p.State != pidtable.Running {
 		t.Fatalf("after the migration: %+v", p.Proc)
 	}
+}
+
+// clientTLS is node1's client TLS configuration, to read the certificate an
+// agent presents.
+func (c *testCluster) clientTLS(t *testing.T) *tls.Config {
+	t.Helper()
+	n0, err := pki.LoadNode(filepath.Join(c.Nodes[0].DataDir, "pki"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n0.ClientTLS()
 }
