@@ -32,37 +32,10 @@ import (
 // serviceLoop campaigns for the service controller's leadership on the
 // agent's session, and leads while elected.
 func (a *Agent) serviceLoop(ctx context.Context) {
-	for ctx.Err() == nil {
-		s := a.session.Load()
-		select {
-		case <-s.Done():
-			sleepCtx(ctx, 200*time.Millisecond)
-			continue
-		default:
-		}
-		term, cancel := context.WithCancel(ctx)
-		go func() {
-			select {
-			case <-s.Done():
-			case <-term.Done():
-			}
-			cancel()
-		}()
-		el := concurrency.NewElection(s, pidtable.ServiceLeaderPrefix)
-		if err := el.Campaign(term, a.cfg.Name); err != nil {
-			cancel()
-			if ctx.Err() == nil {
-				sleepCtx(ctx, time.Second)
-			}
-			continue
-		}
+	pidtable.Elect(ctx, a.session.Load, pidtable.ServiceLeaderPrefix, a.cfg.Name, nil, func(term context.Context, _ *concurrency.Session, el *concurrency.Election) {
 		a.log.Info("service controller: elected leader")
 		a.leadServices(term, clientv3.Compare(clientv3.CreateRevision(el.Key()), "=", el.Rev()))
-		cancel()
-		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		_ = el.Resign(rctx)
-		rcancel()
-	}
+	})
 }
 
 // leadServices runs the controller for one leadership term, on caches
@@ -467,12 +440,4 @@ func (a *Agent) admitService(r *http.Request, who caller) (*http.Request, error)
 		return r, err
 	}
 	return r.WithContext(context.WithValue(r.Context(), serviceKey{}, serviceRecord{svc, rev})), nil
-}
-
-// sleepCtx waits d or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) {
-	select {
-	case <-ctx.Done():
-	case <-time.After(d):
-	}
 }

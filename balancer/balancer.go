@@ -106,43 +106,15 @@ func New(cfg Config) *Balancer {
 func (b *Balancer) Run(ctx context.Context) {
 	defer b.moving.Wait()
 	log := b.cfg.Log
-	for ctx.Err() == nil {
-		s := b.cfg.Session()
-		select {
-		case <-s.Done():
-			// The agent is replacing the session.
-			sleepCtx(ctx, 200*time.Millisecond)
-			continue
-		default:
-		}
-		term, cancel := context.WithCancel(ctx)
-		go func() {
-			select {
-			case <-s.Done():
-			case <-term.Done():
-			}
-			cancel()
-		}()
-		el := concurrency.NewElection(s, pidtable.BalancerLeaderPrefix)
-		if err := el.Campaign(term, b.cfg.Name); err != nil {
-			cancel()
-			if ctx.Err() == nil {
-				log.Debug("balancer: campaign", "err", err)
-				sleepCtx(ctx, time.Second)
-			}
-			continue
-		}
+	campaign := func(err error) { log.Debug("balancer: campaign", "err", err) }
+	pidtable.Elect(ctx, b.cfg.Session, pidtable.BalancerLeaderPrefix, b.cfg.Name, campaign, func(term context.Context, s *concurrency.Session, _ *concurrency.Election) {
 		log.Info("balancer: elected leader")
 		b.cfg.Record(term, pidtable.Event{Kind: pidtable.EventLeader, Reason: "elected leader of the balancer"})
 		b.lead(term, ctx, s.Lease())
-		cancel()
 		if ctx.Err() == nil {
 			log.Warn("balancer: lost the leadership (etcd lease lost)")
 		}
-		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		_ = el.Resign(rctx)
-		rcancel()
-	}
+	})
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {

@@ -4,16 +4,14 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
-	"go.uber.org/zap"
 
+	"github.com/ssi-cluster/ssi/internal/etcdtest"
 	"github.com/ssi-cluster/ssi/pidtable"
 )
 
@@ -23,25 +21,7 @@ import (
 // ends, leaving no goroutine behind (TestMain).
 func TestElection(t *testing.T) {
 	ctx := context.Background()
-	free := func() string {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		return "http://" + l.Addr().String()
-	}
-	clientURL := free()
-	e, err := pidtable.StartEmbedded(ctx, pidtable.EmbeddedConfig{Name: "test", Dir: t.TempDir(), ClientURL: clientURL, PeerURL: free()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
-	ec, err := clientv3.New(clientv3.Config{Endpoints: []string{clientURL}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ec.Close() })
+	ec := etcdtest.Client(t)
 	store := pidtable.New(ec)
 	newSession := func() *concurrency.Session {
 		s, err := concurrency.NewSession(ec, concurrency.WithTTL(5))

@@ -4,14 +4,13 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"sync"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
+	"github.com/ssi-cluster/ssi/internal/etcdtest"
 	"github.com/ssi-cluster/ssi/pidtable"
 )
 
@@ -52,26 +51,7 @@ func (f *fakeRunner) end(ctx context.Context, p pidtable.Proc, code int) error {
 
 func newStore(t *testing.T) *pidtable.Store {
 	t.Helper()
-	free := func() string {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		return "http://" + l.Addr().String()
-	}
-	url := free()
-	e, err := pidtable.StartEmbedded(context.Background(), pidtable.EmbeddedConfig{Name: "test", Dir: t.TempDir(), ClientURL: url, PeerURL: free()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
-	c, err := clientv3.New(clientv3.Config{Endpoints: []string{url}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return pidtable.New(c)
+	return pidtable.New(etcdtest.Client(t))
 }
 
 // TestControllerEtcd: a controller on a real etcd keeps 3 replicas across a
