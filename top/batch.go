@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"text/tabwriter"
 	"time"
+
+	"github.com/ssi-cluster/ssi/internal/display"
 )
 
 // Options configure the view.
@@ -74,7 +76,7 @@ func WriteSnapshot(w io.Writer, s Snapshot, key SortKey, filter string) error {
 		if n.Ready {
 			status = "Ready"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%g\t%.2f\t%.2f\t%s\t%s\t%d\n", n.Name, status, n.CPUs, n.Load, n.Demand, humanBytes(n.Memory), humanBytes(rss[n.Name]), n.Jobs)
+		fmt.Fprintf(tw, "%s\t%s\t%g\t%.2f\t%.2f\t%s\t%s\t%d\n", n.Name, status, n.CPUs, n.Load, n.Demand, display.Bytes(n.Memory), display.Bytes(rss[n.Name]), n.Jobs)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -86,9 +88,9 @@ func WriteSnapshot(w io.Writer, s Snapshot, key SortKey, filter string) error {
 		p := *p
 		cpu, mem := "-", "-"
 		if p.Stats != nil {
-			cpu, mem = strconv.FormatFloat(p.Stats.CPU, 'f', 1, 64), humanBytes(p.Stats.RSS)
+			cpu, mem = strconv.FormatFloat(p.Stats.CPU, 'f', 1, 64), display.Bytes(p.Stats.RSS)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.GPID, p.Node, p.User, stat(p), cpu, mem, runTime(p, s.Time), commandLine(p.Argv))
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.GPID, p.Node, p.User, stat(p), cpu, mem, runTime(p, s.Time), display.CommandLine(p.Argv))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -114,7 +116,7 @@ func movesLine(s Snapshot) string {
 			line += " " + m.phase
 		}
 		if !m.started.IsZero() {
-			line += " " + elapsed(s.Time.Sub(m.started))
+			line += " " + display.Elapsed(s.Time.Sub(m.started))
 		}
 	}
 	return line

@@ -9,6 +9,7 @@ import (
 	"github.com/charmbracelet/x/ansi"
 
 	"github.com/ssi-cluster/ssi/api"
+	"github.com/ssi-cluster/ssi/internal/display"
 )
 
 var (
@@ -101,13 +102,13 @@ func padRight(s string, w int) string {
 func procRow(p *api.ProcInfo, nw int, m *Model) string {
 	cpu, mem := "-", "-"
 	if p.Stats != nil {
-		cpu, mem = fmt.Sprintf("%.1f", p.Stats.CPU), humanBytes(p.Stats.RSS)
+		cpu, mem = fmt.Sprintf("%.1f", p.Stats.CPU), display.Bytes(p.Stats.RSS)
 	}
 	user := p.User
 	if len(user) > 8 {
 		user = user[:7] + "+"
 	}
-	return fmt.Sprintf("%6d %-*s %-8s %-4s %5s %6s %8s %s", p.GPID, nw, p.Node, user, stat(*p), cpu, mem, runTime(*p, m.snap.Time), commandLine(p.Argv))
+	return fmt.Sprintf("%6d %-*s %-8s %-4s %5s %6s %8s %s", p.GPID, nw, p.Node, user, stat(*p), cpu, mem, runTime(*p, m.snap.Time), display.CommandLine(p.Argv))
 }
 
 // nodeBar renders a node: name, a CPU bar (load in green, the demand it could
@@ -122,7 +123,7 @@ func nodeBar(n api.NodeInfo, rss int64, nw, w int) string {
 		return fmt.Sprintf("%-*s ", nw, name) + styleDown.Render("NotReady")
 	}
 	cpuText := fmt.Sprintf(" %4.2f/%-2g d%-5.2f", n.Load, n.CPUs, n.Demand)
-	memText := fmt.Sprintf(" %5s/%-5s", humanBytes(rss), humanBytes(n.Memory))
+	memText := fmt.Sprintf(" %5s/%-5s", display.Bytes(rss), display.Bytes(n.Memory))
 	jobsText := fmt.Sprintf(" %3d jobs", n.Jobs)
 	fixed := nw + 1 + len("cpu[]") + len(cpuText) + len(" mem[]") + len(memText) + len(jobsText)
 	bw := max((w-fixed)/2, 4)

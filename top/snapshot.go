@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ssi-cluster/ssi/api"
+	"github.com/ssi-cluster/ssi/internal/display"
 	"github.com/ssi-cluster/ssi/pidtable"
 )
 
@@ -88,7 +89,7 @@ func sortProcs(procs []*api.ProcInfo, key SortKey) {
 // "cmd:TEXT" a part of the command line; a bare term matches a part of the
 // user, node, command or gpid.
 func matches(p api.ProcInfo, filter string) bool {
-	command := commandLine(p.Argv)
+	command := display.CommandLine(p.Argv)
 	for _, term := range strings.Fields(filter) {
 		key, val, ok := strings.Cut(term, ":")
 		switch {
@@ -167,16 +168,6 @@ func nodeRSS(procs []api.ProcInfo) map[string]int64 {
 	return m
 }
 
-// commandLine joins argv on one line (control characters become spaces).
-func commandLine(argv []string) string {
-	return strings.Map(func(r rune) rune {
-		if r < ' ' || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, strings.Join(argv, " "))
-}
-
 func stat(p api.ProcInfo) string {
 	switch {
 	case p.State == pidtable.Migrating:
@@ -193,19 +184,6 @@ func stat(p api.ProcInfo) string {
 	return "-"
 }
 
-// elapsed formats a duration like ps's etime: [[DD-]HH:]MM:SS.
-func elapsed(d time.Duration) string {
-	s := int(max(d, 0).Seconds())
-	days, h, m, sec := s/86400, s/3600%24, s/60%60, s%60
-	switch {
-	case days > 0:
-		return fmt.Sprintf("%d-%02d:%02d:%02d", days, h, m, sec)
-	case h > 0:
-		return fmt.Sprintf("%02d:%02d:%02d", h, m, sec)
-	}
-	return fmt.Sprintf("%02d:%02d", m, sec)
-}
-
 func runTime(p api.ProcInfo, now time.Time) string {
 	start := p.Started
 	if start.IsZero() {
@@ -214,26 +192,7 @@ func runTime(p api.ProcInfo, now time.Time) string {
 	if start.IsZero() {
 		return "-"
 	}
-	return elapsed(now.Sub(start))
-}
-
-// humanBytes formats a size with a binary unit (as ssi ps).
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%dB", n)
-	}
-	f, suffix := float64(n)/unit, "K"
-	for _, s := range []string{"M", "G", "T"} {
-		if f < unit {
-			break
-		}
-		f, suffix = f/unit, s
-	}
-	if f < 10 {
-		return fmt.Sprintf("%.1f%s", f, suffix)
-	}
-	return fmt.Sprintf("%.0f%s", f, suffix)
+	return display.Elapsed(now.Sub(start))
 }
 
 func summary(s Snapshot, shown int) string {

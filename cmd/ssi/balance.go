@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ssi-cluster/ssi/api"
+	"github.com/ssi-cluster/ssi/internal/display"
 )
 
 func balanceCmd(e *env) *cobra.Command {
@@ -137,7 +138,7 @@ func printBalance(w io.Writer, st api.BalanceStatus, now time.Time) {
 	if s.Measured > 0 {
 		rate := "the default"
 		if s.TransferRate > 0 {
-			rate = humanBytes(int64(s.TransferRate)) + "/s"
+			rate = display.Bytes(int64(s.TransferRate)) + "/s"
 		}
 		fmt.Fprintf(bw, "cost model: freeze %s measured over %d moves; transfer rate %s (measured on moves of 32 MiB or more)\n", s.Freeze.Round(time.Millisecond), s.Measured, rate)
 	} else {

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ssi-cluster/ssi/api"
+	"github.com/ssi-cluster/ssi/internal/display"
 	"github.com/ssi-cluster/ssi/pidtable"
 )
 
@@ -56,7 +57,7 @@ runs, but 'ssi restore --as-new' starts a copy.`,
 				what = "job still running"
 			}
 			fmt.Fprintf(e.stdout, "checkpoint %s: gpid %d on %s, %s, frozen %s (dump %s), total %s; %s\n",
-				res.Name, res.GPID, res.Node, humanBytes(res.Size), msec(res.FrozenMS), msec(res.DumpMS), msec(res.TotalMS), what)
+				res.Name, res.GPID, res.Node, display.Bytes(res.Size), msec(res.FrozenMS), msec(res.DumpMS), msec(res.TotalMS), what)
 			return nil
 		},
 	}
@@ -102,11 +103,11 @@ Ready), its size and age. 'ssi checkpoints rm NAME' removes one.`,
 				if c.State == pidtable.Ready && c.LeaveRunning {
 					state += ",left-running"
 				}
-				command := oneLine(c.Proc.Argv)
+				command := display.CommandLine(c.Proc.Argv)
 				if len(command) > 40 {
 					command = command[:37] + "..."
 				}
-				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", c.Name, c.GPID, node, humanBytes(c.Size),
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", c.Name, c.GPID, node, display.Bytes(c.Size),
 					now.Sub(c.Created).Truncate(time.Second), state, c.Proc.User, command)
 			}
 			return tw.Flush()
@@ -175,7 +176,7 @@ refused. --as-new restores a second copy under a new gpid instead.`,
 			}
 			shipped := "images read in place"
 			if res.From != res.Node {
-				shipped = fmt.Sprintf("%s shipped from %s in %s", humanBytes(res.ImageBytes), res.From, msec(res.TransferMS))
+				shipped = fmt.Sprintf("%s shipped from %s in %s", display.Bytes(res.ImageBytes), res.From, msec(res.TransferMS))
 			}
 			fmt.Fprintf(e.stdout, "restored checkpoint %s as gpid %d on %s: %s, restore %s, total %s\n",
 				res.Checkpoint, res.GPID, res.Node, shipped, msec(res.RestoreMS), msec(res.TotalMS))

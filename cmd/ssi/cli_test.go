@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ssi-cluster/ssi/api"
+	"github.com/ssi-cluster/ssi/internal/display"
 	"github.com/ssi-cluster/ssi/pidtable"
 	"github.com/ssi-cluster/ssi/pki"
 )
@@ -62,8 +63,8 @@ func FuzzParseLabels(f *testing.F) {
 
 func TestHumanBytes(t *testing.T) {
 	for in, want := range map[int64]string{0: "0B", 1023: "1023B", 1536: "1.5K", 7 << 20: "7.0M", 300 << 20: "300M", 24 << 30: "24G"} {
-		if got := humanBytes(in); got != want {
-			t.Errorf("humanBytes(%d) = %q, want %q", in, got, want)
+		if got := display.Bytes(in); got != want {
+			t.Errorf("display.Bytes(%d) = %q, want %q", in, got, want)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/ssi-cluster/ssi/internal/display"
 )
 
 // addCompletions makes the shell completions (ssi completion bash|zsh|fish)
@@ -68,7 +69,7 @@ func completeGPIDs(ctx context.Context, e *env, skip []string) []cobra.Completio
 		if slices.Contains(skip, g) {
 			continue
 		}
-		desc := p.Node + ": " + oneLine(p.Argv)
+		desc := p.Node + ": " + display.CommandLine(p.Argv)
 		if len(desc) > 60 {
 			desc = desc[:57] + "..."
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ssi-cluster/ssi/internal/display"
 	"github.com/ssi-cluster/ssi/pidtable"
 )
 
@@ -130,7 +131,7 @@ func printEvents(tw *tabwriter.Writer, evs []pidtable.Event) {
 				what += ": " + ev.Reason
 			}
 		case pidtable.EventMoved:
-			what = fmt.Sprintf("took %s, frozen %s, %s", ev.Took.Round(time.Millisecond), ev.Frozen.Round(time.Millisecond), humanBytes(ev.Bytes))
+			what = fmt.Sprintf("took %s, frozen %s, %s", ev.Took.Round(time.Millisecond), ev.Frozen.Round(time.Millisecond), display.Bytes(ev.Bytes))
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", ev.Time.Local().Format("15:04:05.000"), ev.Node, ev.Kind, gpid, move, what)
 	}

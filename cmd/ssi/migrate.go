@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ssi-cluster/ssi/api"
+	"github.com/ssi-cluster/ssi/internal/display"
 )
 
 func migrateCmd(e *env) *cobra.Command {
@@ -70,9 +71,9 @@ migration has started.`,
 							rate = float64(ev.Bytes-lastBytes) / max(now.Sub(lastAt).Seconds(), 1e-3)
 						}
 						lastAt, lastBytes = now, ev.Bytes
-						line += fmt.Sprintf(" %s / %s", humanBytes(ev.Bytes), humanBytes(ev.Total))
+						line += fmt.Sprintf(" %s / %s", display.Bytes(ev.Bytes), display.Bytes(ev.Total))
 						if rate > 0 {
-							line += fmt.Sprintf(", %s/s", humanBytes(int64(rate)))
+							line += fmt.Sprintf(", %s/s", display.Bytes(int64(rate)))
 						}
 					}
 					fmt.Fprintf(e.stderr, "\r%s\033[K", line)
@@ -96,10 +97,10 @@ migration has started.`,
 				return writeJSONOut(e.stdout, st)
 			}
 			fmt.Fprintf(e.stdout, "migrated gpid %d %s -> %s: frozen %s, images %s, dump %s, transfer %s (%s/s), restore %s, total %s\n",
-				st.GPID, st.From, st.To, msec(st.FrozenMS), humanBytes(st.ImageBytes), msec(st.DumpMS), msec(st.TransferMS),
-				humanBytes(int64(float64(st.ImageBytes)/max(st.TransferMS/1000, 1e-3))), msec(st.RestoreMS), msec(st.TotalMS))
+				st.GPID, st.From, st.To, msec(st.FrozenMS), display.Bytes(st.ImageBytes), msec(st.DumpMS), msec(st.TransferMS),
+				display.Bytes(int64(float64(st.ImageBytes)/max(st.TransferMS/1000, 1e-3))), msec(st.RestoreMS), msec(st.TotalMS))
 			if st.PostCopy {
-				fmt.Fprintf(e.stdout, "post-copy: %s of memory paged over in %s after the job resumed\n", humanBytes(st.LazyBytes), msec(st.PagesMS))
+				fmt.Fprintf(e.stdout, "post-copy: %s of memory paged over in %s after the job resumed\n", display.Bytes(st.LazyBytes), msec(st.PagesMS))
 			}
 			if st.Note != "" {
 				fmt.Fprintf(e.stdout, "note: %s\n", st.Note)

@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/ssi-cluster/ssi/api"
+	"github.com/ssi-cluster/ssi/internal/display"
 	"github.com/ssi-cluster/ssi/pidtable"
 )
 
@@ -79,14 +79,14 @@ func printProcs(w io.Writer, procs []api.ProcInfo, wide bool, now time.Time) {
 	for _, p := range procs {
 		stat, cpu, rss := statOf(p), "-", "-"
 		if p.Stats != nil {
-			cpu, rss = fmt.Sprintf("%.1f", p.Stats.CPU), humanBytes(p.Stats.RSS)
+			cpu, rss = fmt.Sprintf("%.1f", p.Stats.CPU), display.Bytes(p.Stats.RSS)
 		}
 		pid := "-"
 		if p.PID > 0 {
 			pid = strconv.Itoa(p.PID)
 		}
 		line := fmt.Sprintf("%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t", p.GPID, p.Node, pid, p.User, stat, cpu, rss, elapsed(p.Proc, now))
-		command := oneLine(p.Argv)
+		command := display.CommandLine(p.Argv)
 		if p.Service != "" {
 			command = "[" + p.Service + "] " + command
 		}
@@ -96,7 +96,7 @@ func printProcs(w io.Writer, procs []api.ProcInfo, wide bool, now time.Time) {
 				cpus = strconv.FormatFloat(p.CPUs, 'g', -1, 64)
 			}
 			if p.Memory > 0 {
-				mem = humanBytes(p.Memory)
+				mem = display.Bytes(p.Memory)
 			}
 			pin := "-"
 			if p.Pinned {
@@ -109,17 +109,6 @@ func printProcs(w io.Writer, procs []api.ProcInfo, wide bool, now time.Time) {
 		fmt.Fprintln(tw, line+command)
 	}
 	tw.Flush()
-}
-
-// oneLine joins argv for a table: one line per job whatever the argv holds
-// (control characters become spaces).
-func oneLine(argv []string) string {
-	return strings.Map(func(r rune) rune {
-		if r < ' ' || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, strings.Join(argv, " "))
 }
 
 func statOf(p api.ProcInfo) string {
@@ -150,16 +139,7 @@ func elapsed(p pidtable.Proc, now time.Time) string {
 	if !p.Ended.IsZero() {
 		end = p.Ended
 	}
-	d := max(end.Sub(start), 0)
-	s := int(d.Seconds())
-	days, h, m, sec := s/86400, s/3600%24, s/60%60, s%60
-	switch {
-	case days > 0:
-		return fmt.Sprintf("%d-%02d:%02d:%02d", days, h, m, sec)
-	case h > 0:
-		return fmt.Sprintf("%02d:%02d:%02d", h, m, sec)
-	}
-	return fmt.Sprintf("%02d:%02d", m, sec)
+	return display.Elapsed(end.Sub(start))
 }
 
 func nodesCmd(e *env) *cobra.Command {
@@ -197,7 +177,7 @@ live jobs.`,
 				if n.Ready {
 					status = "Ready"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%g\t%s\t%.2f\t%.2f\t%d\n", n.Name, n.Addr, status, n.CPUs, humanBytes(n.Memory), n.Load, n.Demand, n.Jobs)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%g\t%s\t%.2f\t%.2f\t%d\n", n.Name, n.Addr, status, n.CPUs, display.Bytes(n.Memory), n.Load, n.Demand, n.Jobs)
 			}
 			return tw.Flush()
 		},

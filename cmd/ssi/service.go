@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ssi-cluster/ssi/api"
+	"github.com/ssi-cluster/ssi/internal/display"
 	"github.com/ssi-cluster/ssi/joblog"
 	"github.com/ssi-cluster/ssi/service"
 )
@@ -178,7 +179,7 @@ func printServiceStatus(ctx context.Context, e *env, cl *api.Client, info api.Se
 	w := e.stdout
 	fmt.Fprintf(w, "● %s - %s\n", s.Name, s.Spec.Description)
 	fmt.Fprintf(w, "     Source: %s (generation %d, owner %s)\n", s.Source, s.Generation, s.Owner)
-	fmt.Fprintf(w, "    Command: %s\n", oneLine(s.Spec.Argv))
+	fmt.Fprintf(w, "    Command: %s\n", display.CommandLine(s.Spec.Argv))
 	fmt.Fprintf(w, "   Replicas: %d/%d running, Spread=%s, Restart=%s, restarts %d\n", st.Running, s.Spec.Replicas, s.Spec.Spread, s.Spec.Restart, st.Restarts)
 	fmt.Fprintf(w, "      State: %s %s\n", st.State, st.Message)
 	for _, r := range info.Replicas {

@@ -40,25 +40,6 @@ func parseSize(s string) (int64, error) {
 	return int64(b), nil
 }
 
-// humanBytes formats n like ps and free -h do: 512K, 3.4M, 1.2G.
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%dB", n)
-	}
-	f, suffix := float64(n)/unit, "K"
-	for _, s := range []string{"M", "G", "T"} {
-		if f < unit {
-			break
-		}
-		f, suffix = f/unit, s
-	}
-	if f < 10 {
-		return fmt.Sprintf("%.1f%s", f, suffix)
-	}
-	return fmt.Sprintf("%.0f%s", f, suffix)
-}
-
 // parseLabels turns repeated KEY=VALUE flag values into a map (nil when empty);
 // what names the flag in errors.
 func parseLabels(what string, items []string) (map[string]string, error) {
