@@ -61,6 +61,10 @@ type MigrateStats struct {
 	// StreamLost is set (and the figures are zero) when the progress stream
 	// broke and the outcome was read from the process table instead.
 	StreamLost bool `json:"stream_lost,omitempty"`
+	// LogAheadBytes is how much of the job's output log went to the target
+	// before the freeze, while the job still ran (logs of 1 MiB and more):
+	// only what it wrote since travelled in the freeze.
+	LogAheadBytes int64 `json:"log_ahead_bytes,omitempty"`
 	// Steps is the migration's timeline from the freeze to the resume: each
 	// step with the node that took it and its wall-clock time, in order (the
 	// target's restore steps nested in the source's "restore call").

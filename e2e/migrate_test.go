@@ -522,3 +522,42 @@ func pidsWithArg(t *testing.T, s string) []int {
 	}
 	return out
 }
+
+// TestChattyJobLogAhead: a job that has printed 20 MB moves without that
+// output in its freeze: the log so far goes to the target while the job
+// still runs, and only what it printed since travels with the images. Its
+// log on the target is the one it had, byte for byte, and goes on.
+func TestChattyJobLogAhead(t *testing.T) {
+	c := need(t)
+	gpid := c.detach(t, "--node", "node1", "--", "sh", "-c", `head -c 20000000 /dev/zero | base64 -w 100; i=0; while :; do echo tick $i; i=$((i+1)); sleep 0.05; done`)
+	defer c.kill(t, gpid)
+	g := strconv.FormatUint(gpid, 10)
+	eventually(t, 30*time.Second, "the job past its 20 MB", func() error {
+		if out := c.ok(t, "logs", g); !strings.Contains(out, "tick 3\n") {
+			return fmt.Errorf("%d bytes of output", len(out))
+		}
+		return nil
+	})
+	before := c.ok(t, "logs", g)
+	var st api.MigrateStats
+	if err := json.Unmarshal([]byte(c.ok(t, "migrate", "-o", "json", g, "node2")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.LogAheadBytes < 20_000_000 {
+		t.Fatalf("%d bytes of the log sent ahead of the freeze, want all of its 20 MB and more: %+v", st.LogAheadBytes, st)
+	}
+	var transfer float64
+	for _, s := range st.Steps {
+		if s.Name == "transfer" {
+			transfer = s.MS
+		}
+	}
+	eventually(t, 10*time.Second, "the log going on on node2", func() error {
+		after := c.ok(t, "logs", g)
+		if !strings.HasPrefix(after, before) || len(after) <= len(before) {
+			return fmt.Errorf("log of %d bytes after the move; %d before, and it must go on from there", len(after), len(before))
+		}
+		return nil
+	})
+	t.Logf("moved with %d bytes of log sent ahead: frozen %.0f ms, transfer %.0f ms, images %d bytes", st.LogAheadBytes, st.FrozenMS, transfer, st.ImageBytes)
+}

@@ -43,6 +43,7 @@ func (mg *Migrator) Migrate(ctx context.Context, p pidtable.Proc, target pidtabl
 		GPID: p.GPID, From: mg.cfg.Name, To: target.Name, FrozenMS: ms(st.Frozen), ImageBytes: st.ImageBytes,
 		DumpMS: ms(st.Dump), TransferMS: ms(st.Transfer), RestoreMS: ms(st.Restore), TotalMS: ms(st.Total),
 		PostCopy: m.postcopy, PagesMS: ms(m.pagesWait), LazyBytes: m.lazyBytes, Note: m.note,
+		LogAheadBytes: m.logPre,
 		Steps: m.tl.list(),
 	}, nil
 }
@@ -100,8 +101,11 @@ type migration struct {
 	target pidtable.Node
 	send   func(api.MigrateEvent)
 
-	j        Job
-	rev      int64 // the record's revision after our last write
+	j   Job
+	rev int64 // the record's revision after our last write
+	// logPre is how much of the job's log went to the target before the
+	// freeze (shipLogPrefix); only the rest travels with the images.
+	logPre   int64
 	images   string
 	keys     [2]string
 	restored shim.State
@@ -230,6 +234,7 @@ func (m *migration) Prepare(ctx context.Context) error {
 	if err := failpoint.Hit("migrate/source/after-prepare"); err != nil {
 		return err
 	}
+	m.shipLogPrefix(ctx)
 	// The record says "dump" before the job freezes: from the freeze to the
 	// commit the migration writes nothing to etcd, since every write there
 	// would be frozen time. So the record's phase stays "dump" through the
@@ -324,7 +329,6 @@ func (m *migration) dumpOnce(ctx context.Context, init int) error {
 
 func (m *migration) Transfer(ctx context.Context) error {
 	defer m.tl.since("transfer", time.Now())
-	pr, pw := io.Pipe()
 	// Progress: bytes shipped, every 200 ms, for the client's display.
 	var sent atomic.Int64
 	done := make(chan struct{})
@@ -341,23 +345,59 @@ func (m *migration) Transfer(ctx context.Context) error {
 			}
 		}
 	}()
-	go func() {
-		_, err := WriteStream(countingWriter{pw, &sent},
-			Source{Prefix: "images", Dir: m.images},
-			Source{Prefix: "job", Dir: m.j.Dir(), Files: migratedJobFiles()})
-		pw.CloseWithError(err)
-	}()
-	ctx, cancel := context.WithTimeout(ctx, transferTimeout(m.imageBytes))
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, m.url("images"), pr)
-	if err != nil {
-		return err
+	srcs := []Source{{Prefix: "images", Dir: m.images}, {Prefix: "job", Dir: m.j.Dir(), Files: migratedJobFiles()}}
+	if m.logPre > 0 {
+		// The log up to logPre is on the target: only what the job wrote since.
+		srcs = []Source{srcs[0],
+			{Prefix: "job", Dir: m.j.Dir(), Files: []string{shim.LogFile}, Part: &Part{From: m.logPre, Suffix: logTailSuffix(m.logPre)}},
+			{Prefix: "job", Dir: m.j.Dir(), Files: []string{shim.StdinFile}}}
 	}
-	req.Header.Set("X-Ssi-Migration", m.id)
-	if err := m.do(req, nil); err != nil {
+	if err := m.putStream(ctx, transferTimeout(m.imageBytes), &sent, srcs...); err != nil {
 		return err
 	}
 	return failpoint.Hit("migrate/source/after-transfer")
+}
+
+// putStream sends srcs to the target as one image stream (PUT images),
+// counting the bytes sent in sent, within bound.
+func (m *migration) putStream(ctx context.Context, bound time.Duration, sent *atomic.Int64, srcs ...Source) error {
+	pr, pw := io.Pipe()
+	go func() {
+		_, err := WriteStream(countingWriter{pw, sent}, srcs...)
+		pw.CloseWithError(err)
+	}()
+	ctx, cancel := context.WithTimeout(ctx, bound)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, m.url("images"), pr)
+	if err != nil {
+		pr.CloseWithError(err)
+		return err
+	}
+	req.Header.Set("X-Ssi-Migration", m.id)
+	return m.do(req, nil)
+}
+
+// logPrefixMin is the size from which a job's log is shipped ahead of the
+// freeze: a smaller one costs less frozen time than one more request.
+const logPrefixMin = 1 << 20
+
+// shipLogPrefix sends the job's log as it is now to the target while the job
+// still runs, so that the freeze carries only what it writes from here on (a
+// log is append-only). A failure is no failure of the migration: the log then
+// travels whole, frozen.
+func (m *migration) shipLogPrefix(ctx context.Context) {
+	fi, err := os.Stat(filepath.Join(m.j.Dir(), shim.LogFile))
+	if err != nil || fi.Size() < logPrefixMin {
+		return
+	}
+	n := fi.Size()
+	var sent atomic.Int64
+	src := Source{Prefix: "job", Dir: m.j.Dir(), Files: []string{shim.LogFile}, Part: &Part{To: n, Suffix: logPrefixSuffix}}
+	if err := m.putStream(ctx, transferTimeout(n), &sent, src); err != nil {
+		m.mg.log.Warn("the job's log goes whole with its images: sending it ahead failed", "gpid", m.gpid, "bytes", n, "err", err)
+		return
+	}
+	m.logPre = n
 }
 
 func (m *migration) Restore(ctx context.Context) error {

@@ -31,6 +31,16 @@ type Source struct {
 	Prefix string
 	Dir    string
 	Files  []string
+	// Part, when set, streams a byte range of each file instead of all of it.
+	Part *Part
+}
+
+// Part is a byte range of a file, [From, To) (To 0: up to the size the file
+// has when it is streamed), sent under the file's name plus Suffix: a file
+// still growing (a running job's log) is streamed in parts.
+type Part struct {
+	From, To int64
+	Suffix   string
 }
 
 // WriteStream writes the files of srcs to w as a tar stream ending with a
@@ -49,7 +59,12 @@ func WriteStream(w io.Writer, srcs ...Source) (int64, error) {
 				continue
 			}
 			name := src.Prefix + "/" + e.Name()
-			n, sum, err := writeFile(tw, filepath.Join(src.Dir, e.Name()), name)
+			part := Part{}
+			if src.Part != nil {
+				part = *src.Part
+				name += part.Suffix
+			}
+			n, sum, err := writeFile(tw, filepath.Join(src.Dir, e.Name()), name, part)
 			if err != nil {
 				return total, err
 			}
@@ -70,7 +85,7 @@ func WriteStream(w io.Writer, srcs ...Source) (int64, error) {
 	return total, nil
 }
 
-func writeFile(tw *tar.Writer, path, name string) (int64, string, error) {
+func writeFile(tw *tar.Writer, path, name string, part Part) (int64, string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return 0, "", fmt.Errorf("migrate: open %s: %w", path, err)
@@ -80,11 +95,23 @@ func writeFile(tw *tar.Writer, path, name string) (int64, string, error) {
 	if err != nil {
 		return 0, "", fmt.Errorf("migrate: stat %s: %w", path, err)
 	}
-	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o600, Size: fi.Size(), Typeflag: tar.TypeReg}); err != nil {
+	end := fi.Size()
+	if part.To > 0 {
+		end = min(part.To, end)
+	}
+	size := end - part.From
+	if size < 0 {
+		return 0, "", fmt.Errorf("migrate: %s has %d bytes, fewer than the %d already sent", path, fi.Size(), part.From)
+	}
+	if _, err := f.Seek(part.From, io.SeekStart); err != nil {
+		return 0, "", fmt.Errorf("migrate: seek %s: %w", path, err)
+	}
+	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o600, Size: size, Typeflag: tar.TypeReg}); err != nil {
 		return 0, "", fmt.Errorf("migrate: write header of %s: %w", name, err)
 	}
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(tw, h), f)
+	// Exactly size bytes, though the file may grow meanwhile.
+	n, err := io.Copy(io.MultiWriter(tw, h), io.LimitReader(f, size))
 	if err != nil {
 		return n, "", fmt.Errorf("migrate: send %s: %w", name, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -125,4 +126,38 @@ func FuzzReadStream(f *testing.F) {
 			t.Fatalf("stream wrote outside its directory: %v", entries)
 		}
 	})
+}
+
+// TestStreamParts: a file streamed in two parts, [0, N) and [N, end), as a
+// running job's log is (shipLogPrefix, then Transfer), reassembles to the
+// whole file; a part starting past the file's end is refused.
+func TestStreamParts(t *testing.T) {
+	src, dst := t.TempDir(), t.TempDir()
+	data := bytes.Repeat([]byte("0123456789abcdef"), 5000)
+	if err := os.WriteFile(filepath.Join(src, "log"), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const n = 30001
+	var buf bytes.Buffer
+	if _, err := WriteStream(&buf, Source{Prefix: "job", Dir: src, Files: []string{"log"}, Part: &Part{To: n, Suffix: ".pre"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadStream(&buf, map[string]string{"job": dst}, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	buf.Reset()
+	if _, err := WriteStream(&buf, Source{Prefix: "job", Dir: src, Files: []string{"log"}, Part: &Part{From: n, Suffix: ".tail"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadStream(&buf, map[string]string{"job": dst}, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	pre, _ := os.ReadFile(filepath.Join(dst, "log.pre"))
+	tail, _ := os.ReadFile(filepath.Join(dst, "log.tail"))
+	if !bytes.Equal(append(pre, tail...), data) || len(pre) != n {
+		t.Fatalf("parts of %d and %d bytes do not make the %d-byte file", len(pre), len(tail), len(data))
+	}
+	if _, err := WriteStream(io.Discard, Source{Prefix: "job", Dir: src, Files: []string{"log"}, Part: &Part{From: int64(len(data)) + 1}}); err == nil {
+		t.Fatal("a part past the end of the file was streamed")
+	}
 }

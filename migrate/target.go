@@ -14,6 +14,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -150,9 +152,14 @@ func (mg *Migrator) ReceiveImages(gpid uint64, id, from string, body io.Reader) 
 	if err != nil {
 		return api.Errorf(api.CodeBadRequest, "image stream for gpid %d: %v", gpid, err)
 	}
+	if _, err := os.Stat(filepath.Join(stage, shim.LogFile+logPrefixSuffix)); err == nil {
+		// The job's log so far, sent ahead of the freeze (shipLogPrefix):
+		// kept aside until its tail comes with the images.
+		return os.Rename(filepath.Join(stage, shim.LogFile+logPrefixSuffix), filepath.Join(in.dir, logPrefixFile))
+	}
 	// Only the log is taken from the job part of the stream.
-	if err := os.Rename(filepath.Join(stage, shim.LogFile), filepath.Join(in.dir, shim.LogFile)); err != nil {
-		return api.Errorf(api.CodeBadRequest, "image stream for gpid %d carries no job log: %v", gpid, err)
+	if err := adoptLog(stage, in.dir); err != nil {
+		return api.Errorf(api.CodeBadRequest, "image stream for gpid %d: %v", gpid, err)
 	}
 	if err := adoptStdinFile(stage, in.dir); err != nil {
 		return err
@@ -445,6 +452,59 @@ func adoptStdinFile(stage, dir string) error {
 		return fmt.Errorf("adopt shipped stdin: %w", err)
 	}
 	return nil
+}
+
+// The job's log in two parts: what it held when the migration was prepared,
+// sent while the job still ran, and what it wrote since, with the images.
+const (
+	// logPrefixSuffix names the first part in the stream (log.pre); the
+	// target keeps it as logPrefixFile until the rest comes.
+	logPrefixSuffix = ".pre"
+	logPrefixFile   = ".log.pre"
+	// logTailPrefix names the second part: log.tail-N, N the bytes before it.
+	logTailPrefix = ".tail-"
+)
+
+// logTailSuffix names the part of a log that starts at byte from.
+func logTailSuffix(from int64) string { return logTailPrefix + strconv.FormatInt(from, 10) }
+
+// adoptLog moves the job log a stream brought into dir: whole (stage/log), or
+// its tail (stage/log.tail-N) appended to the N bytes sent ahead.
+func adoptLog(stage, dir string) error {
+	if err := os.Rename(filepath.Join(stage, shim.LogFile), filepath.Join(dir, shim.LogFile)); err == nil {
+		return nil
+	}
+	tails, _ := filepath.Glob(filepath.Join(stage, shim.LogFile+logTailPrefix+"*"))
+	if len(tails) != 1 {
+		return errors.New("it carries no job log")
+	}
+	from, err := strconv.ParseInt(strings.TrimPrefix(filepath.Base(tails[0]), shim.LogFile+logTailPrefix), 10, 64)
+	if err != nil {
+		return fmt.Errorf("bad log part %s", filepath.Base(tails[0]))
+	}
+	pre := filepath.Join(dir, logPrefixFile)
+	fi, err := os.Stat(pre)
+	if err != nil || fi.Size() != from {
+		return fmt.Errorf("the log's tail starts at byte %d, but the part sent ahead is missing or of another size (%v)", from, err)
+	}
+	out, err := os.OpenFile(pre, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return err
+	}
+	tail, err := os.Open(tails[0])
+	if err != nil {
+		out.Close()
+		return err
+	}
+	_, err = io.Copy(out, tail)
+	tail.Close()
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("join the job's log: %w", err)
+	}
+	return os.Rename(pre, filepath.Join(dir, shim.LogFile))
 }
 
 // migratedJobFiles are the files of a job dir that travel with its images.

@@ -2,10 +2,13 @@ package migrate
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/ssi-cluster/ssi/api"
+	"github.com/ssi-cluster/ssi/shim"
 )
 
 func TestImageLimits(t *testing.T) {
@@ -63,5 +66,38 @@ func TestIncomingOnlyFromItsSource(t *testing.T) {
 	}
 	if _, err := a.incomingFor(8, "m1", "node1"); !api.IsCode(err, api.CodeConflict) {
 		t.Fatalf("other gpid: %v", err)
+	}
+}
+
+// TestAdoptLog: a log that came in two parts (ahead of the freeze, then its
+// tail with the images) is joined; a tail that does not start where the part
+// sent ahead ends is refused, and a whole log is taken as it is.
+func TestAdoptLog(t *testing.T) {
+	stage, dir := t.TempDir(), t.TempDir()
+	write := func(path, s string) {
+		if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(filepath.Join(dir, logPrefixFile), "hello ")
+	write(filepath.Join(stage, shim.LogFile+logTailSuffix(6)), "world")
+	if err := adoptLog(stage, dir); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, shim.LogFile)); string(b) != "hello world" {
+		t.Fatalf("joined log %q", b)
+	}
+	write(filepath.Join(dir, logPrefixFile), "hello ")
+	write(filepath.Join(stage, shim.LogFile+logTailSuffix(5)), "world")
+	if err := adoptLog(stage, dir); err == nil {
+		t.Fatal("a tail starting at 5 joined to 6 bytes")
+	}
+	os.Remove(filepath.Join(stage, shim.LogFile+logTailSuffix(5)))
+	write(filepath.Join(stage, shim.LogFile), "whole")
+	if err := adoptLog(stage, dir); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, shim.LogFile)); string(b) != "whole" {
+		t.Fatalf("whole log %q", b)
 	}
 }
