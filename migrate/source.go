@@ -44,7 +44,7 @@ func (mg *Migrator) Migrate(ctx context.Context, p pidtable.Proc, target pidtabl
 		DumpMS: ms(st.Dump), TransferMS: ms(st.Transfer), RestoreMS: ms(st.Restore), TotalMS: ms(st.Total),
 		PostCopy: m.postcopy, PagesMS: ms(m.pagesWait), LazyBytes: m.lazyBytes, Note: m.note,
 		LogAheadBytes: m.logPre,
-		Steps: m.tl.list(),
+		Steps:         m.tl.list(),
 	}, nil
 }
 
