@@ -325,15 +325,17 @@ func (c *testCluster) imagesLeft(gpid uint64) []string {
 }
 
 // newestRunning waits (up to 20 s) for a running job whose argv matches and
-// returns the newest such (gpids only grow): the job of an attached `ssi run`
-// the test started.
+// returns the newest such (by creation: gpids come from per-node blocks, so
+// a newer job may have a smaller gpid): the job of an attached `ssi run` the
+// test started.
 func (c *testCluster) newestRunning(t *testing.T, match func(argv []string) bool) uint64 {
 	t.Helper()
 	var gpid uint64
 	eventually(t, 20*time.Second, "the attached run's job appears", func() error {
+		var newest time.Time
 		for _, p := range c.ps(t) {
-			if p.State == pidtable.Running && match(p.Argv) && p.GPID > gpid {
-				gpid = p.GPID
+			if p.State == pidtable.Running && match(p.Argv) && (gpid == 0 || p.Created.After(newest)) {
+				gpid, newest = p.GPID, p.Created
 			}
 		}
 		if gpid == 0 {

@@ -341,17 +341,29 @@ func TestNodeDeath(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.stderr, "node3") || !strings.Contains(r.stderr, "NotReady") || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
 		t.Fatalf("run on NotReady node: %v", r)
 	}
-	before := len(c.ps(t))
+	// gpids come from per-node blocks, so new jobs are not the last rows of
+	// ps: tell them by the gpids that were there before.
+	before := map[uint64]bool{}
+	for _, p := range c.ps(t) {
+		before[p.GPID] = true
+	}
 	for range 15 {
 		if r := c.ssi(t, "run", "--", "true"); r.code != 0 {
 			t.Fatalf("random placement with a dead node: %v", r)
 		}
 	}
-	procs := c.ps(t)
-	for _, p := range procs[before:] {
+	placed := 0
+	for _, p := range c.ps(t) {
+		if before[p.GPID] {
+			continue
+		}
+		placed++
 		if p.Node == "node3" {
 			t.Fatalf("placed gpid %d on NotReady node3", p.GPID)
 		}
+	}
+	if placed != 15 {
+		t.Fatalf("%d new jobs listed, want the 15 just run", placed)
 	}
 	c.startAgent(t, "node3")
 	if n := c.nodes(t)["node3"]; !n.Ready {

@@ -304,6 +304,11 @@ func victimOrder(live []pidtable.Proc, runHash string) []pidtable.Proc {
 		if c := cmp.Compare(perNode[b.Node], perNode[a.Node]); c != 0 {
 			return c
 		}
+		// The newest first: by creation (gpids come from per-node blocks,
+		// so their order is not the order of creation across nodes).
+		if c := b.Created.Compare(a.Created); c != 0 {
+			return c
+		}
 		return cmp.Compare(b.GPID, a.GPID)
 	})
 	return out
