@@ -172,6 +172,7 @@ func (c *ProcCache) Get(gpid uint64) (Proc, int64, bool) {
 	return cp.p, cp.rev, ok
 }
 
+// sleep waits d or until ctx ends.
 func sleep(ctx context.Context, d time.Duration) {
 	select {
 	case <-ctx.Done():

@@ -20,7 +20,7 @@ func Elect(ctx context.Context, session func() *concurrency.Session, prefix, nam
 		select {
 		case <-s.Done():
 			// The agent is replacing the session.
-			sleepCtx(ctx, 200*time.Millisecond)
+			sleep(ctx, 200*time.Millisecond)
 			continue
 		default:
 		}
@@ -39,7 +39,7 @@ func Elect(ctx context.Context, session func() *concurrency.Session, prefix, nam
 				if campaign != nil {
 					campaign(err)
 				}
-				sleepCtx(ctx, time.Second)
+				sleep(ctx, time.Second)
 			}
 			continue
 		}
@@ -48,15 +48,5 @@ func Elect(ctx context.Context, session func() *concurrency.Session, prefix, nam
 		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		_ = el.Resign(rctx)
 		rcancel()
-	}
-}
-
-// sleepCtx waits d or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
 	}
 }
