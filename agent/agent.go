@@ -24,10 +24,12 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/ssi-cluster/ssi/checkpoint/store"
 	"github.com/ssi-cluster/ssi/migrate"
 	"github.com/ssi-cluster/ssi/pidtable"
 	"github.com/ssi-cluster/ssi/pki"
 	"github.com/ssi-cluster/ssi/shim"
+	"github.com/ssi-cluster/ssi/supervisor"
 )
 
 // ErrEtcdUnreachable is returned by Run when etcd cannot be contacted at start.
@@ -48,17 +50,12 @@ type Agent struct {
 	embedded *pidtable.Embedded
 	session  atomic.Pointer[concurrency.Session]
 
-	mu   sync.Mutex
-	jobs map[uint64]*job
-	// dirMu orders the replacement of a job directory by an incoming
-	// migration against the delayed removal of a migrated job's directory.
-	dirMu sync.Mutex
+	// sup supervises this node's jobs (package supervisor), made in Run.
+	sup *supervisor.Supervisor
 	// mig is this node's part in migrations (package migrate), made in Run.
 	mig *migrate.Migrator
-	// outgoing are the migrations this node is the source of, by gpid (the
-	// migration's ID): such a job may have no process here for a while (its
-	// locks handed over), and is no phantom.
-	outgoing map[uint64]string
+	// ckpts are this node's checkpoints (package checkpoint/store), made in Run.
+	ckpts *store.Store
 	// statusNow asks the status loop to publish at once (kickStatus).
 	statusNow chan struct{}
 
@@ -107,8 +104,6 @@ func New(cfg Config) (*Agent, error) {
 		log:       cfg.Log.With("node", cfg.Name),
 		instance:  hex.EncodeToString(seed[:8]),
 		jobsDir:   filepath.Join(cfg.DataDir, "jobs"),
-		jobs:      map[uint64]*job{},
-		outgoing:  map[uint64]string{},
 		statusNow: make(chan struct{}, 1),
 		rnd:       mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid()))),
 		peer:      newTransport(),
@@ -145,6 +140,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer a.closeEtcd()
+	// Every background goroutine of the agent lives in loops: cancelled,
+	// then waited for, when Run returns.
+	var wg sync.WaitGroup
+	loops, stop := context.WithCancel(ctx)
+	defer stop()
+	a.sup = a.newSupervisor(loops)
+	defer func() { stop(); a.sup.Wait() }()
 	if err := a.join(ctx); err != nil {
 		return err
 	}
@@ -157,8 +159,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if _, err := os.Stat(filepath.Join(filepath.Dir(a.cfg.ShimExe), shim.InitBinary)); err != nil {
 		a.log.Warn("no ssi-init beside ssi-shim: jobs get ssi-shim's Go init, which makes every move slower (~14 ms per dump) and every job ~0.8 MiB bigger; install bin/ssi-init (make build) beside it", "shim", a.cfg.ShimExe, "err", err)
 	}
-	a.mig = a.newMigrator(ctx)
-	if err := a.reconcile(ctx); err != nil {
+	a.mig = a.newMigrator(loops)
+	a.ckpts = a.newCheckpoints()
+	if err := a.reconcile(loops); err != nil {
 		return err
 	}
 	// Publish again now that adopted jobs are known, instead of a second later.
@@ -172,9 +175,6 @@ func (a *Agent) Run(ctx context.Context) error {
 		// clients' problem; they are told so, not the agent's log.
 		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
 	}
-	var wg sync.WaitGroup
-	loops, stop := context.WithCancel(ctx)
-	defer stop()
 	a.own = a.store.NewProcCache(func(p pidtable.Proc) bool { return p.Node == a.cfg.Name }, a.log)
 	loopFuncs := []func(context.Context){a.own.Run, a.statusLoop, a.gcLoop, a.healLoop}
 	if !a.cfg.NoBalancer {
@@ -190,7 +190,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	a.log.Info("agent ready", "addr", a.cfg.Advertise, "instance", a.instance, "jobs", len(a.jobs))
+	a.log.Info("agent ready", "addr", a.cfg.Advertise, "instance", a.instance, "jobs", a.sup.Count())
 	var embeddedErr <-chan error
 	if a.embedded != nil {
 		embeddedErr = a.embedded.Err()
@@ -207,11 +207,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	_ = srv.Shutdown(shutdown)
 	stop()
 	wg.Wait()
+	a.sup.Wait()
 	// A clean stop makes the node NotReady at once instead of after the TTL.
 	if s := a.session.Load(); s != nil {
 		_ = s.Close()
 	}
-	a.log.Info("agent stopped; jobs keep running", "jobs", a.liveJobs())
+	a.log.Info("agent stopped; jobs keep running", "jobs", a.sup.Count())
 	return err
 }
 
@@ -325,6 +326,16 @@ func (a *Agent) publishStatus(ctx context.Context, st pidtable.NodeStatus) error
 	s := a.session.Load()
 	st.Instance = a.instance
 	return a.store.PublishStatus(ctx, a.cfg.Name, st, s.Lease())
+}
+
+// newSupervisor returns the supervisor of this node's jobs, whose watchers
+// live as long as life; the store must be set up.
+func (a *Agent) newSupervisor(life context.Context) *supervisor.Supervisor {
+	return supervisor.New(life, supervisor.Config{
+		Node: a.cfg.Name, JobsDir: a.jobsDir, CgroupParent: a.cfg.CgroupParent, CPUSet: a.cfg.CPUSet,
+		ShimExe: a.cfg.ShimExe, Table: a.store, Log: a.log, Retention: a.cfg.Retention,
+		Incoming: func(gpid uint64) bool { _, in := a.mig.IncomingSource(gpid); return in },
+	})
 }
 
 // lockDataDir takes an exclusive lock on the data dir for this agent's life.

@@ -278,13 +278,11 @@ func (a *Agent) admitMover(ctx context.Context, who caller, gpid uint64) (pidtab
 // arrived from (its resume may come after watchIncoming resumed it); "" if
 // none.
 func (a *Agent) migrationSourceHere(gpid uint64) string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
 	if from, ok := a.mig.IncomingSource(gpid); ok {
 		return from
 	}
-	if j := a.jobs[gpid]; j != nil {
-		return j.arrivedFrom
+	if j := a.sup.Job(gpid); j != nil {
+		return j.ArrivedFrom()
 	}
 	return ""
 }

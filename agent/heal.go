@@ -59,9 +59,7 @@ func (a *Agent) heal(ctx context.Context, prev map[uint64]int64) map[uint64]int6
 		if p.Node != a.cfg.Name || (p.State != pidtable.Running && p.State != pidtable.Migrating && p.State != pidtable.Checkpointing) {
 			continue
 		}
-		a.mu.Lock()
-		busy := a.jobs[p.GPID] != nil || a.outgoing[p.GPID] != ""
-		a.mu.Unlock()
+		busy := a.sup.Here(p.GPID)
 		if busy {
 			continue
 		}
@@ -84,9 +82,7 @@ func (a *Agent) healPhantom(ctx context.Context, p pidtable.Proc, rev int64) {
 	cctx, cancel := context.WithTimeout(ctx, etcdStepTimeout)
 	defer cancel()
 	_, _, err := a.store.TransitionAt(cctx, p.GPID, rev, pidtable.End, a.cfg.Name, func(q *pidtable.Proc) error {
-		a.mu.Lock()
-		busy := a.jobs[q.GPID] != nil || a.outgoing[q.GPID] != ""
-		a.mu.Unlock()
+		busy := a.sup.Here(q.GPID)
 		if busy {
 			return errNotPhantom
 		}

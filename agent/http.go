@@ -16,6 +16,7 @@ import (
 	"github.com/ssi-cluster/ssi/api"
 	"github.com/ssi-cluster/ssi/pidtable"
 	"github.com/ssi-cluster/ssi/placement"
+	"github.com/ssi-cluster/ssi/supervisor"
 )
 
 // maxRequestBody bounds JSON request bodies (argv and env included).
@@ -24,12 +25,14 @@ const maxRequestBody = 1 << 20
 // maxHeaderBytes bounds request headers.
 const maxHeaderBytes = 64 << 10
 
-// writeError sends err as an api.Error; errors that are not *api.Error are
-// internal and also logged.
+// writeError sends err as an api.Error; errors without a kind are internal
+// and also logged.
 func (a *Agent) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	var e *api.Error
+	// The one place where errors become the API's codes: by their errdefs
+	// kind (api.FromError), and pidtable's not-found.
+	e := api.FromError(err)
 	switch {
-	case errors.As(err, &e):
+	case e != nil:
 	case errors.Is(err, pidtable.ErrNotFound):
 		e = api.Errorf(api.CodeNotFound, "%v", err)
 	case errors.Is(err, context.Canceled):
@@ -93,7 +96,7 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	if err := validateRun(req); err != nil {
+	if err := supervisor.ValidateRun(req); err != nil {
 		a.writeError(w, r, err)
 		return
 	}
@@ -273,7 +276,7 @@ func (a *Agent) handleSignal(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, api.Errorf(api.CodeConflict, "gpid %d has already %s", p.GPID, p.DescribeEnd()))
 		return
 	}
-	if err := a.signal(p.GPID, sig); err != nil {
+	if err := a.sup.Signal(p.GPID, sig); err != nil {
 		a.writeError(w, r, err)
 		return
 	}

@@ -37,7 +37,7 @@ func (a *Agent) handleLogs(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	follow := r.URL.Query().Get("follow") != ""
-	dir := a.jobDir(p.GPID)
+	dir := a.sup.Dir(p.GPID)
 	var watch *dirWatch
 	if follow {
 		// Watch before the first read so no write between read and wait is missed.
@@ -120,7 +120,7 @@ func (a *Agent) ended(ctx context.Context, gpid uint64, dir string) (bool, api.E
 	if err := shim.ReadJSON(dir, shim.ExitFile, &ex); err == nil {
 		return true, api.ExitStatus{GPID: gpid, State: pidtable.Exited, Code: ex.Code, Error: ex.Error}
 	}
-	if a.localJob(gpid) != nil {
+	if a.sup.Job(gpid) != nil {
 		return false, api.ExitStatus{}
 	}
 	// Not supervised here and no exit file: the record tells (Lost, or not yet

@@ -9,7 +9,6 @@ package agent
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"sync"
 
@@ -53,8 +52,7 @@ func (a *Agent) handleMigrate(w http.ResponseWriter, r *http.Request) {
 	stats, err := a.mig.Migrate(ctx, p, target, req.PostCopy, send)
 	if err != nil {
 		ev := api.MigrateEvent{Error: err.Error(), Code: api.CodeInternal}
-		var ae *api.Error
-		if errors.As(err, &ae) {
+		if ae := api.FromError(err); ae != nil {
 			ev.Code = ae.Code
 		}
 		a.log.Warn("migration failed", "gpid", p.GPID, "target", target.Name, "err", err)

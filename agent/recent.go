@@ -9,6 +9,7 @@ import (
 
 	"github.com/ssi-cluster/ssi/pidtable"
 	"github.com/ssi-cluster/ssi/placement"
+	"github.com/ssi-cluster/ssi/supervisor"
 )
 
 // Placement reads node figures that their agents publish once a second. A
@@ -122,13 +123,9 @@ func (r *recentPlacements) adjust(nodes []placement.Node, status map[string]pidt
 		n.Jobs++
 		n.ReservedCPUs += p.cpus
 		n.ReservedMemory += p.memory
-		n.Load += expectedLoad(p.cpus)
+		n.Load += supervisor.ExpectedLoad(p.cpus)
 	}
 }
-
-// expectedLoad is the load a new job of cpus requested CPUs counts for until
-// it is measured: its request, one core at least.
-func expectedLoad(cpus float64) float64 { return max(cpus, 1) }
 
 // tokens returns the tokens of the placements of the recentWindow before now.
 func (r *recentPlacements) tokens(now time.Time) []string {

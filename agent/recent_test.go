@@ -2,11 +2,13 @@ package agent
 
 import (
 	"math/rand/v2"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/ssi-cluster/ssi/pidtable"
 	"github.com/ssi-cluster/ssi/placement"
+	"github.com/ssi-cluster/ssi/supervisor"
 )
 
 // TestLeastLoadedBurstSpreads: 12 idle jobs placed in one burst spread 3 per
@@ -111,23 +113,26 @@ func TestServedPlacements(t *testing.T) {
 }
 
 // TestMeasureListsExactlyWhatItCounts: while jobs are served concurrently (the
-// job joins a.jobs, then its placement is served), every figure the node
+// job joins the supervisor's registry, then its placement is served), every figure the node
 // publishes lists the token of each new job it counts, and lists no token of
 // a job it does not count unless that job is gone. A token missing beside its
 // counted job makes the placer count the job a second time: its node looks
 // busier than it is (a burst landed 4/3/2 in CI).
 func TestMeasureListsExactlyWhatItCounts(t *testing.T) {
-	a := &Agent{jobs: map[uint64]*job{}}
+	a := &Agent{}
+	a.sup = supervisor.New(t.Context(), supervisor.Config{Node: "node1", JobsDir: t.TempDir()})
 	const n = 2000
 	done := make(chan struct{})
+	var mu sync.Mutex
+	tokens := map[uint64]string{} // of the jobs registered
 	go func() {
 		defer close(done)
 		for i := range uint64(n) {
 			tok := newPlacementToken()
-			j := &job{gpid: i + 1, placed: time.Now(), token: tok, done: make(chan struct{})}
-			a.mu.Lock()
-			a.jobs[j.gpid] = j
-			a.mu.Unlock()
+			mu.Lock()
+			tokens[i+1] = tok
+			mu.Unlock()
+			a.sup.Register(supervisor.Launched{GPID: i + 1, Placed: time.Now(), Token: tok})
 			a.served.add(placedJob{token: tok, at: time.Now()})
 		}
 	}()
@@ -139,13 +144,13 @@ func TestMeasureListsExactlyWhatItCounts(t *testing.T) {
 		}
 		st := a.measure()
 		counted := map[string]bool{}
-		a.mu.Lock()
-		for _, j := range a.jobs {
-			if _, ok := st.Procs[j.gpid]; ok {
-				counted[j.token] = true
+		mu.Lock()
+		for gpid, tok := range tokens {
+			if _, ok := st.Procs[gpid]; ok {
+				counted[tok] = true
 			}
 		}
-		a.mu.Unlock()
+		mu.Unlock()
 		listed := map[string]bool{}
 		for _, tok := range st.Placements {
 			listed[tok] = true

@@ -24,6 +24,7 @@ import (
 	"github.com/ssi-cluster/ssi/internal/etcdtest"
 	"github.com/ssi-cluster/ssi/pidtable"
 	"github.com/ssi-cluster/ssi/pki"
+	"github.com/ssi-cluster/ssi/supervisor"
 )
 
 // TestEveryRouteHasARole walks every route the server registers (the mux is
@@ -136,7 +137,9 @@ func newAuthFixture(t *testing.T) *authFixture {
 		t.Fatal(err)
 	}
 	a.node, a.etcd, a.store = node, ec, st
+	a.sup = a.newSupervisor(ctx)
 	a.mig = a.newMigrator(ctx)
+	a.ckpts = a.newCheckpoints()
 
 	// Nodes 1-3 registered and Ready; node2 leads the balancer.
 	lease, err := ec.Grant(ctx, 120)
@@ -293,7 +296,7 @@ func TestRouteRoles(t *testing.T) {
 	// A migration of jobA that node2 prepared here (no record names node2 for
 	// it), and jobP arrived here from node2 (its late resume is admitted).
 	f.a.mig.ExpectIncoming(f.jobA, "m2", "node2")
-	f.a.jobs[f.jobP] = &job{gpid: f.jobP, arrivedFrom: "node2", done: make(chan struct{})}
+	f.a.sup.Register(supervisor.Launched{GPID: f.jobP, ArrivedFrom: "node2"})
 	p := func(format string, gpid uint64) string { return strings.Replace(format, "G", itoa(gpid), 1) }
 	const (
 		U  = http.StatusUnauthorized

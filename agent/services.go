@@ -19,6 +19,7 @@ import (
 	"github.com/ssi-cluster/ssi/api"
 	"github.com/ssi-cluster/ssi/pidtable"
 	"github.com/ssi-cluster/ssi/service"
+	"github.com/ssi-cluster/ssi/supervisor"
 )
 
 // Services (ssi apply). The HTTP edge of the service package: users' routes
@@ -166,22 +167,22 @@ func (a *Agent) stopReplica(ctx context.Context, name string, gpid uint64) error
 	if err != nil {
 		sig = syscall.SIGTERM
 	}
-	j := a.localJob(gpid)
+	j := a.sup.Job(gpid)
 	if j == nil {
 		return nil // ended already
 	}
-	if err := a.signal(gpid, sig); err != nil {
+	if err := a.sup.Signal(gpid, sig); err != nil {
 		return err
 	}
 	select {
-	case <-j.done:
+	case <-j.Done():
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-time.After(timeout):
 	}
 	a.log.Warn("service replica did not stop in time; killing it", "gpid", gpid, "service", name, "timeout", timeout)
-	return a.signal(gpid, syscall.SIGKILL)
+	return a.sup.Signal(gpid, syscall.SIGKILL)
 }
 
 func (a *Agent) handleStartReplica(w http.ResponseWriter, r *http.Request) {
@@ -271,7 +272,7 @@ func (a *Agent) checkServiceSpec(who caller, name string, s *pidtable.ServiceSpe
 	if s.Replicas < 0 || s.Replicas > service.MaxReplicas {
 		return api.Errorf(api.CodeBadRequest, "Replicas=%d: from 0 to %d", s.Replicas, service.MaxReplicas)
 	}
-	if err := validateRun(api.RunRequest{Argv: s.Argv, Env: s.Env, CPUs: s.CPUs, Memory: s.Memory}); err != nil {
+	if err := supervisor.ValidateRun(api.RunRequest{Argv: s.Argv, Env: s.Env, CPUs: s.CPUs, Memory: s.Memory}); err != nil {
 		return err
 	}
 	runAs := s.User

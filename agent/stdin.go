@@ -1,14 +1,12 @@
 package agent
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"net/http"
 	"strconv"
-	"time"
 
 	"github.com/ssi-cluster/ssi/api"
 	"github.com/ssi-cluster/ssi/shim"
@@ -45,7 +43,7 @@ func (a *Agent) handleStdin(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, api.Errorf(api.CodeBadRequest, "stdin: short body: %v", err))
 		return
 	}
-	dir := a.jobDir(p.GPID)
+	dir := a.sup.Dir(p.GPID)
 	if p.State.Ended() {
 		writeJSON(w, http.StatusOK, api.StdinStatus{Offset: offset, Closed: true})
 		return
@@ -83,38 +81,6 @@ func (a *Agent) handleStdin(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// holdStdin stops the stdin of a job frozen for a migration and saves what
-// its pipe held in the job dir (StdinFile), to be shipped with its log. A
-// job whose stdin is not fed by its shim has nothing to hold.
-func (a *Agent) holdStdin(ctx context.Context, j *job) error {
-	if j.state.StdinKey == "" {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	st, err := shim.StdinCall(ctx, j.dir, shim.StdinRequest{Op: shim.StdinHold}, nil)
-	if err == nil && st.Error != "" {
-		err = errors.New(st.Error)
-	}
-	if err != nil {
-		return fmt.Errorf("hold the stdin of gpid %d: %w", j.gpid, err)
-	}
-	return nil
-}
-
-// releaseStdin undoes holdStdin: the migration rolled back and the job runs
-// here again, the bytes its pipe held first.
-func (a *Agent) releaseStdin(j *job) {
-	if j == nil || j.state.StdinKey == "" {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := shim.StdinCall(ctx, j.dir, shim.StdinRequest{Op: shim.StdinRelease}, nil); err != nil {
-		a.log.Warn("release the stdin of a job whose migration rolled back", "gpid", j.gpid, "err", err)
-	}
-}
-
 // handleResize is POST /v1/procs/{gpid}/resize: the new size of the job's
 // terminal.
 func (a *Agent) handleResize(w http.ResponseWriter, r *http.Request) {
@@ -135,7 +101,7 @@ func (a *Agent) handleResize(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
-	st, err := shim.StdinCall(r.Context(), a.jobDir(p.GPID), shim.StdinRequest{Op: shim.StdinResize, Rows: req.Rows, Cols: req.Cols}, nil)
+	st, err := shim.StdinCall(r.Context(), a.sup.Dir(p.GPID), shim.StdinRequest{Op: shim.StdinResize, Rows: req.Rows, Cols: req.Cols}, nil)
 	if err == nil && st.Error != "" {
 		err = errors.New(st.Error)
 	}

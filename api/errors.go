@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+
+	"github.com/ssi-cluster/ssi/errdefs"
 )
 
 // Code classifies an API error.
@@ -48,15 +50,64 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Message }
 
+// Kind is the errdefs kind of e's code (nil for CodeInternal and
+// CodeUnauthenticated).
+func (e *Error) Kind() error {
+	for _, m := range codeKinds {
+		if m.code == e.Code {
+			return m.kind
+		}
+	}
+	return nil
+}
+
+// Unwrap gives e's kind, so that errors.Is(err, errdefs.ErrBusy) holds for an
+// error an agent returned with CodeBusy, on either side of the wire.
+func (e *Error) Unwrap() error { return e.Kind() }
+
+// codeKinds pairs each code with its errdefs kind.
+var codeKinds = [...]struct {
+	code Code
+	kind error
+}{
+	{CodeBadRequest, errdefs.ErrInvalid},
+	{CodeForbidden, errdefs.ErrForbidden},
+	{CodeNotFound, errdefs.ErrNotFound},
+	{CodeConflict, errdefs.ErrConflict},
+	{CodeBusy, errdefs.ErrBusy},
+	{CodeNotReady, errdefs.ErrUnavailable},
+}
+
+// FromError converts err to the API's error, by the errdefs kind of its
+// chain: the one place where ssi's packages' errors become codes. It returns
+// nil when err has no kind (an internal error).
+func FromError(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) && e == err {
+		return e
+	}
+	k := errdefs.KindOf(err)
+	if k == nil {
+		return nil
+	}
+	for _, m := range codeKinds {
+		if m.kind == k {
+			return &Error{Code: m.code, Message: err.Error()}
+		}
+	}
+	return nil
+}
+
 // Errorf returns an *Error with code c.
 func Errorf(c Code, format string, args ...any) *Error {
 	return &Error{Code: c, Message: fmt.Sprintf(format, args...)}
 }
 
-// IsCode reports whether err is an *Error with code c.
+// IsCode reports whether err is an *Error with code c, or an error of the
+// errdefs kind that travels as c.
 func IsCode(err error, c Code) bool {
-	var e *Error
-	return errors.As(err, &e) && e.Code == c
+	e := FromError(err)
+	return e != nil && e.Code == c
 }
 
 // ErrUnreachable wraps failures to reach the agent at all.

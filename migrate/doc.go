@@ -38,7 +38,7 @@
 // steps, stream.go is the image stream. The agent keeps the HTTP edge: its
 // handlers decode a request, call a Migrator and encode the answer.
 //
-// Errors: the protocol's refusals are *api.Error values (package api is a
-// leaf), which the agent's handlers answer as they are; ErrCommitUncertain
-// and *JobEnded are this package's own.
+// Errors: the protocol's refusals carry an errdefs kind (a conflict, an
+// invalid request, ...), which the agent's HTTP edge converts to the API's
+// codes; ErrCommitUncertain and *JobEnded are this package's own.
 package migrate

@@ -10,8 +10,8 @@ import (
 	"sort"
 	"time"
 
-	"github.com/ssi-cluster/ssi/api"
 	"github.com/ssi-cluster/ssi/checkpoint"
+	"github.com/ssi-cluster/ssi/errdefs"
 	"github.com/ssi-cluster/ssi/shim"
 	"golang.org/x/sys/unix"
 )
@@ -69,16 +69,16 @@ func explainDumpError(err error, j Job) error {
 	rlimit := checkpoint.IsForeignRlimit(err)
 	if !rlimit && !checkpoint.IsUnprivilegedProc(err) {
 		if why := checkpoint.Explain(err); why != "" {
-			return api.Errorf(api.CodeConflict, "gpid %d cannot be checkpointed: %s (%v)", j.GPID(), why, err)
+			return errdefs.Conflictf("gpid %d cannot be checkpointed: %s (%v)", j.GPID(), why, err)
 		}
 		return err
 	}
 	var spec shim.Spec
 	_ = shim.ReadJSON(j.Dir(), shim.SpecFile, &spec)
 	if rlimit {
-		return api.Errorf(api.CodeConflict, "gpid %d (uid %d): this node's CRIU may not read the resource limits of another user's task: root here lacks CAP_SYS_RESOURCE, and this CRIU is not the patched build of hack/install-criu.sh, which reads them from /proc/PID/limits. The job keeps running here; install CRIU with hack/install-criu.sh on every node (%v)", j.GPID(), spec.UID, err)
+		return errdefs.Conflictf("gpid %d (uid %d): this node's CRIU may not read the resource limits of another user's task: root here lacks CAP_SYS_RESOURCE, and this CRIU is not the patched build of hack/install-criu.sh, which reads them from /proc/PID/limits. The job keeps running here; install CRIU with hack/install-criu.sh on every node (%v)", j.GPID(), spec.UID, err)
 	}
-	return api.Errorf(api.CodeConflict, "gpid %d (uid %d) was started by an older ssi whose job init runs as the job's user, and CRIU cannot dump such a job: its parasite must mount a /proc for the job's PID namespace, which a non-root task may not do. The job keeps running here; jobs started by this version can be checkpointed and migrated, so restart it to make it movable (%v)", j.GPID(), spec.UID, err)
+	return errdefs.Conflictf("gpid %d (uid %d) was started by an older ssi whose job init runs as the job's user, and CRIU cannot dump such a job: its parasite must mount a /proc for the job's PID namespace, which a non-root task may not do. The job keeps running here; jobs started by this version can be checkpointed and migrated, so restart it to make it movable (%v)", j.GPID(), spec.UID, err)
 }
 
 // emptyDir removes what a failed dump wrote into dir.
@@ -161,9 +161,9 @@ func (mg *Migrator) RestoreFailed(gpid uint64, images string, err error) error {
 		where = " (CRIU's log: " + kept + ")"
 	}
 	if why := checkpoint.Explain(err); why != "" {
-		return api.Errorf(api.CodeConflict, "node %s could not restore gpid %d: %s%s (%v)", mg.cfg.Name, gpid, why, where, err)
+		return errdefs.Conflictf("node %s could not restore gpid %d: %s%s (%v)", mg.cfg.Name, gpid, why, where, err)
 	}
-	return api.Errorf(api.CodeConflict, "node %s could not restore gpid %d: %v%s", mg.cfg.Name, gpid, err, where)
+	return errdefs.Conflictf("node %s could not restore gpid %d: %v%s", mg.cfg.Name, gpid, err, where)
 }
 
 // WaitDrained waits (up to 5 s) until the pipes of a stopped job hold no unread

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/ssi-cluster/ssi/api"
+	"github.com/ssi-cluster/ssi/errdefs"
 )
 
 // The files a job maps or holds open. CRIU restores such a file only if it
@@ -68,11 +69,11 @@ func JobFiles(j Job, mappedOnly bool) ([]api.FileCheck, error) {
 func CheckFilesPresent(node string, files []api.FileCheck, workdir string) error {
 	for _, f := range files {
 		if _, err := os.Stat(f.Path); err != nil {
-			return api.Errorf(api.CodeConflict, "node %s lacks %s, which the job uses: %v", node, f.Path, err)
+			return errdefs.Conflictf("node %s lacks %s, which the job uses: %v", node, f.Path, err)
 		}
 	}
 	if fi, err := os.Stat(workdir); err != nil || !fi.IsDir() {
-		return api.Errorf(api.CodeConflict, "node %s lacks the job's working directory %s", node, workdir)
+		return errdefs.Conflictf("node %s lacks the job's working directory %s", node, workdir)
 	}
 	return nil
 }
@@ -84,10 +85,10 @@ func CheckFileSizes(node string, files []api.FileCheck, when, retry string) erro
 	for _, f := range files {
 		fi, err := os.Stat(f.Path)
 		if err != nil {
-			return api.Errorf(api.CodeConflict, "node %s lacks %s, which the job uses (it had it when %s): %v; %s", node, f.Path, when, err, retry)
+			return errdefs.Conflictf("node %s lacks %s, which the job uses (it had it when %s): %v; %s", node, f.Path, when, err, retry)
 		}
 		if fi.Size() != f.Size {
-			return api.Errorf(api.CodeConflict, "%s is %d bytes on node %s but was %d bytes when %s: something other than the job changed it since (the job was stopped), and CRIU restores a file the job holds open only at the size it had; %s", f.Path, fi.Size(), node, f.Size, when, retry)
+			return errdefs.Conflictf("%s is %d bytes on node %s but was %d bytes when %s: something other than the job changed it since (the job was stopped), and CRIU restores a file the job holds open only at the size it had; %s", f.Path, fi.Size(), node, f.Size, when, retry)
 		}
 	}
 	return nil

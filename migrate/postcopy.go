@@ -18,6 +18,7 @@ import (
 	"github.com/ssi-cluster/ssi/api"
 	"github.com/ssi-cluster/ssi/checkpoint"
 	"github.com/ssi-cluster/ssi/checkpoint/criutls"
+	"github.com/ssi-cluster/ssi/errdefs"
 	"github.com/ssi-cluster/ssi/failpoint"
 	"github.com/ssi-cluster/ssi/pki"
 	"github.com/ssi-cluster/ssi/shim"
@@ -31,7 +32,7 @@ func (m *migration) lazyDump(ctx context.Context) error {
 		return err
 	}
 	if was, err := checkpoint.EnsurePipeMaxSize(); err != nil {
-		return api.Errorf(api.CodeConflict, "node %s cannot migrate post-copy: %v", m.mg.cfg.Name, err)
+		return errdefs.Conflictf("node %s cannot migrate post-copy: %v", m.mg.cfg.Name, err)
 	} else if was < checkpoint.LazyPipeMaxSize {
 		m.mg.log.Info("raised fs.pipe-max-size for post-copy migration", "was", was, "now", checkpoint.LazyPipeMaxSize)
 	}
@@ -119,7 +120,7 @@ func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 // them) for the shim's lazy-pages daemon.
 func lazyPagesTLS(req api.RestoreRequest, images string) (criutls.Files, error) {
 	if err := pki.CheckPageServerClient([]byte(req.LazyPagesCA), []byte(req.LazyPagesCert), []byte(req.LazyPagesKey)); err != nil {
-		return criutls.Files{}, api.Errorf(api.CodeBadRequest, "post-copy restore: the source's page server speaks TLS and the request must carry its credentials: %v", err)
+		return criutls.Files{}, errdefs.Invalidf("post-copy restore: the source's page server speaks TLS and the request must carry its credentials: %v", err)
 	}
 	return writeTLS(images, "lazy-pages", []byte(req.LazyPagesCA), []byte(req.LazyPagesCert), []byte(req.LazyPagesKey))
 }

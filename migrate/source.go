@@ -19,6 +19,7 @@ import (
 
 	"github.com/ssi-cluster/ssi/api"
 	"github.com/ssi-cluster/ssi/checkpoint"
+	"github.com/ssi-cluster/ssi/errdefs"
 	"github.com/ssi-cluster/ssi/failpoint"
 	"github.com/ssi-cluster/ssi/pidtable"
 	"github.com/ssi-cluster/ssi/pki"
@@ -57,23 +58,23 @@ func newID() string {
 // CheckTarget validates a migration request before anything is touched.
 func (mg *Migrator) CheckTarget(ctx context.Context, p pidtable.Proc, node string) (pidtable.Node, error) {
 	if node == "" {
-		return pidtable.Node{}, api.Errorf(api.CodeBadRequest, "no target node given")
+		return pidtable.Node{}, errdefs.Invalidf("no target node given")
 	}
 	if node == p.Node {
-		return pidtable.Node{}, api.Errorf(api.CodeBadRequest, "gpid %d already runs on %s", p.GPID, node)
+		return pidtable.Node{}, errdefs.Invalidf("gpid %d already runs on %s", p.GPID, node)
 	}
 	switch {
 	case p.State == pidtable.Migrating && p.Migration != nil:
-		return pidtable.Node{}, api.Errorf(api.CodeConflict, "gpid %d is already being migrated to %s (since %s); wait for it to finish", p.GPID, p.Migration.Target, p.Migration.Started.Format(time.TimeOnly))
+		return pidtable.Node{}, errdefs.Conflictf("gpid %d is already being migrated to %s (since %s); wait for it to finish", p.GPID, p.Migration.Target, p.Migration.Started.Format(time.TimeOnly))
 	case p.State.Ended():
-		return pidtable.Node{}, api.Errorf(api.CodeConflict, "gpid %d has already %s", p.GPID, p.DescribeEnd())
+		return pidtable.Node{}, errdefs.Conflictf("gpid %d has already %s", p.GPID, p.DescribeEnd())
 	case p.State != pidtable.Running:
-		return pidtable.Node{}, api.Errorf(api.CodeConflict, "gpid %d is %s, not running", p.GPID, p.State)
+		return pidtable.Node{}, errdefs.Conflictf("gpid %d is %s, not running", p.GPID, p.State)
 	case p.TTY:
 		return pidtable.Node{}, RefuseTTY(p.GPID, "moved")
 	}
 	if mg.cfg.CRIUErr != nil {
-		return pidtable.Node{}, api.Errorf(api.CodeConflict, "node %s cannot checkpoint jobs: %v", mg.cfg.Name, mg.cfg.CRIUErr)
+		return pidtable.Node{}, errdefs.Conflictf("node %s cannot checkpoint jobs: %v", mg.cfg.Name, mg.cfg.CRIUErr)
 	}
 	snap, err := mg.store.NodesSnapshot(ctx)
 	if err != nil {
@@ -85,10 +86,10 @@ func (mg *Migrator) CheckTarget(ctx context.Context, p pidtable.Proc, node strin
 		for _, n := range snap.Nodes {
 			names = append(names, n.Name)
 		}
-		return pidtable.Node{}, api.Errorf(api.CodeNotFound, "unknown node %q (known nodes: %s)", node, strings.Join(names, ", "))
+		return pidtable.Node{}, errdefs.NotFoundf("unknown node %q (known nodes: %s)", node, strings.Join(names, ", "))
 	}
 	if !snap.Ready(node) {
-		return pidtable.Node{}, api.Errorf(api.CodeNotReady, "node %s is NotReady (its agent is not running)", node)
+		return pidtable.Node{}, errdefs.Unavailablef("node %s is NotReady (its agent is not running)", node)
 	}
 	return n, nil
 }
@@ -180,7 +181,7 @@ func (m *migration) Claim(ctx context.Context) error {
 			for range 20 {
 				var end *JobEnded
 				if errors.As(m.ended(ctx), &end) {
-					return api.Errorf(api.CodeConflict, "gpid %d ended before it could be moved: it %s", m.gpid, end.How)
+					return errdefs.Conflictf("gpid %d ended before it could be moved: it %s", m.gpid, end.How)
 				}
 				time.Sleep(100 * time.Millisecond)
 			}
@@ -192,7 +193,7 @@ func (m *migration) Claim(ctx context.Context) error {
 	defer cancel()
 	_, rev, err := m.mg.store.Transition(cctx, m.gpid, pidtable.MigrationClaim, m.mg.cfg.Name, func(p *pidtable.Proc) error {
 		if p.Node != m.mg.cfg.Name || p.State != pidtable.Running {
-			return api.Errorf(api.CodeConflict, "gpid %d is %s on %s, not running here", p.GPID, p.State, p.Node)
+			return errdefs.Conflictf("gpid %d is %s on %s, not running here", p.GPID, p.State, p.Node)
 		}
 		p.State = pidtable.Migrating
 		p.Migration = &pidtable.Migration{ID: m.id, Target: m.target.Name, Phase: string(Claim), Started: time.Now().UTC()}
@@ -462,5 +463,5 @@ func (m *migration) Cleanup(ctx context.Context) error {
 
 // RefuseTTY refuses to move or checkpoint (what) a job with a terminal.
 func RefuseTTY(gpid uint64, what string) error {
-	return api.Errorf(api.CodeConflict, "gpid %d has a terminal (ssi run -t), and a job with a terminal cannot be %s yet: its terminal's master is held by its shim on this node, which CRIU cannot re-plumb; start jobs without -t to move or checkpoint them", gpid, what)
+	return errdefs.Conflictf("gpid %d has a terminal (ssi run -t), and a job with a terminal cannot be %s yet: its terminal's master is held by its shim on this node, which CRIU cannot re-plumb; start jobs without -t to move or checkpoint them", gpid, what)
 }

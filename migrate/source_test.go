@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ssi-cluster/ssi/api"
+	"github.com/ssi-cluster/ssi/errdefs"
 	"github.com/ssi-cluster/ssi/isolate"
 	"github.com/ssi-cluster/ssi/pidtable"
 	"github.com/ssi-cluster/ssi/shim"
@@ -77,12 +78,12 @@ func (f *fakeJobs) StatusChanged()                       {}
 // being checkpointed) is not moved, nothing is written, and the refusal is
 // the registry's, reported as the claim's.
 func TestMigrateRefusedAtClaim(t *testing.T) {
-	jobs := &fakeJobs{jobs: map[uint64]Job{7: newFakeJob(t, 7)}, busyErr: api.Errorf(api.CodeConflict, "gpid 7 is already being checkpointed; retry when that is done")}
+	jobs := &fakeJobs{jobs: map[uint64]Job{7: newFakeJob(t, 7)}, busyErr: errdefs.Conflictf("gpid 7 is already being checkpointed; retry when that is done")}
 	mg := New(context.Background(), Config{Name: "node1", Jobs: jobs})
 	var events []api.MigrateEvent
 	_, err := mg.Migrate(context.Background(), pidtable.Proc{GPID: 7, Node: "node1", State: pidtable.Running}, pidtable.Node{Name: "node2"}, false, func(ev api.MigrateEvent) { events = append(events, ev) })
 	var me *Error
-	if !errors.As(err, &me) || me.Phase != Claim || !api.IsCode(err, api.CodeConflict) {
+	if !errors.As(err, &me) || me.Phase != Claim || !errors.Is(err, errdefs.ErrConflict) {
 		t.Fatalf("err = %v, want a conflict at claim", err)
 	}
 	if want := "migration failed during claim: gpid 7 is already being checkpointed; retry when that is done"; err.Error() != want {
@@ -132,13 +133,13 @@ func TestResumeAndAbortWithoutMigration(t *testing.T) {
 	if err := mg.ResumeIncoming(ctx, 8, "m0", "node1"); err != nil {
 		t.Errorf("resume of a job resumed already: %v", err)
 	}
-	if err := mg.ResumeIncoming(ctx, 10, "m0", "node1"); !api.IsCode(err, api.CodeConflict) {
+	if err := mg.ResumeIncoming(ctx, 10, "m0", "node1"); !errors.Is(err, errdefs.ErrConflict) {
 		t.Errorf("resume of nothing: %v", err)
 	}
 	if err := mg.AbortIncoming(10, "m0", "node1"); err != nil {
 		t.Errorf("abort of nothing: %v", err)
 	}
-	if err := mg.AbortIncoming(9, "m1", "node3"); !api.IsCode(err, api.CodeForbidden) {
+	if err := mg.AbortIncoming(9, "m1", "node3"); !errors.Is(err, errdefs.ErrForbidden) {
 		t.Errorf("abort by another node: %v", err)
 	}
 	if from, ok := mg.IncomingSource(9); !ok || from != "node1" {

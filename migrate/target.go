@@ -22,6 +22,7 @@ import (
 
 	"github.com/ssi-cluster/ssi/api"
 	"github.com/ssi-cluster/ssi/checkpoint"
+	"github.com/ssi-cluster/ssi/errdefs"
 	"github.com/ssi-cluster/ssi/failpoint"
 	"github.com/ssi-cluster/ssi/isolate"
 	"github.com/ssi-cluster/ssi/pidtable"
@@ -69,10 +70,10 @@ func (mg *Migrator) PrepareIncoming(gpid uint64, req api.PrepareRequest) error {
 
 func (mg *Migrator) prepare(gpid uint64, req api.PrepareRequest) error {
 	if req.Proc.GPID != gpid || req.Spec.GPID != gpid || req.ID == "" {
-		return api.Errorf(api.CodeBadRequest, "prepare: gpid/spec mismatch")
+		return errdefs.Invalidf("prepare: gpid/spec mismatch")
 	}
 	if mg.cfg.CRIUErr != nil {
-		return api.Errorf(api.CodeConflict, "node %s cannot restore jobs: %v", mg.cfg.Name, mg.cfg.CRIUErr)
+		return errdefs.Conflictf("node %s cannot restore jobs: %v", mg.cfg.Name, mg.cfg.CRIUErr)
 	}
 	if err := mg.cpu.Check(req.CPUFlags); err != nil {
 		return err
@@ -81,7 +82,7 @@ func (mg *Migrator) prepare(gpid uint64, req api.PrepareRequest) error {
 		return err
 	}
 	if mg.jobs.Job(gpid) != nil {
-		return api.Errorf(api.CodeConflict, "gpid %d already runs on %s", gpid, mg.cfg.Name)
+		return errdefs.Conflictf("gpid %d already runs on %s", gpid, mg.cfg.Name)
 	}
 	mg.abortIncoming(gpid) // a stale attempt
 	in := &incoming{id: req.ID, from: req.Proc.Node, proc: req.Proc, images: mg.ImagesDir("in", gpid)}
@@ -124,10 +125,10 @@ func (mg *Migrator) incomingFor(gpid uint64, id, from string) (*incoming, error)
 	defer mg.mu.Unlock()
 	in := mg.incoming[gpid]
 	if in == nil || in.id != id {
-		return nil, api.Errorf(api.CodeConflict, "no prepared migration %s of gpid %d on %s", id, gpid, mg.cfg.Name)
+		return nil, errdefs.Conflictf("no prepared migration %s of gpid %d on %s", id, gpid, mg.cfg.Name)
 	}
 	if in.from != from {
-		return nil, api.Errorf(api.CodeForbidden, "migration %s of gpid %d is driven by node %s, not %s", id, gpid, in.from, from)
+		return nil, errdefs.Forbiddenf("migration %s of gpid %d is driven by node %s, not %s", id, gpid, in.from, from)
 	}
 	return in, nil
 }
@@ -150,7 +151,7 @@ func (mg *Migrator) ReceiveImages(gpid uint64, id, from string, body io.Reader) 
 	// rather than closed under a request that picks it up next.
 	_, _ = io.Copy(io.Discard, io.LimitReader(body, 1<<20))
 	if err != nil {
-		return api.Errorf(api.CodeBadRequest, "image stream for gpid %d: %v", gpid, err)
+		return errdefs.Invalidf("image stream for gpid %d: %v", gpid, err)
 	}
 	if _, err := os.Stat(filepath.Join(stage, shim.LogFile+logPrefixSuffix)); err == nil {
 		// The job's log so far, sent ahead of the freeze (shipLogPrefix):
@@ -159,7 +160,7 @@ func (mg *Migrator) ReceiveImages(gpid uint64, id, from string, body io.Reader) 
 	}
 	// Only the log is taken from the job part of the stream.
 	if err := adoptLog(stage, in.dir); err != nil {
-		return api.Errorf(api.CodeBadRequest, "image stream for gpid %d: %v", gpid, err)
+		return errdefs.Invalidf("image stream for gpid %d: %v", gpid, err)
 	}
 	if err := adoptStdinFile(stage, in.dir); err != nil {
 		return err
@@ -173,7 +174,7 @@ func (mg *Migrator) acquireStream(peer string) (release func(), err error) {
 	mg.streamsMu.Lock()
 	defer mg.streamsMu.Unlock()
 	if mg.streams[peer] >= maxStreamsPerPeer {
-		return nil, api.Errorf(api.CodeConflict, "node %s already has %d image streams in flight to %s: at most %d; retry later", peer, mg.streams[peer], mg.cfg.Name, maxStreamsPerPeer)
+		return nil, errdefs.Conflictf("node %s already has %d image streams in flight to %s: at most %d; retry later", peer, mg.streams[peer], mg.cfg.Name, maxStreamsPerPeer)
 	}
 	mg.streams[peer]++
 	return func() {
@@ -341,7 +342,7 @@ func (mg *Migrator) watchIncoming(gpid uint64, in *incoming) {
 // discard is no error, a caller that does not drive the migration is.
 func (mg *Migrator) AbortIncoming(gpid uint64, id, from string) error {
 	if _, err := mg.incomingFor(gpid, id, from); err != nil {
-		if api.IsCode(err, api.CodeForbidden) {
+		if errors.Is(err, errdefs.ErrForbidden) {
 			return err
 		}
 		return nil // nothing to discard
@@ -404,7 +405,7 @@ func stageDir(in *incoming) string { return filepath.Join(in.dir, ".incoming") }
 func (mg *Migrator) ResumeIncoming(ctx context.Context, gpid uint64, id, from string) error {
 	in, err := mg.incomingFor(gpid, id, from)
 	if err != nil {
-		if j := mg.jobs.Job(gpid); j != nil && !api.IsCode(err, api.CodeForbidden) {
+		if j := mg.jobs.Job(gpid); j != nil && !errors.Is(err, errdefs.ErrForbidden) {
 			return nil // resumed already (watchIncoming)
 		}
 		return err
@@ -415,7 +416,7 @@ func (mg *Migrator) ResumeIncoming(ctx context.Context, gpid uint64, id, from st
 		return err
 	}
 	if p.Node != mg.cfg.Name {
-		return api.Errorf(api.CodeConflict, "gpid %d is owned by %s: its copy here stays stopped", gpid, p.Node)
+		return errdefs.Conflictf("gpid %d is owned by %s: its copy here stays stopped", gpid, p.Node)
 	}
 	mg.resumeCommitted(gpid, in)
 	return nil

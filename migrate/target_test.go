@@ -2,12 +2,13 @@ package migrate
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/ssi-cluster/ssi/api"
+	"github.com/ssi-cluster/ssi/errdefs"
 	"github.com/ssi-cluster/ssi/shim"
 )
 
@@ -30,7 +31,7 @@ func TestImageLimits(t *testing.T) {
 		}
 		releases = append(releases, r)
 	}
-	if _, err := a.acquireStream("node1"); !api.IsCode(err, api.CodeConflict) || !strings.Contains(err.Error(), "at most 2") {
+	if _, err := a.acquireStream("node1"); !errors.Is(err, errdefs.ErrConflict) || !strings.Contains(err.Error(), "at most 2") {
 		t.Fatalf("stream over the limit: %v", err)
 	}
 	if r, err := a.acquireStream("node2"); err != nil {
@@ -58,13 +59,13 @@ func TestIncomingOnlyFromItsSource(t *testing.T) {
 	if _, err := a.incomingFor(7, "m1", "node1"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.incomingFor(7, "m1", "node2"); !api.IsCode(err, api.CodeForbidden) {
+	if _, err := a.incomingFor(7, "m1", "node2"); !errors.Is(err, errdefs.ErrForbidden) {
 		t.Fatalf("another node: %v", err)
 	}
-	if _, err := a.incomingFor(7, "m0", "node1"); !api.IsCode(err, api.CodeConflict) {
+	if _, err := a.incomingFor(7, "m0", "node1"); !errors.Is(err, errdefs.ErrConflict) {
 		t.Fatalf("stale id: %v", err)
 	}
-	if _, err := a.incomingFor(8, "m1", "node1"); !api.IsCode(err, api.CodeConflict) {
+	if _, err := a.incomingFor(8, "m1", "node1"); !errors.Is(err, errdefs.ErrConflict) {
 		t.Fatalf("other gpid: %v", err)
 	}
 }
