@@ -555,3 +555,13 @@ func fileSum(t *testing.T, path string) string {
 	s := sha256.Sum256(mustRead(t, path))
 	return hex.EncodeToString(s[:])
 }
+
+// TestSoakCommitOutage: etcd paused for 6 minutes at the commit of a
+// migration, before the commit is sent and after it was applied (issue 13
+// item 4): one copy, where the record says, within seconds of etcd's
+// return, without an agent restart.
+func TestSoakCommitOutage(t *testing.T) {
+	c := need(t)
+	t.Run("unanswered", func(t *testing.T) { runCommitOutage(t, c, 6*time.Minute, false) })
+	t.Run("answer-lost", func(t *testing.T) { runCommitOutage(t, c, 6*time.Minute, true) })
+}

@@ -29,7 +29,12 @@ func (m *migration) Commit(ctx context.Context) error {
 		p.Arrived = time.Now().UTC()
 		return nil
 	})
-	if err == nil {
+	if err == nil && failpoint.Hit("migrate/source/commit-applied") == nil && failpoint.Hit("migrate/source/commit-answer-lost") != nil {
+		// Test builds only: the commit was applied and its answer is taken
+		// as lost, as when etcd applies a write and then stops answering.
+		// m.rev stays the commit's guard, which the release below needs.
+		err = pidtable.ErrOutcomeUnknown
+	} else if err == nil {
 		m.rev = rev
 		return failpoint.Hit("migrate/source/after-commit")
 	}
