@@ -21,15 +21,20 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
-	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/ssi-cluster/ssi/access"
 	"github.com/ssi-cluster/ssi/checkpoint/store"
+	"github.com/ssi-cluster/ssi/dashboard"
+	"github.com/ssi-cluster/ssi/metrics"
 	"github.com/ssi-cluster/ssi/migrate"
+	"github.com/ssi-cluster/ssi/nodes"
 	"github.com/ssi-cluster/ssi/pidtable"
 	"github.com/ssi-cluster/ssi/pki"
+	"github.com/ssi-cluster/ssi/service"
 	"github.com/ssi-cluster/ssi/shim"
 	"github.com/ssi-cluster/ssi/supervisor"
+	"github.com/ssi-cluster/ssi/timer"
 )
 
 // ErrEtcdUnreachable is returned by Run when etcd cannot be contacted at start.
@@ -56,8 +61,15 @@ type Agent struct {
 	mig *migrate.Migrator
 	// ckpts are this node's checkpoints (package checkpoint/store), made in Run.
 	ckpts *store.Store
+	// cluster is the watched view of nodes and statuses that placement and
+	// forwarding read (nodes); balancerView adds the live jobs, for the
+	// balancer's rounds. Each runs only while it is used (pidtable.ClusterCache).
+	cluster, balancerView *pidtable.ClusterCache
 	// statusNow asks the status loop to publish at once (kickStatus).
 	statusNow chan struct{}
+	// fencedAt is when the fence last killed jobs (failover.go); the
+	// status loop takes no new lease until failover.Rejoin after it.
+	fencedAt atomic.Pointer[time.Time]
 
 	// criuPath and criuErr: the CRIU this node migrates with, and why it cannot.
 	criuPath string
@@ -85,11 +97,21 @@ type Agent struct {
 
 	// node is this node's certificate and the cluster CA; nil with --insecure.
 	node *pki.Node
-
-	// revoked is the watched revocation list (revoke.go); refusals coalesces
-	// refused requests into events (audit.go). Both nil with --insecure.
-	revoked  *pidtable.RevocationCache
-	refusals *refusalLog
+	// access is who may do what here, and the certificates (package access;
+	// access.go), made in Run.
+	access *access.Control
+	// nodeCtl carries out the admins' requests on nodes (nodes.go).
+	nodeCtl *nodes.Control
+	// services carries out users' requests on services (services.go).
+	services *service.Requests
+	timers   *timer.Requests
+	// metrics are this agent's Prometheus metrics (package metrics), served
+	// on --metrics-listen and GET /v1/metrics.
+	metrics *metrics.Metrics
+	// dash is the web dashboard (dashboard.go), made by routes.
+	dash *dashboard.Server
+	// natsURL is this node's broker's client URL (msg.go); empty: none.
+	natsURL string
 }
 
 // New checks cfg and returns an agent ready to Run.
@@ -109,9 +131,7 @@ func New(cfg Config) (*Agent, error) {
 		peer:      newTransport(),
 	}
 	a.events = &eventLog{a: a}
-	if !cfg.Insecure {
-		a.refusals = newRefusalLog(a.events.add, a.log.Warn)
-	}
+	a.metrics = metrics.New(metrics.Config{Node: cfg.Name, JobStates: a.jobStates, Supervised: a.supervised})
 	return a, nil
 }
 
@@ -136,6 +156,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		ln = tls.NewListener(ln, a.node.ServerTLS(false))
 	}
 	defer ln.Close()
+	metricsSrv, metricsLn, err := a.metricsServer()
+	if err != nil {
+		return err
+	}
+	if metricsLn != nil {
+		defer metricsLn.Close()
+	}
 	if err := a.connectEtcd(ctx); err != nil {
 		return err
 	}
@@ -146,15 +173,24 @@ func (a *Agent) Run(ctx context.Context) error {
 	loops, stop := context.WithCancel(ctx)
 	defer stop()
 	a.sup = a.newSupervisor(loops)
-	defer func() { stop(); a.sup.Wait() }()
+	a.cluster = a.store.NewClusterCache(loops, false, a.log)
+	a.balancerView = a.store.NewClusterCache(loops, true, a.log)
+	defer func() { stop(); a.sup.Wait(); a.cluster.Wait(); a.balancerView.Wait() }()
 	if err := a.join(ctx); err != nil {
 		return err
 	}
-	if a.node != nil {
-		if err := a.startRevocations(ctx); err != nil {
-			return err
-		}
+	a.nodeCtl = a.newNodes()
+	a.services = a.newServiceRequests()
+	a.timers = a.newTimerRequests()
+	a.access = a.newAccess()
+	if err := a.access.Start(ctx); err != nil {
+		return err
 	}
+	stopBroker, err := a.startBroker(loops) // the embedded NATS broker (msg.go)
+	if err != nil {
+		return err
+	}
+	defer stopBroker()
 	a.probeCRIU(ctx)
 	if _, err := os.Stat(filepath.Join(filepath.Dir(a.cfg.ShimExe), shim.InitBinary)); err != nil {
 		a.log.Warn("no ssi-init beside ssi-shim: jobs get ssi-shim's Go init, which makes every move slower (~14 ms per dump) and every job ~0.8 MiB bigger; install bin/ssi-init (make build) beside it", "shim", a.cfg.ShimExe, "err", err)
@@ -169,7 +205,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	srv := &http.Server{
-		Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: maxHeaderBytes,
+		Handler: a.logPanics(a.routes()), ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: maxHeaderBytes,
 		BaseContext: func(net.Listener) context.Context { return ctx },
 		// Failed handshakes (plain HTTP on the TLS port, unknown CAs) are the
 		// clients' problem; they are told so, not the agent's log.
@@ -181,15 +217,21 @@ func (a *Agent) Run(ctx context.Context) error {
 		loopFuncs = append(loopFuncs, a.newBalancer().Run)
 	}
 	loopFuncs = append(loopFuncs, a.serviceLoop)
-	if a.node != nil {
-		loopFuncs = append(loopFuncs, a.revoked.Run, a.renewLoop, a.refusals.run)
-	}
+	loopFuncs = append(loopFuncs, a.timerLoop)          // the timer controller (timers.go)
+	loopFuncs = append(loopFuncs, a.failoverLoops()...) // automatic checkpoints, failover controller (failover.go)
+	loopFuncs = append(loopFuncs, a.nodeLoops()...)     // node lifecycle: drain controller, certificate record (nodes.go)
+	loopFuncs = append(loopFuncs, a.access.Loops()...)  // revocations, renewal, refusals' events
+	loopFuncs = append(loopFuncs, a.jobCredsLoop)       // jobs' credentials (jobcreds.go)
 	for _, loop := range loopFuncs {
 		wg.Add(1)
 		go func() { defer wg.Done(); loop(loops) }()
 	}
-	serveErr := make(chan error, 1)
+	serveErr := make(chan error, 2) // the API's server and the metrics'
 	go func() { serveErr <- srv.Serve(ln) }()
+	if metricsSrv != nil {
+		go func() { serveErr <- fmt.Errorf("--metrics-listen: %w", metricsSrv.Serve(metricsLn)) }()
+		defer metricsSrv.Close()
+	}
 	a.log.Info("agent ready", "addr", a.cfg.Advertise, "instance", a.instance, "jobs", a.sup.Count())
 	var embeddedErr <-chan error
 	if a.embedded != nil {
@@ -208,63 +250,23 @@ func (a *Agent) Run(ctx context.Context) error {
 	stop()
 	wg.Wait()
 	a.sup.Wait()
-	// A clean stop makes the node NotReady at once instead of after the TTL.
+	// A clean stop makes the node NotReady at once instead of after the TTL,
+	// unless jobs with a failover copy stay here: NotReady, they would be
+	// restored elsewhere Grace later while their shims run them on until the
+	// lease's bound (shim/fence.go), and a restart in place (an upgrade)
+	// would send them all elsewhere. Their lease runs out by itself; an
+	// agent back within the TTL takes over (join) and they stay.
+	// Not Session.Close: it revokes under the session's context, which the
+	// agent's has already cancelled, so the revoke was never sent.
 	if s := a.session.Load(); s != nil {
-		_ = s.Close()
+		if n := a.failoverJobsHere(); n > 0 {
+			a.log.Info("lease not revoked at stop: jobs here have failover copies; the node stays Ready for the lease's TTL, and they stay here if the agent is back by then", "jobs", n, "ttl_s", a.cfg.LeaseTTL)
+		} else if _, err := a.etcd.Revoke(shutdown, s.Lease()); err != nil {
+			a.log.Warn("revoke the lease at stop; the node is NotReady after its TTL", "err", err)
+		}
 	}
 	a.log.Info("agent stopped; jobs keep running", "jobs", a.sup.Count())
 	return err
-}
-
-func (a *Agent) connectEtcd(ctx context.Context) error {
-	endpoints := a.cfg.EtcdEndpoints
-	if len(endpoints) == 0 {
-		ec := pidtable.EmbeddedConfig{
-			Name:      a.cfg.Name,
-			Dir:       filepath.Join(a.cfg.DataDir, "etcd"),
-			ClientURL: a.cfg.EtcdClientURL,
-			PeerURL:   a.cfg.EtcdPeerURL,
-		}
-		if a.node != nil {
-			d := a.node.Dir
-			// Nodes only: a user's certificate, from the same CA, must not
-			// open the process table.
-			ec.TLS = &pidtable.TLSFiles{CertFile: filepath.Join(d, pki.NodeCertFile), KeyFile: filepath.Join(d, pki.NodeKeyFile), CAFile: filepath.Join(d, pki.CACertFile), AllowedHostname: pki.NodeSAN}
-		}
-		e, err := pidtable.StartEmbedded(ctx, ec)
-		if err != nil {
-			return err
-		}
-		a.embedded = e
-		endpoints = []string{a.cfg.EtcdClientURL}
-		a.log.Info("embedded etcd started", "client_url", a.cfg.EtcdClientURL)
-	}
-	// The client's own zap logs would duplicate, as JSON, the errors returned here.
-	cc := clientv3.Config{Endpoints: endpoints, DialTimeout: a.cfg.EtcdDialTimeout, Logger: zap.NewNop()}
-	if a.node != nil {
-		cc.TLS = a.node.ClientTLS() // etcd accepts only certificates of the cluster CA
-	}
-	c, err := clientv3.New(cc)
-	if err != nil {
-		return fmt.Errorf("%w at %s: %w", ErrEtcdUnreachable, strings.Join(endpoints, ","), err)
-	}
-	probe, cancel := context.WithTimeout(ctx, a.cfg.EtcdDialTimeout)
-	defer cancel()
-	if _, err := c.Get(probe, "/ssi/next-gpid"); err != nil {
-		c.Close()
-		return fmt.Errorf("%w at %s: %w (is etcd running there? without --etcd-endpoints the agent starts an embedded one)", ErrEtcdUnreachable, strings.Join(endpoints, ","), err)
-	}
-	a.etcd, a.store = c, pidtable.New(c)
-	return nil
-}
-
-func (a *Agent) closeEtcd() {
-	if a.etcd != nil {
-		a.etcd.Close()
-	}
-	if a.embedded != nil {
-		a.embedded.Close()
-	}
 }
 
 // join takes the node name (refusing if another live agent has it), registers
@@ -298,10 +300,11 @@ func (a *Agent) join(ctx context.Context) error {
 	}
 	if err := a.store.RegisterNode(ctx, pidtable.Node{
 		Name: name, Addr: a.cfg.Advertise, CPUs: cpus, Memory: mem, Labels: a.cfg.Labels,
-		Version: a.cfg.Version, Registered: time.Now().UTC(),
+		Version: a.cfg.Version, Protocol: migrate.Protocol, Registered: time.Now().UTC(),
 	}); err != nil {
 		return err
 	}
+	a.waitAfterShimFence(ctx)
 	if _, err := a.newSession(ctx); err != nil {
 		return err
 	}
@@ -313,10 +316,20 @@ func (a *Agent) join(ctx context.Context) error {
 	return a.publishStatus(ctx, a.measure())
 }
 
+// newSession grants this node's etcd lease. The shims' fence bound
+// (leaseDeadlineLoop) is moved to the new lease before anything can use it:
+// until then the file holds the old lease's bound, long passed after a
+// fence, and a job started in between would be killed by its shim at once.
 func (a *Agent) newSession(ctx context.Context) (*concurrency.Session, error) {
+	asked := shim.Monotonic()
 	s, err := concurrency.NewSession(a.etcd, concurrency.WithTTL(a.cfg.LeaseTTL), concurrency.WithContext(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("agent: create etcd lease: %w", err)
+	}
+	// etcd grants at least the TTL asked for, counted from after asked.
+	if err := shim.WriteLeaseDeadline(a.cfg.DataDir, asked+time.Duration(a.cfg.LeaseTTL)*time.Second); err != nil {
+		_ = s.Close()
+		return nil, fmt.Errorf("agent: the shims' lease deadline: %w", err)
 	}
 	a.session.Store(s)
 	return s, nil
@@ -325,7 +338,17 @@ func (a *Agent) newSession(ctx context.Context) (*concurrency.Session, error) {
 func (a *Agent) publishStatus(ctx context.Context, st pidtable.NodeStatus) error {
 	s := a.session.Load()
 	st.Instance = a.instance
-	return a.store.PublishStatus(ctx, a.cfg.Name, st, s.Lease())
+	if err := a.store.PublishStatus(ctx, a.cfg.Name, st, s.Lease()); err != nil {
+		return err
+	}
+	a.events.ready(ctx, int64(s.Lease()))
+	return nil
+}
+
+// nodes is the cluster's nodes and their statuses, from the watched view
+// (no etcd read once it runs).
+func (a *Agent) nodes(ctx context.Context) (*pidtable.Snapshot, error) {
+	return a.cluster.Snapshot(ctx)
 }
 
 // newSupervisor returns the supervisor of this node's jobs, whose watchers
@@ -335,6 +358,9 @@ func (a *Agent) newSupervisor(life context.Context) *supervisor.Supervisor {
 		Node: a.cfg.Name, JobsDir: a.jobsDir, CgroupParent: a.cfg.CgroupParent, CPUSet: a.cfg.CPUSet,
 		ShimExe: a.cfg.ShimExe, Table: a.store, Log: a.log, Retention: a.cfg.Retention,
 		Incoming: func(gpid uint64) bool { _, in := a.mig.IncomingSource(gpid); return in },
+		Ended:    func(st pidtable.State) { a.metrics.Ended(string(st)) },
+		JobCreds: a.jobCredsDir(),
+		Env:      a.jobEnv,
 	})
 }
 

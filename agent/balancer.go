@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ssi-cluster/ssi/access"
 	"github.com/ssi-cluster/ssi/api"
 	"github.com/ssi-cluster/ssi/balancer"
 	"github.com/ssi-cluster/ssi/migrate"
@@ -27,10 +28,10 @@ const balancerUser = "ssi-balancer"
 func (a *Agent) newBalancer() *balancer.Balancer {
 	return balancer.New(balancer.Config{
 		Name:        a.cfg.Name,
-		Table:       a.store,
+		Table:       balancerTable{a.store, a.balancerView},
 		Mover:       &jobMover{node: a.node, clients: map[string]*api.Client{}},
 		Session:     a.session.Load,
-		Record:      a.events.add,
+		Record:      a.recordDecision,
 		Log:         a.log,
 		MoveTimeout: migrate.Timeout + time.Minute,
 	})
@@ -80,7 +81,7 @@ func (m *jobMover) client(addr string) (*api.Client, error) {
 
 // handleBalance is GET /v1/balancer.
 func (a *Agent) handleBalance(w http.ResponseWriter, r *http.Request) {
-	st, err := a.balanceStatus(r.Context(), callerOf(r))
+	st, err := a.balanceStatus(r.Context(), access.CallerOf(r))
 	if err != nil {
 		a.writeError(w, r, err)
 		return
@@ -90,7 +91,7 @@ func (a *Agent) handleBalance(w http.ResponseWriter, r *http.Request) {
 
 // balanceStatus is the balancer's state as who may see it: a user sees the
 // recent moves of their own jobs only.
-func (a *Agent) balanceStatus(ctx context.Context, who caller) (api.BalanceStatus, error) {
+func (a *Agent) balanceStatus(ctx context.Context, who access.Caller) (api.BalanceStatus, error) {
 	cfg, st, ok, leader, err := a.store.BalancerState(ctx)
 	if err != nil {
 		return api.BalanceStatus{}, err
@@ -99,19 +100,19 @@ func (a *Agent) balanceStatus(ctx context.Context, who caller) (api.BalanceStatu
 	if ok {
 		var seen []pidtable.InflightMove
 		for _, m := range st.Inflight {
-			if visible(who, m.User) {
+			if access.Visible(who, m.User) {
 				seen = append(seen, m)
 			}
 		}
 		st.Inflight = seen
 		out.Status = &st
 	}
-	evs, _, err := a.store.Events(ctx, 0, 0, 0)
+	evs, _, err := a.store.EventsMatching(ctx, 0, pidtable.EventFilter{Kinds: []string{pidtable.EventMove, pidtable.EventMoved, pidtable.EventFailed}}, 500)
 	if err != nil {
 		return api.BalanceStatus{}, err
 	}
 	for i := len(evs) - 1; i >= 0 && len(out.Recent) < 10; i-- {
-		if !visible(who, evs[i].User) {
+		if !access.Visible(who, evs[i].User) {
 			continue
 		}
 		switch evs[i].Kind {
@@ -173,12 +174,23 @@ func (a *Agent) handleSetBalance(w http.ResponseWriter, r *http.Request) {
 	if cfg.Enabled {
 		state = "on"
 	}
-	who := callerOf(r).user
+	who := access.CallerOf(r).User
 	a.events.add(r.Context(), pidtable.Event{Kind: pidtable.EventConfig, Reason: fmt.Sprintf("balancer switched %s by %s (residency %s, hysteresis %g, max in flight per node %d, max moves per round %d, max freeze %s; 0: default)", state, who, cfg.Residency, cfg.Hysteresis, cfg.MaxInflightPerNode, cfg.MaxMovesPerRound, cfg.MaxFreeze)})
-	st, err := a.balanceStatus(r.Context(), callerOf(r))
+	st, err := a.balanceStatus(r.Context(), access.CallerOf(r))
 	if err != nil {
 		a.writeError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, st)
+}
+
+// balancerTable is the store, with the balancer's snapshot of the cluster
+// from the watched view instead of a read of the whole table every round.
+type balancerTable struct {
+	*pidtable.Store
+	view *pidtable.ClusterCache
+}
+
+func (t balancerTable) Snapshot(ctx context.Context) (*pidtable.Snapshot, error) {
+	return t.view.Snapshot(ctx)
 }

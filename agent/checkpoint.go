@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/ssi-cluster/ssi/access"
 	"github.com/ssi-cluster/ssi/api"
 	"github.com/ssi-cluster/ssi/checkpoint/store"
 	"github.com/ssi-cluster/ssi/pidtable"
@@ -46,6 +47,7 @@ func (a *Agent) handleCheckpoint(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), store.Timeout)
 	defer cancel()
 	res, err := a.ckpts.Take(ctx, p, req)
+	a.metrics.Checkpointed(req.Auto, res.Size, err)
 	if err != nil {
 		a.writeError(w, r, err)
 		return
@@ -60,15 +62,15 @@ func (a *Agent) handleCheckpoints(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	snap, err := a.store.NodesSnapshot(r.Context())
+	snap, err := a.nodes(r.Context())
 	if err != nil {
 		a.writeError(w, r, err)
 		return
 	}
-	who := callerOf(r)
+	who := access.CallerOf(r)
 	out := make([]api.CheckpointInfo, 0, len(cs))
 	for _, c := range cs {
-		if !visible(who, c.Proc.User) {
+		if !access.Visible(who, c.Proc.User) {
 			continue
 		}
 		out = append(out, api.CheckpointInfo{Checkpoint: c, NodeReady: snap.Ready(c.Node)})
@@ -92,7 +94,7 @@ func (a *Agent) readCheckpoint(r *http.Request) (pidtable.Checkpoint, int64, err
 // usableCheckpoint is the request's checkpoint, which guard read and
 // admitted the caller to, if it is completely saved.
 func usableCheckpoint(r *http.Request) (pidtable.Checkpoint, int64, error) {
-	c, rev, err := checkpointOf(r)
+	c, rev, err := access.CheckpointOf(r)
 	if err == nil && c.State != pidtable.Ready {
 		err = api.Errorf(api.CodeConflict, "checkpoint %s is still being saved; retry when it is done", c.Name)
 	}
@@ -108,12 +110,12 @@ func (a *Agent) handleDeleteCheckpoint(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if c.Node != a.cfg.Name {
-		snap, err := a.store.NodesSnapshot(r.Context())
+		snap, err := a.nodes(r.Context())
 		if err != nil {
 			a.writeError(w, r, err)
 			return
 		}
-		if snap.Ready(c.Node) && !forwarded(r) {
+		if snap.Ready(c.Node) && !access.Forwarded(r) {
 			a.forward(w, r, c.Node)
 			return
 		}

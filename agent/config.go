@@ -6,11 +6,12 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"regexp"
 	"strings"
 	"time"
 
+	"github.com/ssi-cluster/ssi/access"
 	"github.com/ssi-cluster/ssi/isolate"
+	"github.com/ssi-cluster/ssi/pidtable"
 	"github.com/ssi-cluster/ssi/pki"
 	"github.com/ssi-cluster/ssi/placement"
 )
@@ -31,6 +32,11 @@ type Config struct {
 	EtcdEndpoints []string
 	EtcdClientURL string
 	EtcdPeerURL   string
+	// EtcdMember makes the agent run a member of the cluster's etcd, which
+	// it joins through its endpoints (--etcd-endpoints, or those that came
+	// with --join) on its first start (--etcd-member). Once the data dir
+	// holds a member, the member restarts from it, with or without the flag.
+	EtcdMember bool
 	// EtcdDialTimeout bounds the first contact with etcd (--etcd-dial-timeout).
 	EtcdDialTimeout time.Duration
 	// CPUs and Memory override the capacity offered to jobs (--cpus, --memory);
@@ -47,14 +53,41 @@ type Config struct {
 	// CgroupParent is the cgroup under which node/gpid cgroups are made
 	// (--cgroup-parent); clusters sharing a kernel need different parents.
 	CgroupParent string
-	// Retention is how long ended jobs stay listed, with their output (--retention).
+	// Retention is how long ended jobs stay in the live table, with their
+	// output (--retention); then their records are archived.
 	Retention time.Duration
+	// LeftRetention is how long a node that left (drained and stopped) stays
+	// listed before the elected housekeeper removes it (--left-retention;
+	// negative: never). The service controller's leader applies its own.
+	LeftRetention time.Duration
+	// History is how long an archived record is kept (--history): ssi wait
+	// and ssi ps --exited find the job until then.
+	History time.Duration
 	// LeaseTTL is the node lease TTL in seconds; a dead node is NotReady after it.
 	LeaseTTL int
+	// Stopping, when it closes, asks the agent to drain its node before it
+	// stops (ssi agent on SIGTERM): the node's jobs are moved away, at most
+	// DrainTimeout (--drain-timeout), the node is marked Left, then Drained
+	// is closed and the caller cancels Run's context. A nil Stopping: no
+	// drain on stop (--no-drain).
+	Stopping     <-chan struct{}
+	Drained      chan<- struct{}
+	DrainTimeout time.Duration
 	// NoBalancer keeps this agent out of the election of the balancer's leader
-	// (--balancer=false). Whether the balancer runs at all is cluster state
+	// and of the drain controller's (--balancer=false): the agents that move
+	// jobs for the cluster. Whether the balancer runs at all is cluster state
 	// (ssi balance on|off), not a flag.
 	NoBalancer bool
+	// MetricsListen, if set, is a HOST:PORT where the agent serves its
+	// Prometheus metrics, GET /metrics, in plain HTTP (--metrics-listen).
+	MetricsListen string
+	// NATSListen and NATSClusterListen are the embedded broker's client and
+	// route listeners (--nats-listen, --nats-cluster-listen; default the
+	// API's host, port+2 and port+3); NoNATS turns the broker off (--nats=false).
+	// NATSMaxMemory and NATSMaxStore cap JetStream (agent/msg.go).
+	NATSListen, NATSClusterListen string
+	NATSMaxMemory, NATSMaxStore   int64
+	NoNATS                        bool
 	// ShimExe is the ssi-shim binary each job's shim and init run from
 	// (--shim-binary).
 	ShimExe string
@@ -79,13 +112,11 @@ type Config struct {
 	Log              *slog.Logger
 }
 
-var nodeNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)
-
 // Validate checks the config and fills defaults. Errors name the flag, the value
 // and the rule.
 func (c *Config) Validate() error {
 	var errs []error
-	if !nodeNameRE.MatchString(c.Name) {
+	if !pki.ValidNodeName(c.Name) {
 		errs = append(errs, fmt.Errorf("--name %q: want 1-32 lower-case letters, digits and dashes, not starting or ending with a dash", c.Name))
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
@@ -100,7 +131,7 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir is required"))
 	}
-	if len(c.EtcdEndpoints) == 0 {
+	if len(c.EtcdEndpoints) == 0 || c.EtcdMember {
 		host, _, _ := net.SplitHostPort(c.Advertise)
 		scheme := "https://"
 		if c.Insecure {
@@ -130,11 +161,16 @@ func (c *Config) Validate() error {
 	if c.NodeCertLifetime == 0 {
 		c.NodeCertLifetime = pki.NodeLifetime
 	}
-	if c.NodeCertLifetime < minNodeCertLifetime || c.NodeCertLifetime > pki.NodeLifetime {
-		errs = append(errs, fmt.Errorf("--node-cert-lifetime %s: want %s to %s", c.NodeCertLifetime, minNodeCertLifetime, pki.NodeLifetime))
+	if c.NodeCertLifetime < access.MinNodeCertLifetime || c.NodeCertLifetime > pki.NodeLifetime {
+		errs = append(errs, fmt.Errorf("--node-cert-lifetime %s: want %s to %s", c.NodeCertLifetime, access.MinNodeCertLifetime, pki.NodeLifetime))
 	}
 	if c.AdminUser == "" {
 		c.AdminUser = "root"
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			errs = append(errs, fmt.Errorf("--metrics-listen %q: want HOST:PORT (plain HTTP: localhost or a management network): %w", c.MetricsListen, err))
+		}
 	}
 	if c.EtcdDialTimeout == 0 {
 		c.EtcdDialTimeout = 5 * time.Second
@@ -167,6 +203,21 @@ func (c *Config) Validate() error {
 	}
 	if c.Retention == 0 {
 		c.Retention = time.Hour
+	}
+	if c.Retention < time.Second {
+		errs = append(errs, fmt.Errorf("--retention %s: want 1s or more (how long ended jobs stay in the live table, e.g. 1h)", c.Retention))
+	}
+	if c.History == 0 {
+		c.History = pidtable.DefaultHistory
+	}
+	if c.History < time.Second {
+		errs = append(errs, fmt.Errorf("--history %s: want 1s or more (how long archived jobs are kept, e.g. 24h)", c.History))
+	}
+	if c.DrainTimeout < 0 {
+		errs = append(errs, fmt.Errorf("--drain-timeout %s: must not be negative (use --no-drain to stop without draining)", c.DrainTimeout))
+	}
+	if (c.Stopping == nil) != (c.Drained == nil) {
+		errs = append(errs, errors.New("agent: Stopping and Drained go together"))
 	}
 	if c.LeaseTTL == 0 {
 		c.LeaseTTL = 5

@@ -42,6 +42,7 @@ func TestConfigValidate(t *testing.T) {
 		{func(c *Config) { c.CPUSet = "99" }, `--cpuset "99": isolate: bad CPU list "99": CPU 99 is not online`},
 		{func(c *Config) { c.CPUSet = "zero" }, `--cpuset "zero"`},
 		{func(c *Config) { c.CPUSet = "1-0" }, `--cpuset "1-0"`},
+		{func(c *Config) { c.MetricsListen = "9464" }, `--metrics-listen "9464": want HOST:PORT`},
 	}
 	for _, tc := range cases {
 		c := good()

@@ -5,9 +5,11 @@
 // package api, and wires the packages that do the work: its jobs are package
 // supervisor's (start through `ssi shim`, exits, signals, figures, adoption
 // after a restart, gc), migrations package migrate's, the balancer package
-// balancer's, services package service's. Any agent accepts any request: it
-// places new jobs (package placement) and forwards them, and forwards
-// per-gpid requests, to the owner node.
+// balancer's, services package service's, the admins' edits of nodes
+// (cordon, labels, a drain's request, rm) package nodes's, and carrying a
+// drain out package drain's. Any agent accepts any request: it places new
+// jobs (package placement) and forwards them, and forwards per-gpid
+// requests, to the owner node.
 //
 // Jobs outlive their agent. A restarted agent reconciles the process table
 // in etcd with the job directories (jobs.go, reconcile): it adopts jobs whose
@@ -28,12 +30,18 @@
 // migrate) and migratehost.go (what migrate is given of the agent: the
 // supervisor's jobs, the rollback of a migration a restart interrupted),
 // checkpoint.go, balancer.go (wires package balancer: its Mover and routes),
-// services.go (package service's controller and routes), status.go and
-// recent.go (figures and placement), stdin.go, and routes.go (every route and
-// the role it needs), http.go, auth.go, pki.go, revoke.go, renew.go, audit.go
-// (the API, who may call it, and their certificates).
+// services.go (package service's controller and routes), nodes.go (package
+// nodes and the drain controller wired, their routes), status.go (the
+// node's status, over pidtable.StatusLoop) and recent.go (figures and
+// placement), stdin.go, and routes.go (every route and
+// the role it needs), http.go (the API), access.go (package access wired:
+// who may call what, and the certificates' routes; the decisions are
+// package access's).
 //
-// Without --etcd-endpoints the agent runs an embedded single-member etcd (the
-// first node of a cluster); the others point at it, or every agent points at an
-// external etcd cluster.
+// etcd.go connects the agent to the cluster's etcd. Without --etcd-endpoints
+// the agent runs an embedded single-member etcd (the first node of a cluster);
+// with --etcd-member a node joins that etcd as one more member (a learner
+// first, promoted once caught up), which is how three nodes hold a 3-member
+// etcd that survives any one's loss; the other agents are its clients, or
+// every agent points at an external etcd cluster.
 package agent

@@ -94,5 +94,5 @@ func (a *Agent) healPhantom(ctx context.Context, p pidtable.Proc, rev int64) {
 		return
 	}
 	a.log.Warn("phantom check: a record said the job runs here, but it does not; recorded lost", "gpid", p.GPID, "was", p.State)
-	a.events.add(ctx, pidtable.Event{Kind: pidtable.EventLost, GPID: p.GPID, From: a.cfg.Name, Reason: why})
+	// The lost event went with the record's change (pidtable/events.go).
 }

@@ -9,10 +9,11 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strconv"
+	"runtime/debug"
 	"strings"
 	"time"
 
+	"github.com/ssi-cluster/ssi/access"
 	"github.com/ssi-cluster/ssi/api"
 	"github.com/ssi-cluster/ssi/pidtable"
 	"github.com/ssi-cluster/ssi/placement"
@@ -42,6 +43,15 @@ func (a *Agent) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		e = api.Errorf(api.CodeInternal, "node %s: %v", a.cfg.Name, err)
 	}
 	writeJSON(w, e.Code.Status(), e)
+}
+
+// writeResult answers v with status, or err when there is one.
+func (a *Agent) writeResult(w http.ResponseWriter, r *http.Request, status int, v any, err error) {
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, status, v)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -81,14 +91,8 @@ func decodeJSON(r io.Reader, v any) error {
 	return nil
 }
 
-func pathGPID(r *http.Request) (uint64, error) {
-	s := r.PathValue("gpid")
-	gpid, err := strconv.ParseUint(s, 10, 64)
-	if err != nil || gpid == 0 {
-		return 0, api.Errorf(api.CodeBadRequest, "invalid gpid %q: want a positive integer", s)
-	}
-	return gpid, nil
-}
+// pathGPID is the {gpid} of r's route (access.PathGPID: admission reads it first).
+func pathGPID(r *http.Request) (uint64, error) { return access.PathGPID(r) }
 
 func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 	var req api.RunRequest
@@ -100,7 +104,7 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	who := callerOf(r) // a user: guard admitted roleUser only
+	who := access.CallerOf(r) // a user: guard admitted access.RoleUser only
 	token, ok := a.servesHere(w, r, req)
 	if !ok {
 		return
@@ -153,13 +157,13 @@ func (a *Agent) servesHere(w http.ResponseWriter, r *http.Request, pr api.RunReq
 // place runs the placement policy over a fresh snapshot. It returns the
 // chosen node and the instance of its agent that published the figures used.
 func (a *Agent) place(ctx context.Context, req api.RunRequest) (string, string, error) {
-	snap, err := a.store.NodesSnapshot(ctx)
+	snap, err := a.nodes(ctx)
 	if err != nil {
 		return "", "", err
 	}
 	nodes := make([]placement.Node, 0, len(snap.Nodes))
 	for _, n := range snap.Nodes {
-		pn := placement.Node{Name: n.Name, CPUs: n.CPUs, Memory: n.Memory, Labels: n.Labels}
+		pn := placement.Node{Name: n.Name, CPUs: n.CPUs, Memory: n.Memory, Labels: n.Labels, Cordoned: n.Cordoned, Protocol: n.Protocol}
 		if st, ok := snap.Status[n.Name]; ok {
 			pn.Ready, pn.Load, pn.Jobs, pn.ReservedCPUs, pn.ReservedMemory = true, st.Load+st.Expected, st.Jobs, st.ReservedCPUs, st.ReservedMemory
 		}
@@ -215,7 +219,7 @@ func describeNodes(nodes []placement.Node) string {
 // streams (logs -f, a migration's progress) run straight from the node that
 // serves them. query, if set, is added to the request's query.
 func (a *Agent) forward(w http.ResponseWriter, r *http.Request, node string, query ...string) {
-	snap, err := a.store.NodesSnapshot(r.Context())
+	snap, err := a.nodes(r.Context())
 	if err != nil {
 		a.writeError(w, r, err)
 		return
@@ -248,7 +252,7 @@ func (a *Agent) owned(w http.ResponseWriter, r *http.Request) (p pidtable.Proc, 
 	if p.Node == a.cfg.Name {
 		return p, true
 	}
-	if forwarded(r) {
+	if access.Forwarded(r) {
 		a.writeError(w, r, api.Errorf(api.CodeConflict, "gpid %d is owned by %s, not %s; retry", p.GPID, p.Node, a.cfg.Name))
 		return p, false
 	}
@@ -276,6 +280,7 @@ func (a *Agent) handleSignal(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, api.Errorf(api.CodeConflict, "gpid %d has already %s", p.GPID, p.DescribeEnd()))
 		return
 	}
+	a.events.killed(r.Context(), p, sig, access.CallerOf(r).String()) // before: the exit it causes comes after it
 	if err := a.sup.Signal(p.GPID, sig); err != nil {
 		a.writeError(w, r, err)
 		return
@@ -301,50 +306,21 @@ func (a *Agent) handleWait(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, api.ExitStatusOf(p))
 }
 
-func (a *Agent) handlePS(w http.ResponseWriter, r *http.Request) {
-	snap, err := a.store.Snapshot(r.Context())
-	if err != nil {
-		a.writeError(w, r, err)
-		return
-	}
-	user, exited := r.URL.Query().Get("user"), r.URL.Query().Get("exited") != ""
-	who := callerOf(r)
-	out := make([]api.ProcInfo, 0, len(snap.Procs))
-	for _, p := range snap.Procs {
-		// ?user= narrows what the caller may see; it widens nothing.
-		if !visible(who, p.User) || (user != "" && who.admin && p.User != user) || (!exited && p.State.Ended()) {
-			continue
-		}
-		out = append(out, procInfo(snap, p))
-	}
-	writeJSON(w, http.StatusOK, out)
-}
-
-func procInfo(snap *pidtable.Snapshot, p pidtable.Proc) api.ProcInfo {
-	pi := api.ProcInfo{Proc: p}
-	st, ready := snap.Status[p.Node]
-	pi.NodeReady = ready
-	if ps, ok := st.Procs[p.GPID]; ready && ok && !p.State.Ended() {
-		pi.Stats = &ps
-	}
-	return pi
-}
-
 func (a *Agent) handleProc(w http.ResponseWriter, r *http.Request) {
 	p, ok := a.admittedJob(w, r)
 	if !ok {
 		return
 	}
-	snap, err := a.store.NodesSnapshot(r.Context())
+	snap, err := a.nodes(r.Context())
 	if err != nil {
 		a.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, procInfo(snap, p))
+	writeJSON(w, http.StatusOK, api.NewProcInfo(snap, p))
 }
 
 func (a *Agent) handleNodes(w http.ResponseWriter, r *http.Request) {
-	snap, err := a.store.NodesSnapshot(r.Context())
+	snap, err := a.nodes(r.Context())
 	if err != nil {
 		a.writeError(w, r, err)
 		return
@@ -358,4 +334,57 @@ func (a *Agent) handleNodes(w http.ResponseWriter, r *http.Request) {
 		out = append(out, ni)
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// peerCall POSTs to another agent as this node.
+func (a *Agent) peerCall(ctx context.Context, node, path string, out any) error {
+	snap, err := a.nodes(ctx)
+	if err != nil {
+		return err
+	}
+	n, ok := snap.Node(node)
+	if !ok {
+		return fmt.Errorf("node %s is not registered", node)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, fmt.Sprintf("%s://%s%s", a.scheme(), n.Addr, path), nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set(api.HeaderForwarded, a.cfg.Name)
+	resp, err := (&http.Client{Transport: a.peer}).Do(req)
+	if err != nil {
+		return fmt.Errorf("node %s: %w", node, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode/100 != 2 {
+		var e api.Error
+		if json.Unmarshal(b, &e) == nil && e.Message != "" {
+			return &e
+		}
+		return fmt.Errorf("node %s: %s: HTTP %d", node, path, resp.StatusCode)
+	}
+	if out != nil {
+		return json.Unmarshal(b, out)
+	}
+	return nil
+}
+
+// logPanics logs a handler's panic (a bug) at error level with its stack,
+// then aborts the request as net/http does: the server's own log of it
+// goes to the debug level, with the TLS handshakes' noise. A failed
+// migration's handler once panicked unseen; the CLI said only "progress
+// stream lost".
+func (a *Agent) logPanics(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v != http.ErrAbortHandler {
+					a.log.Error("panic in a request's handler (a bug): the request is aborted", "method", r.Method, "path", r.URL.Path, "panic", v, "stack", string(debug.Stack()))
+				}
+				panic(http.ErrAbortHandler)
+			}
+		}()
+		h.ServeHTTP(w, r)
+	})
 }

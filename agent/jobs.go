@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/ssi-cluster/ssi/access"
 	"github.com/ssi-cluster/ssi/api"
 	"github.com/ssi-cluster/ssi/pidtable"
 	"github.com/ssi-cluster/ssi/shim"
@@ -18,18 +19,40 @@ import (
 
 // spawn starts req on this node for who, placed under token (recent.go), and
 // returns its gpid.
-func (a *Agent) spawn(ctx context.Context, req api.RunRequest, who caller, token string) (api.RunResponse, error) {
+func (a *Agent) spawn(ctx context.Context, req api.RunRequest, who access.Caller, token string) (api.RunResponse, error) {
 	if err := supervisor.ValidateRun(req); err != nil {
 		return api.RunResponse{}, err
 	}
 	name := req.User
 	if name == "" {
-		name = who.user
+		name = who.User
 	}
-	if name != who.user && !who.admin {
+	if name != who.User && !who.Admin {
 		return api.RunResponse{}, api.Errorf(api.CodeForbidden, "--user %s: only admins may run jobs as another user (you are %s)", name, who)
 	}
-	return a.sup.Start(ctx, supervisor.StartRequest{RunRequest: req, User: name, AllowRoot: who.admin, Token: token})
+	if pidtable.HasFailoverCopy(req.CheckpointEvery, req.Service) && !a.hasLease() {
+		return api.RunResponse{}, api.Errorf(api.CodeNotReady, "node %s has no etcd lease now (cut off, or rejoining after fencing its jobs): a job with a failover copy (--checkpoint-every, a service replica) cannot start here; try again when `ssi nodes` shows it Ready, or pick another node", a.cfg.Name)
+	}
+	resp, err := a.sup.Start(ctx, supervisor.StartRequest{RunRequest: req, User: name, AllowRoot: who.Admin, Token: token})
+	if err == nil {
+		a.metrics.Spawned()
+	}
+	return resp, err
+}
+
+// hasLease tells whether this node's etcd lease is live, as far as its
+// session knows (a lost one closes the session's Done).
+func (a *Agent) hasLease() bool {
+	s := a.session.Load()
+	if s == nil {
+		return false
+	}
+	select {
+	case <-s.Done():
+		return false
+	default:
+		return true
+	}
 }
 
 // reconcile brings the process table and the job directories into agreement

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ssi-cluster/ssi/access"
 	"github.com/ssi-cluster/ssi/api"
 	"github.com/ssi-cluster/ssi/joblog"
 	"github.com/ssi-cluster/ssi/pidtable"
@@ -24,6 +25,11 @@ import (
 // With follow=1 it keeps streaming until the job has ended and then sends an Exit
 // record; readers resume after a broken connection at the offset they reached.
 func (a *Agent) handleLogs(w http.ResponseWriter, r *http.Request) {
+	if p, ok := access.ProcOf(r); ok && !p.Archived.IsZero() {
+		a.writeError(w, r, api.Errorf(api.CodeNotFound, "gpid %d has %s; its output was dropped with its record's retention (agent flag --retention), and the record archived %s (ssi wait %d still gives its exit status)",
+			p.GPID, p.DescribeEnd(), p.Archived.Local().Format(time.DateTime), p.GPID))
+		return
+	}
 	p, ok := a.owned(w, r)
 	if !ok {
 		return

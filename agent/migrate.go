@@ -11,10 +11,16 @@ import (
 	"encoding/json"
 	"net/http"
 	"sync"
+	"time"
 
+	"github.com/ssi-cluster/ssi/access"
 	"github.com/ssi-cluster/ssi/api"
+	"github.com/ssi-cluster/ssi/metrics"
 	"github.com/ssi-cluster/ssi/migrate"
 )
+
+// ms is a duration of milliseconds, as api.MigrateStats counts them.
+func ms(f float64) time.Duration { return time.Duration(f * float64(time.Millisecond)) }
 
 // handleMigrate is POST /v1/procs/{gpid}/migrate at the owner: it runs the
 // migration and streams its progress as NDJSON events.
@@ -28,7 +34,11 @@ func (a *Agent) handleMigrate(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	target, err := a.mig.CheckTarget(r.Context(), p, req.Node)
+	check := a.mig.CheckTarget
+	if req.FromCheckpoint {
+		check = a.mig.CheckDestination // this node's CRIU is not used
+	}
+	target, err := check(r.Context(), p, req.Node)
 	if err != nil {
 		a.writeError(w, r, err)
 		return
@@ -49,7 +59,20 @@ func (a *Agent) handleMigrate(w http.ResponseWriter, r *http.Request) {
 	// The migration must not stop half-way because the client went away.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), migrate.Timeout)
 	defer cancel()
-	stats, err := a.mig.Migrate(ctx, p, target, req.PostCopy, send)
+	var stats *api.MigrateStats
+	if req.FromCheckpoint {
+		stats, err = a.ckpts.Handover(ctx, p, target.Name, a.askTakeOver)
+	} else {
+		stats, err = a.mig.Migrate(ctx, p, target, req.PostCopy, send)
+	}
+	m := metrics.Migration{PostCopy: req.PostCopy, Err: err}
+	if stats != nil { // nil when the migration failed
+		m.PostCopy, m.Frozen, m.Total, m.ImageBytes = stats.PostCopy || req.PostCopy, ms(stats.FrozenMS), ms(stats.TotalMS), stats.ImageBytes
+	}
+	a.metrics.Migrated(m)
+	// The caller's answer first, then the event (which etcd, if away,
+	// may hold up to its bound).
+	defer a.events.migrated(ctx, p, target.Name, stats, err)
 	if err != nil {
 		ev := api.MigrateEvent{Error: err.Error(), Code: api.CodeInternal}
 		if ae := api.FromError(err); ae != nil {
@@ -75,7 +98,7 @@ func (a *Agent) handlePrepare(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	if err := a.checkPrepare(p, &req); err != nil {
+	if err := access.CheckPrepare(p, &req, a.cfg.Name); err != nil {
 		a.writeError(w, r, err)
 		return
 	}
@@ -88,7 +111,7 @@ func (a *Agent) handlePrepare(w http.ResponseWriter, r *http.Request) {
 
 // handleImages is PUT /v1/migrations/{gpid}/images: the image stream.
 func (a *Agent) handleImages(w http.ResponseWriter, r *http.Request) {
-	from := callerOf(r).node // the migration's source: guard admitted it
+	from := access.CallerOf(r).Node // the migration's source: guard admitted it
 	gpid, err := pathGPID(r)
 	if err != nil {
 		a.writeError(w, r, err)
@@ -154,7 +177,7 @@ func (a *Agent) handleResume(w http.ResponseWriter, r *http.Request) {
 // stepRequest decodes the gpid and body of a restore, resume or abort request,
 // answering the error itself when ok is false.
 func (a *Agent) stepRequest(w http.ResponseWriter, r *http.Request) (gpid uint64, req api.RestoreRequest, from string, ok bool) {
-	from = callerOf(r).node // the migration's source: guard admitted it
+	from = access.CallerOf(r).Node // the migration's source: guard admitted it
 	gpid, err := pathGPID(r)
 	if err == nil {
 		err = decode(r, &req)

@@ -22,7 +22,7 @@ import (
 func (a *Agent) newMigrator(ctx context.Context) *migrate.Migrator {
 	h := migrationHost{a}
 	return migrate.New(ctx, migrate.Config{
-		Name: a.cfg.Name, Advertise: a.cfg.Advertise, DataDir: a.cfg.DataDir, CgroupParent: a.cfg.CgroupParent,
+		Name: a.cfg.Name, Advertise: a.cfg.Advertise, Version: a.cfg.Version, DataDir: a.cfg.DataDir, CgroupParent: a.cfg.CgroupParent,
 		CRIUPath: a.criuPath, CRIUErr: a.criuErr, ShimExe: a.cfg.ShimExe,
 		Scheme: a.scheme(), Client: &http.Client{Transport: a.peer},
 		Store: a.store, Jobs: h, CPU: h, Log: a.log,

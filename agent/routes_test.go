@@ -20,11 +20,13 @@ import (
 
 	"go.etcd.io/etcd/client/v3/concurrency"
 
+	"github.com/ssi-cluster/ssi/access"
 	"github.com/ssi-cluster/ssi/api"
 	"github.com/ssi-cluster/ssi/internal/etcdtest"
 	"github.com/ssi-cluster/ssi/pidtable"
 	"github.com/ssi-cluster/ssi/pki"
 	"github.com/ssi-cluster/ssi/supervisor"
+	"github.com/ssi-cluster/ssi/timer"
 )
 
 // TestEveryRouteHasARole walks every route the server registers (the mux is
@@ -35,7 +37,7 @@ func TestEveryRouteHasARole(t *testing.T) {
 	seen := map[string]bool{}
 	var anyone []string
 	for _, rt := range a.routeTable() {
-		if rt.role < roleAnyone || rt.role > roleServiceOwner || rt.role.String() == "nobody" {
+		if rt.role < access.RoleAnyone || rt.role > access.RoleAdminOrNode || rt.role.String() == "nobody" {
 			t.Errorf("route %q has no role (%d)", rt.pattern, rt.role)
 		}
 		if rt.what == "" || rt.handler == nil {
@@ -45,10 +47,10 @@ func TestEveryRouteHasARole(t *testing.T) {
 			t.Errorf("route %q twice in the table", rt.pattern)
 		}
 		seen[rt.pattern] = true
-		if rt.role == roleAnyone {
+		if rt.role == access.RoleAnyone {
 			anyone = append(anyone, rt.pattern)
 		}
-		if rt.pattern == "PUT /v1/balancer" && rt.role != roleAdmin {
+		if rt.pattern == "PUT /v1/balancer" && rt.role != access.RoleAdmin {
 			t.Errorf("PUT /v1/balancer (ssi balance on|off and its tuning) is %s, want an admin", rt.role)
 		}
 	}
@@ -138,8 +140,13 @@ func newAuthFixture(t *testing.T) *authFixture {
 	}
 	a.node, a.etcd, a.store = node, ec, st
 	a.sup = a.newSupervisor(ctx)
+	a.cluster = st.NewClusterCache(ctx, false, a.log)
 	a.mig = a.newMigrator(ctx)
 	a.ckpts = a.newCheckpoints()
+	a.nodeCtl = a.newNodes()
+	a.services = a.newServiceRequests()
+	a.timers = a.newTimerRequests()
+	a.access = a.newAccess()
 
 	// Nodes 1-3 registered and Ready; node2 leads the balancer.
 	lease, err := ec.Grant(ctx, 120)
@@ -308,6 +315,9 @@ func TestRouteRoles(t *testing.T) {
 		K  = http.StatusOK
 		NF = http.StatusNotFound
 	)
+	if err := timer.NewStore(f.a.store.Client()).Put(context.Background(), timer.Timer{Name: "tm-a", Owner: "alice"}, 0); err != nil {
+		t.Fatal(err)
+	}
 	if err := f.a.store.PutService(context.Background(), pidtable.Service{Name: "svc-a", Owner: "alice"}, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -326,8 +336,10 @@ func TestRouteRoles(t *testing.T) {
 		{"GET", "/v1/checkpoints", "", [nCallers]int{U, K, K, K, K, K}, "any certificate; filtered by visible"},
 		{"GET", "/v1/events", "", [nCallers]int{U, K, K, K, K, K}, "any certificate; filtered by visible"},
 		{"GET", "/v1/balancer", "", [nCallers]int{U, K, K, K, K, K}, "any certificate; filtered by visible"},
+		{"GET", "/v1/metrics", "", [nCallers]int{U, F, F, K, K, K}, "admins and nodes: the agent's metrics"},
 
 		{"POST", "/v1/procs", `{"argv":[]}`, [nCallers]int{U, B, B, B, F, F}, "users: 400 no command given"},
+		{"POST", "/v1/dashboard/logins", "", [nCallers]int{U, http.StatusCreated, http.StatusCreated, http.StatusCreated, F, F}, "users: a dashboard login link"},
 
 		{"GET", p("/v1/procs/G", f.jobA), "", [nCallers]int{U, K, F, K, F, F}, "owner or admin: the record"},
 		{"POST", p("/v1/procs/G/signal", f.jobA), `{"signal":"NOPE"}`, [nCallers]int{U, B, F, B, F, F}, "owner or admin: 400 unknown signal"},
@@ -351,8 +363,21 @@ func TestRouteRoles(t *testing.T) {
 		{"GET", "/v1/users", "", [nCallers]int{U, F, F, K, F, F}, "admin: the list of users"},
 		{"POST", "/v1/revocations", "{", [nCallers]int{U, F, F, B, F, F}, "admin: 400 malformed body"},
 		{"POST", "/v1/renew", "{", [nCallers]int{U, F, F, F, B, B}, "any node, for itself: 400 malformed body"},
+		{"POST", "/v1/jobcreds", "{", [nCallers]int{U, F, F, F, B, B}, "any node, for a job it runs: 400 malformed body"},
 
 		{"GET", "/v1/checkpoints/ck-a/images", "", [nCallers]int{U, F, F, F, C, C}, "any node: 409 not held here ready"},
+
+		{"POST", "/v1/nodes/node3/cordon", "{", [nCallers]int{U, F, F, B, F, F}, "admin: 400 malformed body"},
+		{"POST", "/v1/nodes/nosuch/uncordon", "", [nCallers]int{U, F, F, NF, F, F}, "admin: 404 unknown node"},
+		{"PUT", "/v1/nodes/node3/labels", "{}", [nCallers]int{U, F, F, B, F, F}, "admin: 400 no label given"},
+		{"POST", "/v1/nodes/node3/drain", `{"parallel":-1}`, [nCallers]int{U, F, F, B, F, F}, "admin: 400 bad --parallel"},
+		{"GET", "/v1/nodes/node3/drain", "", [nCallers]int{U, F, F, NF, F, F}, "admin: 404 no drain"},
+		{"DELETE", "/v1/nodes/node3/drain", "", [nCallers]int{U, F, F, C, F, F}, "admin: 409 not being drained"},
+		{"DELETE", "/v1/nodes/node3", "", [nCallers]int{U, F, F, C, F, F}, "admin: 409 Ready, no --force"},
+		{"POST", "/v1/drains/node9/kill/1", "", [nCallers]int{U, F, F, F, B, B}, "any node (the drain controller): 400 not this node"},
+		{"POST", "/v1/checkpoints/ck-a/copy", "", [nCallers]int{U, F, F, F, F, F}, "a node, and only the checkpoint's holder (node1): 403 for node2 and node3"},
+		{"POST", "/v1/failover/1?checkpoint=ck-a&dead=node9", "", [nCallers]int{U, F, F, F, F, F}, "a node, and only the failover controller's leader (none here): 403"},
+		{"POST", p("/v1/handover/G?checkpoint=ck-a&epoch=1", f.jobA), "", [nCallers]int{U, F, F, F, F, F}, "a node, and only the one the job's record names (node1): 403 for node2 and node3"},
 
 		{"GET", "/v1/services", "", [nCallers]int{U, K, K, K, K, K}, "any certificate; filtered by visible"},
 		{"PUT", "/v1/services/svc-b", "{", [nCallers]int{U, B, B, B, F, F}, "users: 400 malformed body"},
@@ -361,6 +386,13 @@ func TestRouteRoles(t *testing.T) {
 		{"DELETE", "/v1/services/nosuch", "", [nCallers]int{U, NF, NF, NF, F, F}, "service's owner or admin: 404 no such service"},
 		{"POST", "/v1/services/nosuch/replicas", "", [nCallers]int{U, F, F, F, NF, NF}, "any node (the controller): 404 no such service"},
 		{"POST", p("/v1/services/nosuch/replicas/G/stop", f.jobA), "", [nCallers]int{U, F, F, F, C, C}, "any node (the controller): 409 not a replica of it"},
+		{"GET", "/v1/timers", "", [nCallers]int{U, K, K, K, K, K}, "any certificate; filtered by visible"},
+		{"PUT", "/v1/timers/tm-b", "{", [nCallers]int{U, B, B, B, F, F}, "users: 400 malformed body"},
+		{"GET", "/v1/timers/tm-a", "", [nCallers]int{U, K, F, K, F, F}, "users; the timer's owner or admin: the timer"},
+		{"POST", "/v1/timers/nosuch/run", "", [nCallers]int{U, NF, NF, NF, F, F}, "users: 404 no such timer"},
+		{"DELETE", "/v1/timers/nosuch", "", [nCallers]int{U, NF, NF, NF, F, F}, "users: 404 no such timer"},
+		{"POST", "/v1/timers/nosuch/ticks/1/2/start", "", [nCallers]int{U, F, F, F, NF, NF}, "any node (the controller): 404 no such timer"},
+		{"POST", p("/v1/timers/nosuch/runs/G/stop", f.jobA), "", [nCallers]int{U, F, F, F, NF, NF}, "any node (the controller): 404 no such timer"},
 
 		{"POST", p("/v1/migrations/G/prepare", f.jobM), "{", [nCallers]int{U, F, F, F, B, F}, "the record's owner: 400 malformed body"},
 		{"PUT", p("/v1/migrations/G/images", f.jobM), "x", [nCallers]int{U, F, F, F, C, F}, "the record's owner: 409 no prepared migration"},
@@ -478,7 +510,8 @@ func TestVisibility(t *testing.T) {
 		if !slices.Equal(sorted(got), sorted(w.procs)) {
 			t.Errorf("ps as %s: %v, want %v", callerNames[who], got, w.procs)
 		}
-		// ?user= narrows an admin's list, and widens no one's.
+		// ?user= narrows everyone's list, and widens no one's: alice asking
+		// for bob's jobs gets none (she used to get her own).
 		get(who, "/v1/procs?exited=1&user=bob", &procs)
 		got = nil
 		for _, p := range procs {
@@ -487,9 +520,6 @@ func TestVisibility(t *testing.T) {
 		wantBob := []uint64{}
 		if who == admin || who == bob {
 			wantBob = []uint64{f.jobB}
-		}
-		if who == alice {
-			wantBob = w.procs
 		}
 		if !slices.Equal(sorted(got), sorted(wantBob)) {
 			t.Errorf("ps --user bob as %s: %v, want %v", callerNames[who], got, wantBob)
@@ -535,6 +565,45 @@ func TestVisibility(t *testing.T) {
 		}
 		if !slices.Equal(sorted(got), sorted(w.moves)) {
 			t.Errorf("balance status as %s: moves in flight of %v, want %v", callerNames[who], got, w.moves)
+		}
+	}
+}
+
+// TestDrainLeaderMoves: the drain controller's leader (node3) may move, as
+// itself, a job (pinned or not) of a node being drained once the drain's
+// record marks it moving, and nothing else.
+func TestDrainLeaderMoves(t *testing.T) {
+	f := newAuthFixture(t)
+	ctx := context.Background()
+	ec := f.a.etcd
+	sess, err := concurrency.NewSession(ec, concurrency.WithTTL(120))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sess.Close() })
+	if err := concurrency.NewElection(sess, pidtable.DrainLeaderPrefix).Campaign(ctx, "node3"); err != nil {
+		t.Fatal(err)
+	}
+	// jobA, jobP: node1's; the drain of node1 marks jobA moving only.
+	d := pidtable.Drain{Node: "node1", State: pidtable.DrainActive, Parallel: 1, Deadline: time.Now().Add(time.Hour), Jobs: []pidtable.DrainJob{
+		{GPID: f.jobA, State: pidtable.JobMoving, To: "node2"}, {GPID: f.jobP, State: pidtable.JobPending},
+	}}
+	if err := f.store.StartDrain(ctx, d, 0, pidtable.NodeConfig{Cordoned: true}, 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		who  int
+		gpid uint64
+		want int
+		says string
+	}{
+		{foreign, f.jobA, http.StatusBadRequest, ""}, // admitted; no target node in the body
+		{foreign, f.jobP, http.StatusForbidden, "has not decided to move gpid"},
+		{foreign, f.jobR, http.StatusForbidden, "which is not being drained"},
+	} {
+		status, body := f.do(t, tc.who, "POST", "/v1/procs/"+itoa(tc.gpid)+"/migrate", "{}")
+		if status != tc.want || !strings.Contains(body, tc.says) {
+			t.Errorf("migrate of gpid %d as %s: HTTP %d %s; want %d saying %q", tc.gpid, callerNames[tc.who], status, body, tc.want, tc.says)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/ssi-cluster/ssi/failover"
 	"github.com/ssi-cluster/ssi/pidtable"
 )
 
@@ -13,32 +14,31 @@ const statusInterval = time.Second
 // statusLoop publishes the node's live status every second and replaces the
 // etcd session if its lease was lost (e.g. etcd was unreachable for a TTL).
 func (a *Agent) statusLoop(ctx context.Context) {
-	t := time.NewTicker(statusInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-a.session.Load().Done():
-			if ctx.Err() != nil {
-				return
-			}
-			a.log.Warn("etcd lease lost; node is NotReady until a new one is granted")
-			if _, err := a.newSession(ctx); err != nil {
-				a.log.Error("renew etcd lease", "err", err)
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(time.Second):
-				}
-				continue
-			}
-		case <-t.C:
-		case <-a.statusNow:
-		}
-		if err := a.publishStatus(ctx, a.measure()); err != nil && ctx.Err() == nil {
-			a.log.Warn("publish status", "err", err)
-		}
+	pidtable.StatusLoop{
+		Interval: statusInterval,
+		Timeout:  2 * statusInterval,
+		Session:  a.session.Load,
+		Publish:  func(ctx context.Context) error { return a.publishStatus(ctx, a.measure()) },
+		Lost:     a.waitForFailover,
+		Renew:    func(ctx context.Context) error { _, err := a.newSession(ctx); return err },
+		Now:      a.statusNow,
+		Log:      a.log,
+	}.Run(ctx)
+}
+
+// waitForFailover keeps the node NotReady, after its lease was lost, while
+// the failover controller restores the jobs the fence killed elsewhere
+// (package failover).
+func (a *Agent) waitForFailover(ctx context.Context) {
+	at := a.fencedAt.Load()
+	if at == nil || time.Since(*at) >= failover.Rejoin {
+		return
+	}
+	wait := failover.Rejoin - time.Since(*at)
+	a.log.Warn("jobs were fenced; waiting before taking a new lease", "wait", wait)
+	select {
+	case <-ctx.Done():
+	case <-time.After(wait):
 	}
 }
 

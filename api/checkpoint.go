@@ -16,6 +16,9 @@ type CheckpointRequest struct {
 	// LeaveRunning keeps the job running after the dump; otherwise the job is
 	// stopped (its record becomes Checkpointed) once the checkpoint is saved.
 	LeaveRunning bool `json:"leave_running,omitempty"`
+	// Auto marks a checkpoint of the job's --checkpoint-every, taken by its
+	// agent (never sent by a client).
+	Auto bool `json:"-"`
 }
 
 // CheckpointResult is the outcome of `ssi checkpoint`.

@@ -168,19 +168,6 @@ func (c *Client) Run(ctx context.Context, r RunRequest) (RunResponse, error) {
 	return out, c.do(ctx, http.MethodPost, "/v1/procs", r, &out)
 }
 
-// PS lists jobs: all users' when user is "", ended ones too when exited.
-func (c *Client) PS(ctx context.Context, user string, exited bool) ([]ProcInfo, error) {
-	q := url.Values{}
-	if user != "" {
-		q.Set("user", user)
-	}
-	if exited {
-		q.Set("exited", "1")
-	}
-	var out []ProcInfo
-	return out, c.do(ctx, http.MethodGet, "/v1/procs?"+q.Encode(), nil, &out)
-}
-
 // Proc returns one job.
 func (c *Client) Proc(ctx context.Context, gpid uint64) (ProcInfo, error) {
 	var out ProcInfo

@@ -19,6 +19,11 @@ type MigrateRequest struct {
 	// pages): a short freeze whatever the job's size, but the job depends on
 	// its source node until all its memory has arrived (see docs/ARCHITECTURE.md, "Post-copy").
 	PostCopy bool `json:"post_copy,omitempty"`
+	// FromCheckpoint does not move the job live: its agent kills it and the
+	// target restores its newest checkpoint under the same gpid, so the work
+	// since that checkpoint is done again (a drain's fallback for a job that
+	// cannot be moved live; ssi migrate --from-checkpoint).
+	FromCheckpoint bool `json:"from_checkpoint,omitempty"`
 }
 
 // MigrateEvent is one line of the NDJSON stream answering a MigrateRequest:
@@ -58,6 +63,10 @@ type MigrateStats struct {
 	// Note says what the migration did differently from what was asked, and
 	// why (e.g. post-copy fell back to a full copy).
 	Note string `json:"note,omitempty"`
+	// Checkpoint is the checkpoint a FromCheckpoint move restored (Note
+	// says when it was taken); FrozenMS is then the time the job ran
+	// nowhere, from its kill to its restore.
+	Checkpoint string `json:"checkpoint,omitempty"`
 	// StreamLost is set (and the figures are zero) when the progress stream
 	// broke and the outcome was read from the process table instead.
 	StreamLost bool `json:"stream_lost,omitempty"`
@@ -127,6 +136,10 @@ type PrepareRequest struct {
 	Files []FileCheck   `json:"files"`
 	// CPUFlags are the source CPU's feature flags: the target must have each.
 	CPUFlags []string `json:"cpu_flags,omitempty"`
+	// Protocol and Version are the source agent's migration protocol and
+	// ssi version: the target refuses another protocol.
+	Protocol int    `json:"protocol,omitempty"`
+	Version  string `json:"version,omitempty"`
 }
 
 // RestoreRequest (agent to agent) asks a target to restore the shipped images.

@@ -45,6 +45,10 @@ type RunRequest struct {
 	Constraints map[string]string `json:"constraints,omitempty"`
 	// Pin keeps the balancer from moving the job (ssi migrate still can).
 	Pin bool `json:"pin,omitempty"`
+	// CheckpointEvery checkpoints the job this often while it runs, keeping
+	// a copy on a second node, and restores it elsewhere from the newest
+	// when its node dies (package failover); 0: never.
+	CheckpointEvery time.Duration `json:"checkpoint_every,omitempty"`
 	// Stdin gives the job a stdin pipe that the caller feeds with
 	// Client.Stdin (an attached ssi run); without it the job's stdin is
 	// /dev/null.
@@ -92,6 +96,18 @@ type ProcInfo struct {
 	pidtable.Proc
 	NodeReady bool                `json:"node_ready"`
 	Stats     *pidtable.ProcStats `json:"stats,omitempty"`
+}
+
+// NewProcInfo is p's row, with its figures from its node's status in snap
+// (none when the node is NotReady or the job ended).
+func NewProcInfo(snap *pidtable.Snapshot, p pidtable.Proc) ProcInfo {
+	pi := ProcInfo{Proc: p}
+	st, ready := snap.Status[p.Node]
+	pi.NodeReady = ready
+	if ps, ok := st.Procs[p.GPID]; ready && ok && !p.State.Ended() {
+		pi.Stats = &ps
+	}
+	return pi
 }
 
 // NodeInfo is one row of `ssi nodes`.

@@ -69,3 +69,11 @@ func (c *Client) Tokens(ctx context.Context) ([]TokenInfo, error) {
 func (c *Client) RevokeToken(ctx context.Context, id string) error {
 	return c.do(ctx, http.MethodDelete, "/v1/tokens/"+url.PathEscape(id), nil, nil)
 }
+
+// JobCredRequest (a node, for a job it runs) asks the node holding the CA key
+// for the job's certificate (its workload identity) for the public key of
+// CSR: the job's user's, naming the job, valid pki.JobLifetime.
+type JobCredRequest struct {
+	GPID uint64 `json:"gpid"`
+	CSR  string `json:"csr"`
+}

@@ -442,3 +442,57 @@ func TestViewCountsMovesStarted(t *testing.T) {
 		}
 	}
 }
+
+// TestRoundSkipsCordonedTarget: the only idle node is cordoned (ssi node
+// cordon): the round moves nothing onto it, and the rejection says why.
+func TestRoundSkipsCordonedTarget(t *testing.T) {
+	ctx := context.Background()
+	snap := busySnapshot(time.Now())
+	snap.Nodes[1].Cordoned = true
+	table := &fakeTable{cfg: pidtable.BalancerConfig{Enabled: true}, snap: snap}
+	mover := &fakeMover{}
+	b, rec := newTest(t, table, mover)
+	if err := b.round(ctx, ctx, 7); err != nil {
+		t.Fatal(err)
+	}
+	b.moving.Wait()
+	if calls := mover.moved(); len(calls) != 0 {
+		t.Fatalf("moved onto a cordoned node: %+v", calls)
+	}
+	rej := rec.of(pidtable.EventRejected)
+	if len(rej) == 0 || !strings.Contains(rej[0].Reason, "cordoned") {
+		t.Fatalf("rejections %+v, want one naming the cordon", rej)
+	}
+}
+
+// TestRoundLeavesDrainedNodeToDrain: the busy node is being drained (ssi node
+// drain): its jobs are the drain's, so the round moves none of them, though
+// an idle node is there to take them.
+func TestRoundLeavesDrainedNodeToDrain(t *testing.T) {
+	ctx := context.Background()
+	snap := busySnapshot(time.Now())
+	for i, n := range snap.Nodes {
+		snap.Nodes[i].Draining = n.Name == snap.Procs[0].Node
+	}
+	table := &fakeTable{cfg: pidtable.BalancerConfig{Enabled: true}, snap: snap}
+	mover := &fakeMover{}
+	b, _ := newTest(t, table, mover)
+	if err := b.round(ctx, ctx, 7); err != nil {
+		t.Fatal(err)
+	}
+	b.moving.Wait()
+	if calls := mover.moved(); len(calls) != 0 {
+		t.Fatalf("moved jobs off a node being drained: %+v", calls)
+	}
+	// The same snapshot without the drain: the round moves one.
+	for i := range snap.Nodes {
+		snap.Nodes[i].Draining = false
+	}
+	if err := b.round(ctx, ctx, 7); err != nil {
+		t.Fatal(err)
+	}
+	b.moving.Wait()
+	if calls := mover.moved(); len(calls) == 0 {
+		t.Fatal("the busy node's jobs stayed without a drain too; the test shows nothing")
+	}
+}

@@ -53,7 +53,8 @@ func TestElection(t *testing.T) {
 	leaderIs := func(want string) func() bool {
 		return func() bool {
 			_, st, ok, leader, err := store.BalancerState(ctx)
-			return err == nil && ok && leader == want && st.Leader == want && st.Enabled
+			// RoundTook: the round's own duration, published with it.
+			return err == nil && ok && leader == want && st.Leader == want && st.Enabled && st.RoundTook > 0
 		}
 	}
 	waitFor(t, "node2's status", leaderIs("node2"))

@@ -51,11 +51,14 @@ func (b *Balancer) round(ctx, life context.Context, lease clientv3.LeaseID) erro
 		}
 		b.logRejections(ctx, plan.Rejected, jobs, now)
 	}
-	return b.cfg.Table.PublishBalancerStatus(ctx, b.status(now), lease)
+	st := b.status(now)
+	st.RoundTook = time.Since(now)
+	return b.cfg.Table.PublishBalancerStatus(ctx, st, lease)
 }
 
 // view builds the policy's input from a snapshot: Ready nodes with the
-// migrations in flight from or to each, and the running jobs of Ready nodes.
+// migrations in flight from or to each, and the running jobs of Ready nodes
+// (those of a node being drained count as pinned: the drain moves them).
 //
 // A node's load is the sum of the demands of the jobs the process table puts
 // on it, not the node's published sum: a node publishes every second, so right
@@ -81,6 +84,13 @@ func (b *Balancer) view(snap *pidtable.Snapshot, now time.Time) ([]placement.Bal
 			inflight[m.From]++
 			inflight[m.To]++
 		}
+	}
+	// A drained node's jobs are the drain's: it moves them at its own
+	// parallelism and records each; the balancer moving them too would
+	// exceed it and race it for the same jobs.
+	draining := map[string]bool{}
+	for _, n := range snap.Nodes {
+		draining[n.Name] = n.Draining
 	}
 	load := map[string]float64{}
 	var jobs []placement.BalanceJob
@@ -121,7 +131,7 @@ func (b *Balancer) view(snap *pidtable.Snapshot, now time.Time) ([]placement.Bal
 			Age: max(now.Sub(p.Started), 0), Resident: max(now.Sub(arrived), 0), Moved: p.Epoch > 1,
 			Demand: demand, Memory: ps.RSS,
 			CPUs: p.CPUs, MemoryRequest: p.Memory, Constraints: p.Constraints,
-			Pinned: p.Pinned || p.TTY, Migrating: moving || p.State == pidtable.Migrating,
+			Pinned: p.Pinned || p.TTY || draining[p.Node], Migrating: moving || p.State == pidtable.Migrating,
 			BackedOff: b.backoff.left(p.GPID, now),
 		})
 	}
@@ -129,7 +139,7 @@ func (b *Balancer) view(snap *pidtable.Snapshot, now time.Time) ([]placement.Bal
 	b.backoff.keep(seen)
 	nodes := make([]placement.BalanceNode, 0, len(snap.Nodes))
 	for _, n := range snap.Nodes {
-		pn := placement.Node{Name: n.Name, CPUs: n.CPUs, Memory: n.Memory, Labels: n.Labels}
+		pn := placement.Node{Name: n.Name, CPUs: n.CPUs, Memory: n.Memory, Labels: n.Labels, Cordoned: n.Cordoned, Protocol: n.Protocol}
 		if st, ok := snap.Status[n.Name]; ok {
 			pn.Ready, pn.Load, pn.Jobs, pn.ReservedCPUs, pn.ReservedMemory = true, load[n.Name], st.Jobs, st.ReservedCPUs, st.ReservedMemory
 		}

@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-// TestClassifyDumpErrors: the dump failures the agent explains or retries are
+// TestClassifyDumpErrors: the dump failures the agent explains are
 // recognised from CRIU's error lines (as measured on this machine), wrapped or
 // not, and nothing else is.
 func TestClassifyDumpErrors(t *testing.T) {
@@ -17,28 +17,28 @@ func TestClassifyDumpErrors(t *testing.T) {
 		"(00.040001) Error (criu/pie/parasite.c:412): can't dump unprivileged task whose /proc doesn't belong to it"}}
 	collision := &CRIUError{Op: "dump", Lines: []string{
 		"(00.040001) Error (criu/pie/parasite.c:405): Can't create a directory (-17)"}}
+	readOnly := &CRIUError{Op: "dump", Lines: []string{
+		"(00.040001) Error (criu/pie/parasite.c:634): Can't create a directory (-30)"}}
 	other := &CRIUError{Op: "dump", Lines: []string{
 		"(00.010000) Error (criu/cr-dump.c:2000): Dumping FAILED."}}
 	for _, c := range []struct {
-		name                           string
-		err                            error
-		rlimit, unprivileged, collides bool
+		name               string
+		err                error
+		rlimit, sharedProc bool
 	}{
-		{"rlimit", rlimit, true, false, false},
-		{"wrapped rlimit", fmt.Errorf("migrate: %w", rlimit), true, false, false},
-		{"unprivileged /proc", unpriv, false, true, false},
-		{"proc.crtools collision", collision, false, false, true},
-		{"other CRIU error", other, false, false, false},
-		{"not a CRIU error", fmt.Errorf("Can't get rlimit 0: Operation not permitted"), false, false, false},
+		{"rlimit", rlimit, true, false},
+		{"wrapped rlimit", fmt.Errorf("migrate: %w", rlimit), true, false},
+		{"unprivileged /proc", unpriv, false, true},
+		{"proc.crtools collision", collision, false, true},
+		{"read-only working directory", readOnly, false, true},
+		{"other CRIU error", other, false, false},
+		{"not a CRIU error", fmt.Errorf("Can't get rlimit 0: Operation not permitted"), false, false},
 	} {
 		if got := IsForeignRlimit(c.err); got != c.rlimit {
 			t.Errorf("%s: IsForeignRlimit = %v", c.name, got)
 		}
-		if got := IsUnprivilegedProc(c.err); got != c.unprivileged {
-			t.Errorf("%s: IsUnprivilegedProc = %v", c.name, got)
-		}
-		if got := IsProcDirCollision(c.err); got != c.collides {
-			t.Errorf("%s: IsProcDirCollision = %v", c.name, got)
+		if got := IsSharedProc(c.err); got != c.sharedProc {
+			t.Errorf("%s: IsSharedProc = %v", c.name, got)
 		}
 	}
 }

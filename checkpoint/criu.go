@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ssi-cluster/ssi/checkpoint/criulog"
+	"github.com/ssi-cluster/ssi/failpoint"
 )
 
 // Default CRIU log settings.
@@ -100,9 +101,24 @@ type Flags struct {
 	// default, 0 here, is 1 MiB). A program whose binary was replaced while
 	// it ran (an upgrade) maps a deleted file of the binary's size.
 	GhostLimit uint32
+	// NodeMounts says the tree has a mount namespace of its own copied from
+	// the node's (a job's does: isolate.JobNamespaces): the mounts it shares
+	// with the node are dumped as external (--external mnt[]), and restored
+	// by binding the restoring node's same paths into the namespace rebuilt
+	// on its root, the node's / (--ext-mount-map auto --root /). Its own
+	// mounts (a /proc, a tmpfs /dev/shm with its contents) are in the images.
+	// Without --root, CRIU 4.2 crashes restoring such a namespace ("mnt: BUG
+	// at criu/mount.c:48").
+	NodeMounts bool
 }
 
+// NodeMountsRoot is the root of a restored job's mount namespace (Flags.NodeMounts).
+const NodeMountsRoot = "/"
+
 func (f Flags) apply(o *rpc.CriuOpts) {
+	if f.NodeMounts {
+		o.AutoExtMnt = proto.Bool(true)
+	}
 	if f.TCPEstablished {
 		o.TcpEstablished = proto.Bool(true)
 	}
@@ -180,7 +196,7 @@ func Dump(ctx context.Context, o DumpOpts) error {
 	}
 	o.Flags.apply(opts)
 	return run(ctx, "dump", o.CRIUPath, filepath.Join(o.ImagesDir, o.LogFile), func(c *criu.Criu) error {
-		return c.Dump(opts, ctxNotify{ctx})
+		return c.Dump(opts, dumpNotify{ctxNotify{ctx}})
 	})
 }
 
@@ -240,6 +256,9 @@ func Restore(ctx context.Context, o RestoreOpts) (int, error) {
 	}
 	if o.CgroupRoot != "" {
 		opts.CgRoot = []*rpc.CgroupRoot{{Path: proto.String(o.CgroupRoot)}}
+	}
+	if o.NodeMounts {
+		opts.Root = proto.String(NodeMountsRoot)
 	}
 	o.Flags.apply(opts)
 	for _, in := range o.Inherit {
@@ -330,6 +349,18 @@ func (n ctxNotify) PostSetupNamespaces() error  { return n.check("post-setup-nam
 func (n ctxNotify) PostResume() error           { return nil } // too late to roll back
 var _ criu.Notify = ctxNotify{}
 
+// dumpNotify is ctxNotify with a failpoint in the middle of a dump: at
+// post-dump, CRIU has written the images and still holds the tree, frozen
+// (an e2e test kills CRIU there, as a node shutdown would).
+type dumpNotify struct{ ctxNotify }
+
+func (n dumpNotify) PostDump() error {
+	if err := failpoint.Hit("checkpoint/dump/post-dump"); err != nil {
+		return err
+	}
+	return n.check("post-dump")
+}
+
 // restoreNotify also learns the restored root's PID: at setup-namespaces (sent for
 // every tree in its own namespaces, right after CRIU forks the root) and at
 // post-restore.
@@ -385,19 +416,6 @@ func logErrors(path string) ([]string, int) {
 	return all, 0
 }
 
-// IsProcDirCollision reports whether err is a dump that failed because CRIU's
-// parasite could not create its temporary "proc.crtools" directory in the
-// dumped task's working directory (EEXIST): another dump of a task with the
-// same working directory was using it at that moment. The parasite takes that
-// path when the task's PID namespace differs from the /proc it sees, as a
-// job's does. Retrying the dump succeeds once the other dump is past that
-// point (a few milliseconds).
-func IsProcDirCollision(err error) bool {
-	return anyErrorLine(err, func(l string) bool {
-		return strings.Contains(l, "parasite.c") && strings.Contains(l, "Can't create a directory (-17)")
-	})
-}
-
 // anyErrorLine reports whether err is a CRIUError with an error line that
 // matches.
 func anyErrorLine(err error, match func(line string) bool) bool {
@@ -408,16 +426,22 @@ func anyErrorLine(err error, match func(line string) bool) bool {
 	return slices.ContainsFunc(ce.Lines, match)
 }
 
-// IsUnprivilegedProc reports whether err is a dump that failed because the
-// dumped task is not root and its PID namespace is not the one of the /proc
-// it sees: CRIU's parasite, running with the task's credentials, then has to
-// mount a /proc of its own in the task's working directory, which an
-// unprivileged task may not (EPERM), or cannot even create the directory for
-// (EACCES, EROFS).
-func IsUnprivilegedProc(err error) bool {
+// IsSharedProc reports whether err is a dump that failed because the dumped
+// task's PID namespace is not the one of the /proc it sees, and CRIU's
+// parasite, which then mounts one of its own at "proc.crtools" in the task's
+// working directory, could not: the task is not root ("can't dump
+// unprivileged task whose /proc doesn't belong to it"), or may not write
+// there (EACCES), or the folder is read-only (EROFS), or another dump of a
+// task in the same folder holds that directory (EEXIST). Only a job started
+// before jobs had a /proc of their own (isolate.JobNamespaces) can fail so.
+func IsSharedProc(err error) bool {
 	return anyErrorLine(err, func(l string) bool {
-		return strings.Contains(l, "parasite.c") && (strings.Contains(l, "can't dump unprivileged task whose /proc doesn't belong to it") ||
-			strings.Contains(l, "Can't create a directory (-13)") || strings.Contains(l, "Can't create a directory (-30)"))
+		if !strings.Contains(l, "parasite.c") {
+			return false
+		}
+		return strings.Contains(l, "can't dump unprivileged task whose /proc doesn't belong to it") ||
+			strings.Contains(l, "Can't create a directory (-13)") || strings.Contains(l, "Can't create a directory (-30)") ||
+			strings.Contains(l, "Can't create a directory (-17)")
 	})
 }
 

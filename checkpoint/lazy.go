@@ -114,6 +114,9 @@ func StartLazyDump(ctx context.Context, o LazyDumpOpts) (*LazyDump, error) {
 	if o.LinkRemap {
 		args = append(args, "--link-remap")
 	}
+	if o.Flags.NodeMounts {
+		args = append(args, "--external", "mnt[]")
+	}
 	if o.Flags.IgnoreCgroups {
 		args = append(args, "--manage-cgroups=ignore")
 	}

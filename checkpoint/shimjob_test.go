@@ -146,7 +146,7 @@ func runJob(ctx context.Context, t *testing.T, st shim.State, jobDir, imgDir, cg
 
 	// Dump, leaving the source frozen (as a migration does), then kill it.
 	t0 := time.Now()
-	if err := checkpoint.Dump(ctx, checkpoint.DumpOpts{PID: initPID, ImagesDir: imgDir, LeaveStopped: true}); err != nil {
+	if err := checkpoint.Dump(ctx, checkpoint.DumpOpts{PID: initPID, ImagesDir: imgDir, LeaveStopped: true, Flags: checkpoint.Flags{NodeMounts: true}}); err != nil {
 		t.Fatalf("dump: %v", err)
 	}
 	dumpTime := time.Since(t0)
@@ -198,6 +198,7 @@ func runJob(ctx context.Context, t *testing.T, st shim.State, jobDir, imgDir, cg
 		ImagesDir:  imgDir,
 		Inherit:    []checkpoint.InheritFile{{Key: outKey, File: outW}, {Key: errKey, File: errW}},
 		CgroupRoot: cgRestore,
+		Flags:      checkpoint.Flags{NodeMounts: true},
 	})
 	restoreTime := time.Since(t0)
 	outW.Close()

@@ -19,6 +19,8 @@ import (
 // Config configures a tree.
 type Config struct {
 	Source Source
+	// Messages, if set, is the broker behind topics/ (topics.go).
+	Messages Messages
 	// TTL is how long the tables and a job's output are reused (default 1 s).
 	TTL time.Duration
 	Log *slog.Logger
@@ -28,6 +30,7 @@ type Config struct {
 type FS struct {
 	tables tables
 	logs   logs
+	msgs   Messages
 	log    *slog.Logger
 }
 
@@ -44,13 +47,15 @@ func New(c Config) *FS {
 	return &FS{
 		tables: tables{src: c.Source, ttl: ttl, now: time.Now},
 		logs:   logs{src: c.Source, ttl: ttl, now: time.Now, jobs: map[uint64]*output{}},
+		msgs:   c.Messages,
 		log:    log,
 	}
 }
 
-// Mount serves the tree at dir, read-only; the caller unmounts with the
-// server's Unmount and waits with its Wait. As root it mounts with mount(2),
-// otherwise through fusermount3/fusermount (package fuse3).
+// Mount serves the tree at dir (read-only but for topics/); the caller
+// unmounts with the server's Unmount and waits with its Wait. As root it
+// mounts with mount(2), otherwise through fusermount3/fusermount (package
+// fuse3).
 func (f *FS) Mount(dir string, asRoot bool) (*fuse.Server, error) {
 	sec := f.tables.ttl / 2
 	opts := &fs.Options{
@@ -60,7 +65,6 @@ func (f *FS) Mount(dir string, asRoot bool) (*fuse.Server, error) {
 		MountOptions: fuse.MountOptions{
 			FsName:      "ssi",
 			Name:        "ssi",
-			Options:     []string{"ro"},
 			DirectMount: asRoot,
 		},
 	}
@@ -71,14 +75,15 @@ func (f *FS) Mount(dir string, asRoot bool) (*fuse.Server, error) {
 	return srv, nil
 }
 
-// Root returns the root directory (proc/ and nodes/).
+// Root returns the root directory (proc/, nodes/ and, with Messages, topics/).
 func (f *FS) Root() fs.InodeEmbedder { return &rootDir{fs: f} }
 
 // Inode numbers: stable per path, so that tools that compare them (find,
 // tail -F) see the same file on every lookup.
 const (
-	inoProc  = 2
-	inoNodes = 3
+	inoProc   = 2
+	inoNodes  = 3
+	inoTopics = 4
 )
 
 func inoOf(parts ...string) uint64 {
@@ -112,6 +117,9 @@ var _ = (fs.NodeOnAdder)((*rootDir)(nil))
 func (r *rootDir) OnAdd(ctx context.Context) {
 	r.AddChild("proc", r.NewPersistentInode(ctx, &procDir{fs: r.fs}, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: inoProc}), false)
 	r.AddChild("nodes", r.NewPersistentInode(ctx, &nodesDir{fs: r.fs}, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: inoNodes}), false)
+	if r.fs.msgs != nil {
+		r.AddChild("topics", r.NewPersistentInode(ctx, &topicsDir{fs: r.fs, files: map[string]*topicFile{}}, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: inoTopics}), false)
+	}
 }
 
 // procDir is proc/: a directory per job the caller may see.

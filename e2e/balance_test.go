@@ -69,9 +69,8 @@ func (c *testCluster) events(t *testing.T, gpid uint64) []pidtable.Event {
 	return out
 }
 
-// privateWorkdir returns a directory for jobs to run in: CRIU mounts a proc
-// in a dumped task's working directory, so concurrent dumps of jobs sharing
-// one (here or by others on this machine) would collide.
+// privateWorkdir returns a directory of the test's own for jobs to run (and
+// write their files) in, removed when the test ends.
 func privateWorkdir(t *testing.T) string {
 	t.Helper()
 	d, err := os.MkdirTemp("", "ssi-e2e-bal-")

@@ -462,9 +462,9 @@ func runCheckpointFault(t *testing.T, c *testCluster, point, action string, kept
 }
 
 // TestConcurrentDumpsSameWorkdir: jobs that share a working directory can be
-// dumped at the same moment (CRIU's parasite uses a temporary directory there
-// when the job's PID namespace is not /proc's, and two dumps at once collide;
-// the agent retries). Before the retry, 4 of 5 such pairs failed here.
+// dumped at the same moment. When jobs shared the node's /proc, CRIU's
+// parasite made a temporary directory there, and 4 of 5 such pairs collided;
+// a job now has a /proc of its own, and CRIU writes nothing there.
 func TestConcurrentDumpsSameWorkdir(t *testing.T) {
 	c := need(t)
 	prog := "import time\nb = bytearray(64 << 20)\nwhile True: time.sleep(1)"

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -84,15 +85,39 @@ func runMain(m *testing.M) int {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	// A name and subnet of this run's own: two test runs on one machine (a
 	// developer's and a helper's, say) must not tear down each other's cluster.
+	// SSI_E2E_NAME and SSI_E2E_SUBNET choose them (a helper's own prefix).
 	pid := os.Getpid()
+	name, subnet := fmt.Sprintf("e2e%d", pid%100000), fmt.Sprintf("10.213.%d.0/24", pid%250)
+	if v := os.Getenv("SSI_E2E_NAME"); v != "" {
+		name = v
+	}
+	if v := os.Getenv("SSI_E2E_SUBNET"); v != "" {
+		subnet = v
+	}
 	cfg := localcluster.Config{
-		Name: fmt.Sprintf("e2e%d", pid%100000), Nodes: 3, Subnet: fmt.Sprintf("10.213.%d.0/24", pid%250),
+		Name: name, Nodes: 3, Subnet: subnet,
 		Binary:  filepath.Join(bin, "ssi"),
 		DataDir: filepath.Join(tmp, "data"), StateDir: filepath.Join(tmp, "state"), Log: log,
 		ConfigFile: filepath.Join(tmp, "admin.json"),
 		// node1 runs the embedded etcd: it never leads the balancer, so that
 		// the balancer tests can kill the leader without stopping etcd.
 		NodeArgs: map[string][]string{"node1": {"--balancer=false"}},
+	}
+	// A suite run on its own (make soak-failover) may name its cluster, its
+	// subnet and its size: SSI_E2E_NAME, SSI_E2E_SUBNET, SSI_E2E_NODES.
+	if v := os.Getenv("SSI_E2E_NAME"); v != "" {
+		cfg.Name = v
+	}
+	if v := os.Getenv("SSI_E2E_SUBNET"); v != "" {
+		cfg.Subnet = v
+	}
+	if v := os.Getenv("SSI_E2E_NODES"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 3 || n > 8 {
+			fmt.Fprintf(os.Stderr, "e2e: SSI_E2E_NODES=%q: want 3 to 8\n", v)
+			return 1
+		}
+		cfg.Nodes = n
 	}
 	st, _, err := localcluster.Up(ctx, cfg)
 	if err != nil {

@@ -29,7 +29,7 @@ func TestRunOnEachNode(t *testing.T) {
 				t.Fatal(err)
 			}
 			r := c.ssi(t, "run", "--node", n.Name, "--", "sh", "-c",
-				`echo out; echo err >&2; readlink /proc/self/ns/net; grep NSpid /proc/self/status; exit 7`)
+				`echo out; echo err >&2; readlink /proc/self/ns/net; readlink /proc/self/ns/pid; exit 7`)
 			if r.code != 7 {
 				t.Fatalf("exit code: %v, want 7", r)
 			}
@@ -43,8 +43,10 @@ func TestRunOnEachNode(t *testing.T) {
 			if want := fmt.Sprintf("net:[%d]", st.Ino); lines[1] != want {
 				t.Fatalf("job ran in network namespace %s, want %s (%s)", lines[1], want, n.Namespace)
 			}
-			if f := strings.Fields(lines[2]); len(f) != 3 {
-				t.Fatalf("job is not in a PID namespace of its own: %q", lines[2])
+			// The job's /proc is of its own PID namespace (its mount
+			// namespace has one): its ns link differs from ours.
+			if host, err := os.Readlink("/proc/self/ns/pid"); err != nil || lines[2] == host || !strings.HasPrefix(lines[2], "pid:[") {
+				t.Fatalf("job is not in a PID namespace of its own: %q (the host's: %q, %v)", lines[2], host, err)
 			}
 		})
 	}

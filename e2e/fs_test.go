@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -61,7 +62,10 @@ func TestFS(t *testing.T) {
 	defer func() {
 		if mounted(mnt) { // the test failed before the unmount below
 			_ = fs.Process.Signal(syscall.SIGTERM)
-			<-exited
+			select { // (not if the test already received its exit)
+			case <-exited:
+			case <-time.After(15 * time.Second):
+			}
 			_ = exec.Command("fusermount3", "-u", mnt).Run()
 		}
 	}()
@@ -72,7 +76,7 @@ func TestFS(t *testing.T) {
 		return nil
 	})
 
-	if ls := sh(t, "ls "+mnt); ls != "nodes\nproc\n" {
+	if ls := sh(t, "ls "+mnt); ls != "nodes\nproc\ntopics\n" {
 		t.Fatalf("ls /: %q", ls)
 	}
 	if ls := sh(t, "ls "+mnt+"/nodes"); ls != "node1\nnode2\nnode3\n" {
@@ -128,6 +132,39 @@ func TestFS(t *testing.T) {
 	if err := os.WriteFile(mnt+"/proc/"+gs+"/node", []byte("x"), 0o644); err == nil {
 		t.Fatal("wrote a file of the read-only tree")
 	}
+
+	// topics/: the user's message subjects as files. tail -f gets what is
+	// published from its open on, through the tree (echo x > ...) or
+	// ssi pub; ssi sub gets what the tree publishes.
+	subj := fmt.Sprintf("fsnews%d", time.Now().UnixNano()%1e6)
+	tctx, tcancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer tcancel()
+	var follow bytes.Buffer
+	tf := exec.CommandContext(tctx, "tail", "-n", "+1", "-f", mnt+"/topics/"+subj)
+	tf.Stdout = &follow
+	if err := tf.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stopTail := sync.OnceFunc(func() { _ = tf.Process.Kill(); _ = tf.Wait() })
+	defer stopTail()
+	subbed := make(chan result, 1)
+	go func() { subbed <- runCmd(t, c.cmd(tctx, "sub", subj, "-n", "1")) }()
+	time.Sleep(time.Second) // both subscribed
+	sh(t, "echo hello from a file > "+mnt+"/topics/"+subj)
+	c.ok(t, "pub", subj, "hello from ssi pub")
+	eventually(t, 10*time.Second, "tail -f of topics/"+subj, func() error {
+		if got := follow.String(); got != "hello from a file\nhello from ssi pub\n" {
+			return fmt.Errorf("tail -f printed %q", got)
+		}
+		return nil
+	})
+	if r := <-subbed; r.code != 0 || strings.TrimSpace(r.stdout) != "hello from a file" {
+		t.Fatalf("ssi sub of what the tree published: %v", r)
+	}
+	if ls := sh(t, "ls "+mnt+"/topics"); !strings.Contains(ls, subj+"\n") {
+		t.Fatalf("ls topics: %q, want %s", ls, subj)
+	}
+	stopTail() // an open file keeps the tree from being unmounted
 	// SIGINT unmounts and exits 0.
 	if err := fs.Process.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ssi-cluster/ssi/localcluster"
+	"github.com/ssi-cluster/ssi/migrate"
 )
 
 // partition cuts the network between nodes a and b (both still reach every
@@ -285,7 +286,9 @@ func (c *testCluster) heldMigration(t *testing.T, spec string, entry int) *heldM
 	t.Cleanup(func() { c.kill(t, m.gpid) })
 	c.waitTicks(t, m.gpid, 5)
 	m.stopSampler = startCopySampler(t, c, m.gpid)
-	mctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	// The CLI is bounded past the migration's own bound (a commit left
+	// unknown by a long etcd outage answers only then).
+	mctx, cancel := context.WithTimeout(ctx, migrate.Timeout+2*time.Minute)
 	t.Cleanup(cancel)
 	m.cmd = c.cmd(mctx, "migrate", m.g, "node2")
 	m.cmd.Env = append(m.cmd.Env, "SSI_ENDPOINT="+c.Nodes[entry].API())

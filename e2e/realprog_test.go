@@ -350,17 +350,27 @@ func TestSQLiteWriterMoves(t *testing.T) {
 }
 
 // TestJobEnvironment: a job's environment is what the user passed plus ssi's
-// own variables, nothing of the agent's (which runs with GODEBUG, SSI_*,
-// and the harness's own variables).
+// own variables, who the job is among them, nothing of the agent's (which
+// runs with GODEBUG, SSI_*, and the harness's own variables); a user's
+// --env cannot say who the job is.
 func TestJobEnvironment(t *testing.T) {
 	c := need(t)
+	if r := c.ssi(t, "run", "--env", "SSI_USER=mallory", "--", "true"); r.code == 0 || !strings.Contains(r.stderr, "ssi sets SSI_USER itself") {
+		t.Fatalf("--env SSI_USER=mallory: %v, want refused", r)
+	}
 	out := c.ok(t, "run", "--node", "node2", "--env", "FOO=bar", "--env", "PATH=/usr/bin:/bin", "--", "env")
+	for _, v := range []string{"SSI_USER=root\n", "SSI_NODE=node2\n", "SSI_GPID="} {
+		if !strings.Contains(out, v) {
+			t.Errorf("the job's environment lacks %q: %q", v, out)
+		}
+	}
 	var got []string
 	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
 		k, _, _ := strings.Cut(l, "=")
 		got = append(got, k)
 	}
-	want := map[string]bool{"SSI_GPID": true, "PATH": true, "HOME": true, "USER": true, "LOGNAME": true, "GODEBUG": true, "FOO": true}
+	want := map[string]bool{"SSI_GPID": true, "SSI_USER": true, "SSI_NODE": true, "SSI_CONFIG": true, "PATH": true, "HOME": true, "USER": true, "LOGNAME": true, "GODEBUG": true, "FOO": true,
+		"SSI_NATS_URL": true, "SSI_NATS_INBOX": true} // the node's broker (agent/msg.go)
 	seen := map[string]bool{}
 	for _, k := range got {
 		if !want[k] {

@@ -6,7 +6,8 @@
 # by the balancer; every move is counted and its frozen time compared with a
 # raw CRIU dump + restore of a copy of the same program. The figures go to
 # SOAK_REPORT (default /tmp/ssi-soak-report.md), for docs/ROBUSTNESS.md; the
-# test log to SOAK_LOG (default /tmp/ssi-soak.log). ~10-15 minutes.
+# test log to SOAK_LOG (default /tmp/ssi-soak.log); then the end-during-move
+# sweep with SSI_SWEEP_TRIALS (default 100) trials. ~15-20 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/usr/local/sbin:$PATH # hack/install-criu.sh puts criu there
@@ -25,5 +26,7 @@ export SOAK_REPORT=${SOAK_REPORT:-/tmp/ssi-soak-report.md}
 log=${SOAK_LOG:-/tmp/ssi-soak.log}
 rc=0
 go test -count=1 -v -tags soak -run '^TestSoak$' -timeout 30m ./e2e/ 2>&1 | tee "$log" || rc=$?
+# The end-during-move sweep at full size (the suite runs 25 trials).
+SSI_SWEEP_TRIALS=${SSI_SWEEP_TRIALS:-100} go test -count=1 -v -run '^TestEndDuringMoveSweep$' -timeout 30m ./e2e/ 2>&1 | tee -a "$log" || rc=$?
 echo "soak: report in $SOAK_REPORT, log in $log" >&2
 exit "$rc"

@@ -16,8 +16,13 @@ import (
 )
 
 // JobNamespaces are the namespaces a job's init is cloned into: a PID namespace
-// (restore on another node can never collide with a host PID there), IPC and UTS.
-const JobNamespaces = syscall.CLONE_NEWPID | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS
+// (restore on another node can never collide with a host PID there), IPC, UTS,
+// and a mount namespace, a copy of the node's in which init mounts a /proc of
+// the job's PID namespace and a /dev/shm of its own (ssi-init's
+// setup_mounts): programs reading /proc see their own PIDs, and CRIU's parasite
+// finds a /proc of the job's PID namespace and never has to mount one in the
+// job's working directory.
+const JobNamespaces = syscall.CLONE_NEWPID | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS | syscall.CLONE_NEWNS
 
 // cpuPeriod is the CFS period used for CPU limits (100 ms, the kernel default).
 const cpuPeriod = 100000

@@ -38,6 +38,11 @@ type Config struct {
 	// lower-case letters and digits, starting with a letter.
 	Name  string
 	Nodes int
+	// EtcdMembers is how many nodes (node1, node2, ...) hold a member of the
+	// cluster's etcd, embedded in their agents: 1 (the default, also for 0)
+	// or an odd number up to Nodes and MaxEtcdMembers. The other agents are
+	// clients of every member.
+	EtcdMembers int
 	// Subnet is an IPv4 /24 or larger: the bridge takes .1, node i takes .10+i.
 	Subnet string
 	// Binary is the ssi binary the agents run.
@@ -69,7 +74,10 @@ type State struct {
 	ConfigFile string              `json:"config_file,omitempty"`
 	AgentArgs  []string            `json:"agent_args,omitempty"`
 	NodeArgs   map[string][]string `json:"node_args,omitempty"`
-	Nodes      []NodeState         `json:"nodes"`
+	// EtcdMembers is how many of the first nodes hold an etcd member; 0 in
+	// the state of a cluster made before it was a choice: 1.
+	EtcdMembers int         `json:"etcd_members,omitempty"`
+	Nodes       []NodeState `json:"nodes"`
 }
 
 // NodeState is one node of a running cluster.
@@ -84,6 +92,22 @@ type NodeState struct {
 
 // API returns the node's agent address.
 func (n NodeState) API() string { return net.JoinHostPort(n.IP, strconv.Itoa(APIPort)) }
+
+// Members is how many of the first nodes hold an etcd member.
+func (s *State) Members() int { return max(s.EtcdMembers, 1) }
+
+// EtcdEndpoints are the client URLs of the cluster's etcd members.
+func (s *State) EtcdEndpoints() []string {
+	scheme := "https://"
+	if s.Insecure() {
+		scheme = "http://"
+	}
+	var out []string
+	for _, n := range s.Nodes[:min(s.Members(), len(s.Nodes))] {
+		out = append(out, scheme+net.JoinHostPort(n.IP, "2379"))
+	}
+	return out
+}
 
 // Endpoint is the CLI endpoint of the cluster (node1's agent), HOST:PORT.
 func (s *State) Endpoint() string { return s.Nodes[0].API() }
@@ -187,33 +211,75 @@ func binaryID(path string) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
+// MaxEtcdMembers bounds Config.EtcdMembers: etcd's own advice is 3 or 5
+// members, 7 at most (every write waits for a majority).
+const MaxEtcdMembers = 7
+
+// Check says what is wrong with c, naming the flag of 'ssi local up' and what
+// to pass instead; Up checks it before it makes anything.
+func (c Config) Check() error {
+	if !nameRE.MatchString(c.Name) {
+		return fmt.Errorf("localcluster: name %q: want 1-10 lower-case letters and digits, starting with a letter", c.Name)
+	}
+	if c.Nodes < 1 || c.Nodes > 200 {
+		return fmt.Errorf("localcluster: %d nodes: want 1 to 200", c.Nodes)
+	}
+	prefix, err := netip.ParsePrefix(c.Subnet)
+	if err != nil || !prefix.Addr().Is4() || prefix.Bits() > 24 {
+		return fmt.Errorf("localcluster: subnet %q: want an IPv4 prefix of /24 or larger, like 10.210.0.0/24", c.Subnet)
+	}
+	return CheckEtcdMembers(c.EtcdMembers, c.Nodes)
+}
+
+// CheckEtcdMembers checks a count of etcd members for a cluster of nodes
+// (0 means 1).
+func CheckEtcdMembers(members, nodes int) error {
+	switch {
+	case members == 0 || members == 1:
+		return nil
+	case members < 0:
+		return fmt.Errorf("--etcd-members %d: want 1 (the default: one member, on node1) or 3 (survives the loss of any one)", members)
+	case members%2 == 0:
+		instead := fmt.Sprintf("--etcd-members %d (survives the loss of %d) or %d", members+1, members/2, members-1)
+		if members+1 > nodes {
+			instead = fmt.Sprintf("--etcd-members %d, or more nodes and --etcd-members %d", members-1, members+1)
+		}
+		return fmt.Errorf("--etcd-members %d: want an odd number: %d members need %d of them up (a majority), so they survive the loss of %d, no more than %d would; pass %s", members, members, members/2+1, (members-1)/2, members-1, instead)
+	case members > MaxEtcdMembers:
+		return fmt.Errorf("--etcd-members %d: want at most %d (every write waits for a majority of members); pass 3 or 5", members, MaxEtcdMembers)
+	case members > nodes:
+		return fmt.Errorf("--etcd-members %d with --nodes %d: each member runs in one node's agent; pass --nodes %d or more, or --etcd-members %d or fewer", members, nodes, members, nodes-(1-nodes%2))
+	}
+	return nil
+}
+
 // Up starts the cluster. A healthy cluster of that name is left alone, or, if
 // the binary was rebuilt since its agents started, its agents are restarted one
 // by one on the new binary (jobs keep running). Leftovers of a broken cluster
 // are removed first.
 func Up(ctx context.Context, c Config) (st *State, outcome Outcome, err error) {
-	if !nameRE.MatchString(c.Name) {
-		return nil, "", fmt.Errorf("localcluster: name %q: want 1-10 lower-case letters and digits, starting with a letter", c.Name)
+	if err := c.Check(); err != nil {
+		return nil, "", err
 	}
-	if c.Nodes < 1 || c.Nodes > 200 {
-		return nil, "", fmt.Errorf("localcluster: %d nodes: want 1 to 200", c.Nodes)
-	}
-	prefix, err := netip.ParsePrefix(c.Subnet)
-	if err != nil || !prefix.Addr().Is4() || prefix.Bits() > 24 {
-		return nil, "", fmt.Errorf("localcluster: subnet %q: want an IPv4 prefix of /24 or larger, like 10.210.0.0/24", c.Subnet)
-	}
+	prefix := netip.MustParsePrefix(c.Subnet)
+	c.EtcdMembers = max(c.EtcdMembers, 1)
 	if c.Log == nil {
 		c.Log = slog.Default()
 	}
 	if old, err := Load(c.StateDir, c.Name); err == nil {
+		if old.Healthy(ctx) && old.Members() != c.EtcdMembers {
+			return old, "", fmt.Errorf("localcluster: cluster %s is up with %d etcd member(s), not %d: take it down first ('make down' or 'ssi local down --name %s'), then up again with --etcd-members %d", c.Name, old.Members(), c.EtcdMembers, c.Name, c.EtcdMembers)
+		}
 		if old.Healthy(ctx) && len(old.Nodes) == c.Nodes {
 			id := binaryID(c.Binary)
 			if old.BinaryID == id && old.Binary == c.Binary {
 				return old, AlreadyUp, nil
 			}
+			// A rolling upgrade: each agent restarted in place (SIGUSR2:
+			// no drain), its jobs adopted by the new binary.
 			old.Binary, old.BinaryID = c.Binary, id
 			for _, n := range old.Nodes {
-				if err := old.StopAgent(n.Name, syscall.SIGTERM); err != nil {
+				if err := old.StopAgent(n.Name, syscall.SIGUSR2); err != nil {
 					return old, "", err
 				}
 				if err := old.StartAgent(ctx, n.Name); err != nil {
@@ -234,7 +300,7 @@ func Up(ctx context.Context, c Config) (st *State, outcome Outcome, err error) {
 	st = &State{
 		Name: c.Name, Bridge: c.Name + "-br", Subnet: c.Subnet, Binary: c.Binary, BinaryID: binaryID(c.Binary),
 		DataDir: c.DataDir, StateDir: c.StateDir, ConfigFile: c.ConfigFile, AgentArgs: c.AgentArgs,
-		NodeArgs: c.NodeArgs,
+		NodeArgs: c.NodeArgs, EtcdMembers: c.EtcdMembers,
 	}
 	defer func() {
 		if err != nil {
@@ -291,6 +357,16 @@ func (s *State) writeConfig() error {
 	return nil
 }
 
+// memberIndex is node's index among the nodes holding an etcd member, or -1.
+func (s *State) memberIndex(node string) int {
+	for i, n := range s.Nodes[:min(s.Members(), len(s.Nodes))] {
+		if n.Name == node {
+			return i
+		}
+	}
+	return -1
+}
+
 func (s *State) node(name string) (*NodeState, error) {
 	for i := range s.Nodes {
 		if s.Nodes[i].Name == name {
@@ -325,11 +401,18 @@ func (s *State) StartAgentEnv(ctx context.Context, node string, env []string) er
 	defer logf.Close()
 	args := []string{"agent", "--name", n.Name, "--listen", n.API(), "--data-dir", n.DataDir, "--cgroup-parent", s.CgroupParent()}
 	if n.Name != s.Nodes[0].Name {
-		scheme := "https://"
-		if s.Insecure() {
-			scheme = "http://"
+		// node1 started etcd; node2..nodeM join it as members (their
+		// agents restart their members later, from their data dirs),
+		// reaching it, as on real machines, through the endpoints that
+		// come with --join (an --insecure cluster has no join: through
+		// --etcd-endpoints); the others are clients of every member.
+		member := s.memberIndex(n.Name) >= 0
+		if member {
+			args = append(args, "--etcd-member")
 		}
-		args = append(args, "--etcd-endpoints", scheme+net.JoinHostPort(s.Nodes[0].IP, "2379"))
+		if !member || s.Insecure() {
+			args = append(args, "--etcd-endpoints", strings.Join(s.EtcdEndpoints(), ","))
+		}
 		if !s.Insecure() && !pki.HasNodeCert(filepath.Join(n.DataDir, "pki")) {
 			// First start: join through node1 with a fresh, short-lived token.
 			cl, err := s.Client()
@@ -343,6 +426,10 @@ func (s *State) StartAgentEnv(ctx context.Context, node string, env []string) er
 			args = append(args, "--join", s.Nodes[0].API(), "--token", tok.Token)
 		}
 	}
+	// Local nodes share one kernel and are stopped and started all the
+	// time (tests, make down): no drain on stop unless asked for
+	// (--no-drain=false in AgentArgs or NodeArgs).
+	args = append(args, "--no-drain")
 	args = append(append(args, s.AgentArgs...), s.NodeArgs[n.Name]...)
 	cmd := exec.Command(s.Binary, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf

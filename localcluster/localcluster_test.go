@@ -134,3 +134,39 @@ func TestDownOfNothing(t *testing.T) {
 		t.Fatalf("Down of %s removed another cluster's state file: %v", name, err)
 	}
 }
+
+// TestCheckEtcdMembers: 1 and odd counts up to the nodes pass; even counts,
+// more members than nodes or than MaxEtcdMembers fail with an error that
+// names the flag and what to pass instead; Up refuses them before it makes
+// anything (no state file).
+func TestCheckEtcdMembers(t *testing.T) {
+	for _, tc := range []struct {
+		members, nodes int
+		want           string // "" = ok; else in the error
+	}{
+		{0, 3, ""}, {1, 1, ""}, {3, 3, ""}, {5, 6, ""},
+		{2, 3, "pass --etcd-members 3 (survives the loss of 1) or 1"},
+		{2, 2, "pass --etcd-members 1, or more nodes and --etcd-members 3"},
+		{4, 5, "want an odd number"},
+		{5, 3, "pass --nodes 5 or more, or --etcd-members 3 or fewer"},
+		{3, 2, "--etcd-members 1 or fewer"},
+		{9, 20, "at most 7"},
+		{-1, 3, "want 1"},
+	} {
+		err := CheckEtcdMembers(tc.members, tc.nodes)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%d members, %d nodes: %v", tc.members, tc.nodes, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%d members, %d nodes: error %v, want one saying %q", tc.members, tc.nodes, err, tc.want)
+		}
+	}
+	dir := t.TempDir()
+	_, _, err := Up(context.Background(), Config{Name: "hat", Nodes: 3, EtcdMembers: 2, Subnet: "10.250.0.0/24", StateDir: dir, DataDir: dir})
+	if err == nil || !strings.Contains(err.Error(), "--etcd-members 2") {
+		t.Fatalf("Up with 2 members: %v, want the --etcd-members error", err)
+	}
+	if _, err := os.Stat(statePath(dir, "hat")); !os.IsNotExist(err) {
+		t.Fatalf("Up with 2 members left a state file (err %v)", err)
+	}
+}

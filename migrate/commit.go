@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/ssi-cluster/ssi/failpoint"
@@ -111,6 +112,13 @@ func (m *migration) settleLater() {
 	default:
 		m.mg.log.Warn("an unanswered commit was settled by releasing the job; it runs here again", "gpid", m.gpid)
 		resume(m.j)
+	}
+	if err == nil {
+		// Either way the dump's images here are no longer needed (the
+		// target restored from its own copy of them).
+		if rerr := os.RemoveAll(m.images); rerr != nil {
+			m.mg.log.Warn("remove the migration's images", "gpid", m.gpid, "err", rerr)
+		}
 	}
 	m.mg.jobs.ClearBusy(m.j)
 }

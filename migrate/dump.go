@@ -27,9 +27,10 @@ import (
 // restores the job into it (shim.criuRestore); deleted files it still maps or
 // holds open go in the images up to ghostLimit, so that a job whose program
 // (or whose init, ssi-init, after an upgrade of ssi) was replaced while it
-// ran still moves.
+// ran still moves; the mounts its mount namespace shares with the node are
+// external, bound again from the target node's same paths (NodeMounts).
 func CRIUFlags() checkpoint.Flags {
-	return checkpoint.Flags{FileLocks: true, IgnoreCgroups: true, GhostLimit: ghostLimit}
+	return checkpoint.Flags{FileLocks: true, IgnoreCgroups: true, GhostLimit: ghostLimit, NodeMounts: true}
 }
 
 // ghostLimit bounds one deleted file carried in a job's images: larger than
@@ -37,37 +38,27 @@ func CRIUFlags() checkpoint.Flags {
 // memory.
 const ghostLimit = 64 << 20
 
-// dumpAttempts bounds the dumps tried when they collide (see Dump).
-const dumpAttempts = 6
-
-// Dump is checkpoint.Dump, retried when it collides with another dump of a job
-// with the same working directory (checkpoint.IsProcDirCollision): on one
-// machine (or a shared file system) two jobs started in the same directory
-// cannot be dumped at the very same moment. A failed dump leaves the tree
-// running, so a retry starts afresh.
+// Dump is checkpoint.Dump with CRIU's failures explained (explainDumpError)
+// and their logs kept (keepCRIULog). A job has a /proc of its own
+// (isolate.JobNamespaces), so CRIU writes nothing in its working directory:
+// dumps of jobs sharing one run at once, in a read-only one too, and an
+// interrupted dump leaves nothing there behind.
 func (mg *Migrator) Dump(ctx context.Context, o checkpoint.DumpOpts, j Job) error {
-	for attempt := 1; ; attempt++ {
-		err := checkpoint.Dump(ctx, o)
-		if !checkpoint.IsProcDirCollision(err) || attempt == dumpAttempts || ctx.Err() != nil {
-			mg.keepCRIULog(err, j.GPID())
-			return explainDumpError(err, j)
-		}
-		mg.log.Info("dump collided with another dump in the same working directory; retrying", "pid", o.PID, "attempt", attempt)
-		if err := emptyDir(o.ImagesDir); err != nil {
-			return err
-		}
-		mg.dumpBackoff()
+	err := checkpoint.Dump(ctx, o)
+	if err != nil {
+		mg.keepCRIULog(err, j.GPID())
+		return explainDumpError(err, j)
 	}
+	return nil
 }
 
-// explainDumpError says plainly why CRIU could not dump a job of a user other
-// than root: an unpatched CRIU on a node whose root lacks CAP_SYS_RESOURCE
-// (checkpoint.IsForeignRlimit), or a job whose init runs as the job's user,
-// started by an ssi before init stayed root (checkpoint.IsUnprivilegedProc,
-// shim.startInit).
+// explainDumpError says plainly why CRIU could not dump a job: an unpatched
+// CRIU on a node whose root lacks CAP_SYS_RESOURCE (checkpoint.IsForeignRlimit),
+// a job started by an older ssi whose jobs shared the node's /proc
+// (checkpoint.IsSharedProc), or what checkpoint.Explain finds.
 func explainDumpError(err error, j Job) error {
-	rlimit := checkpoint.IsForeignRlimit(err)
-	if !rlimit && !checkpoint.IsUnprivilegedProc(err) {
+	rlimit, shared := checkpoint.IsForeignRlimit(err), checkpoint.IsSharedProc(err)
+	if !rlimit && !shared {
 		if why := checkpoint.Explain(err); why != "" {
 			return errdefs.Conflictf("gpid %d cannot be checkpointed: %s (%v)", j.GPID(), why, err)
 		}
@@ -78,7 +69,7 @@ func explainDumpError(err error, j Job) error {
 	if rlimit {
 		return errdefs.Conflictf("gpid %d (uid %d): this node's CRIU may not read the resource limits of another user's task: root here lacks CAP_SYS_RESOURCE, and this CRIU is not the patched build of hack/install-criu.sh, which reads them from /proc/PID/limits. The job keeps running here; install CRIU with hack/install-criu.sh on every node (%v)", j.GPID(), spec.UID, err)
 	}
-	return errdefs.Conflictf("gpid %d (uid %d) was started by an older ssi whose job init runs as the job's user, and CRIU cannot dump such a job: its parasite must mount a /proc for the job's PID namespace, which a non-root task may not do. The job keeps running here; jobs started by this version can be checkpointed and migrated, so restart it to make it movable (%v)", j.GPID(), spec.UID, err)
+	return errdefs.Conflictf("gpid %d was started by an older ssi, whose jobs share their node's /proc: CRIU must then mount a /proc of the job's own in its working directory %s, and could not (the job's init is not root, or the folder is read-only or not writable, or another dump is using it). The job keeps running here; jobs started by this version have a /proc of their own and move from any folder, so restart it to make it movable (%v)", j.GPID(), spec.Workdir, err)
 }
 
 // emptyDir removes what a failed dump wrote into dir.
@@ -87,14 +78,6 @@ func emptyDir(dir string) error {
 		return err
 	}
 	return os.MkdirAll(dir, 0o700)
-}
-
-// dumpBackoff waits a random 20-200 ms, so that colliding dumps drift apart.
-func (mg *Migrator) dumpBackoff() {
-	mg.rndMu.Lock()
-	d := 20*time.Millisecond + time.Duration(mg.rnd.IntN(180))*time.Millisecond
-	mg.rndMu.Unlock()
-	time.Sleep(d)
 }
 
 // keptCRIULogs bounds the CRIU logs of failures kept per node.

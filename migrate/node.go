@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
-	mrand "math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
@@ -130,6 +129,8 @@ type Config struct {
 	// Name is this node's name; Advertise its address (host:port).
 	Name      string
 	Advertise string
+	// Version is this agent's ssi version (said when versions differ).
+	Version string
 	// DataDir is the agent's data directory: CRIU logs of failures are kept
 	// under it, and it keys ImagesRoot.
 	DataDir string
@@ -168,9 +169,6 @@ type Migrator struct {
 	// streams counts image streams in flight per peer node.
 	streamsMu sync.Mutex
 	streams   map[string]int
-
-	rndMu sync.Mutex
-	rnd   *mrand.Rand
 }
 
 // New returns the Migrator of an agent whose life is ctx.
@@ -179,7 +177,6 @@ func New(ctx context.Context, cfg Config) *Migrator {
 		cfg: cfg, log: cfg.Log, store: cfg.Store, jobs: cfg.Jobs, cpu: cfg.CPU, life: ctx,
 		incoming: map[uint64]*incoming{},
 		streams:  map[string]int{},
-		rnd:      mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid()))),
 	}
 }
 

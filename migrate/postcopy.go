@@ -49,24 +49,14 @@ func (m *migration) lazyDump(ctx context.Context) error {
 	if m.lazyTLS, err = pki.NewPageServerCreds(host, Timeout+time.Hour); err != nil {
 		return err
 	}
-	for attempt := 1; ; attempt++ {
-		var tlsFiles criutls.Files
-		if tlsFiles, err = writeTLS(m.images, "page-server", m.lazyTLS.CACert, m.lazyTLS.ServerCert, m.lazyTLS.ServerKey); err != nil {
-			return err
-		}
-		m.lazy, err = checkpoint.StartLazyDump(ctx, checkpoint.LazyDumpOpts{
-			CRIUPath: m.mg.cfg.CRIUPath, PID: m.j.State().Init.PID, ImagesDir: m.images, Address: host,
-			TLS: &tlsFiles, Flags: CRIUFlags(),
-		})
-		if !checkpoint.IsProcDirCollision(err) || attempt == dumpAttempts {
-			break
-		}
-		m.mg.log.Info("dump collided with another dump in the same working directory; retrying", "gpid", m.gpid, "attempt", attempt)
-		if err := emptyDir(m.images); err != nil {
-			return err
-		}
-		m.mg.dumpBackoff()
+	tlsFiles, err := writeTLS(m.images, "page-server", m.lazyTLS.CACert, m.lazyTLS.ServerCert, m.lazyTLS.ServerKey)
+	if err != nil {
+		return err
 	}
+	m.lazy, err = checkpoint.StartLazyDump(ctx, checkpoint.LazyDumpOpts{
+		CRIUPath: m.mg.cfg.CRIUPath, PID: m.j.State().Init.PID, ImagesDir: m.images, Address: host,
+		TLS: &tlsFiles, Flags: CRIUFlags(),
+	})
 	if err != nil {
 		m.mg.keepCRIULog(err, m.gpid)
 		return explainDumpError(err, m.j)

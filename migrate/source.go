@@ -76,6 +76,18 @@ func (mg *Migrator) CheckTarget(ctx context.Context, p pidtable.Proc, node strin
 	if mg.cfg.CRIUErr != nil {
 		return pidtable.Node{}, errdefs.Conflictf("node %s cannot checkpoint jobs: %v", mg.cfg.Name, mg.cfg.CRIUErr)
 	}
+	return mg.CheckDestination(ctx, p, node)
+}
+
+// CheckDestination is CheckTarget without this node's CRIU: whether node may
+// take p, restored from a checkpoint (a handover, checkpoint/store).
+func (mg *Migrator) CheckDestination(ctx context.Context, p pidtable.Proc, node string) (pidtable.Node, error) {
+	switch {
+	case node == "":
+		return pidtable.Node{}, errdefs.Invalidf("no target node given")
+	case node == p.Node:
+		return pidtable.Node{}, errdefs.Invalidf("gpid %d already runs on %s", p.GPID, node)
+	}
 	snap, err := mg.store.NodesSnapshot(ctx)
 	if err != nil {
 		return pidtable.Node{}, err
@@ -90,6 +102,12 @@ func (mg *Migrator) CheckTarget(ctx context.Context, p pidtable.Proc, node strin
 	}
 	if !snap.Ready(node) {
 		return pidtable.Node{}, errdefs.Unavailablef("node %s is NotReady (its agent is not running)", node)
+	}
+	if n.Cordoned {
+		return pidtable.Node{}, api.Errorf(api.CodeConflict, "node %s is cordoned: it takes no new job (ssi node uncordon %s to allow it again)", node, node)
+	}
+	if err := CheckProtocol(mg.cfg.Name, mg.cfg.Version, n); err != nil {
+		return pidtable.Node{}, err
 	}
 	return n, nil
 }
@@ -229,7 +247,7 @@ func (m *migration) Prepare(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := m.call(ctx, "prepare", api.PrepareRequest{ID: m.id, Proc: p, Spec: spec, Files: files, CPUFlags: flags}, nil); err != nil {
+	if err := m.call(ctx, "prepare", api.PrepareRequest{ID: m.id, Proc: p, Spec: spec, Files: files, CPUFlags: flags, Protocol: Protocol, Version: m.mg.cfg.Version}, nil); err != nil {
 		return err
 	}
 	if err := failpoint.Hit("migrate/source/after-prepare"); err != nil {

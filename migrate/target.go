@@ -75,6 +75,11 @@ func (mg *Migrator) prepare(gpid uint64, req api.PrepareRequest) error {
 	if mg.cfg.CRIUErr != nil {
 		return errdefs.Conflictf("node %s cannot restore jobs: %v", mg.cfg.Name, mg.cfg.CRIUErr)
 	}
+	// The source checked this node's record; the record may predate a
+	// restart with another binary.
+	if err := CheckProtocol(mg.cfg.Name, mg.cfg.Version, pidtable.Node{Name: req.Proc.Node, Version: req.Version, Protocol: req.Protocol}); err != nil {
+		return err
+	}
 	if err := mg.cpu.Check(req.CPUFlags); err != nil {
 		return err
 	}

@@ -3,7 +3,6 @@ package pidtable
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
@@ -17,7 +16,6 @@ const (
 	BalancerLeaderPrefix = prefix + "balancer/leader"
 	balancerConfigKey    = prefix + "balancer/config"
 	balancerStatusKey    = prefix + "balancer/status"
-	eventsPrefix         = prefix + "events/"
 )
 
 // BalancerConfig is the cluster's balancer setting, /ssi/balancer/config. An
@@ -49,6 +47,9 @@ type BalancerStatus struct {
 	Leader    string    `json:"leader"`
 	Enabled   bool      `json:"enabled"`
 	LastRound time.Time `json:"last_round"`
+	// RoundTook is how long the last round took: its reads of the watched
+	// view, its plan and the moves it started (not their migrations).
+	RoundTook time.Duration `json:"round_took,omitempty"`
 	// Inflight are the moves the leader started that have not ended.
 	Inflight []InflightMove `json:"inflight,omitempty"`
 	// Moves counts the moves this leader started, and how they ended.
@@ -70,51 +71,6 @@ type InflightMove struct {
 	From    string    `json:"from"`
 	To      string    `json:"to"`
 	Started time.Time `json:"started"`
-}
-
-// Event kinds.
-const (
-	EventMove     = "move"     // the balancer started a migration
-	EventMoved    = "moved"    // ... which succeeded
-	EventFailed   = "failed"   // ... which failed (the job runs on its source)
-	EventRejected = "rejected" // considered and not moved, and why
-	EventLeader   = "leader"   // an agent became the balancer's leader
-	EventConfig   = "config"   // the balancer was switched on or off, or retuned
-	EventLost     = "lost"     // a record said a job runs where no process of it exists (agent/heal.go)
-	// Security events (agent/audit.go, agent/revoke.go): Caller is who acted.
-	EventAdmin   = "admin"   // an admin action: user add/rotate/revoke, token create/revoke
-	EventRefused = "refused" // requests refused (401/403), Count of them from Caller
-)
-
-// Event is one entry of the cluster's event log, /ssi/events/<time>-<node>-<seq>.
-type Event struct {
-	// ID is the event's key suffix: sortable by time.
-	ID   string    `json:"id"`
-	Time time.Time `json:"time"`
-	Kind string    `json:"kind"`
-	// Node is the agent that wrote the event (the balancer's leader).
-	Node string `json:"node"`
-	GPID uint64 `json:"gpid,omitempty"`
-	// User owns the job the event is about (GPID): a user sees the events
-	// of their own jobs only.
-	User   string `json:"user,omitempty"`
-	From   string `json:"from,omitempty"`
-	To     string `json:"to,omitempty"`
-	Reason string `json:"reason,omitempty"`
-	// Gain and Cost are the cost model's figures for a move.
-	Gain time.Duration `json:"gain,omitempty"`
-	Cost time.Duration `json:"cost,omitempty"`
-	// Took is how long a finished move took in all; Frozen how long the job
-	// was stopped; Bytes the images shipped.
-	Took   time.Duration `json:"took,omitempty"`
-	Frozen time.Duration `json:"frozen,omitempty"`
-	Bytes  int64         `json:"bytes,omitempty"`
-	// Caller is who made the request of an admin or refused event ("admin
-	// root", "user alice", "node node2", "anonymous 10.0.0.9"); only admins
-	// and the caller see such events (User is then the caller's user name).
-	Caller string `json:"caller,omitempty"`
-	// Count is how many refused requests the event stands for.
-	Count int `json:"count,omitempty"`
 }
 
 // BalancerConfig returns the cluster's balancer setting and its key's mod
@@ -202,82 +158,4 @@ func (s *Store) BalancerState(ctx context.Context) (cfg BalancerConfig, st Balan
 		leader = string(kvs[0].Value)
 	}
 	return cfg, st, ok, leader, nil
-}
-
-// eventKey orders events by time; node and seq keep two writers apart.
-func eventKey(ev Event) string { return eventsPrefix + ev.ID }
-
-// NewEventID returns a sortable event ID for an event at t written by node.
-func NewEventID(t time.Time, node string, seq uint64) string {
-	return fmt.Sprintf("%020d-%s-%06d", t.UnixNano(), node, seq%1000000)
-}
-
-// AddEvent writes ev (its ID set) on lease, so that it expires with the lease.
-func (s *Store) AddEvent(ctx context.Context, ev Event, lease clientv3.LeaseID) error {
-	if ev.ID == "" {
-		return errors.New("pidtable: event without an ID")
-	}
-	val, err := json.Marshal(ev)
-	if err != nil {
-		return fmt.Errorf("pidtable: encode event: %w", err)
-	}
-	if _, err := s.c.Put(ctx, eventKey(ev), string(val), clientv3.WithLease(lease)); err != nil {
-		return fmt.Errorf("pidtable: write event: %w", err)
-	}
-	return nil
-}
-
-// Events returns the events written after etcd revision since (0 for all),
-// oldest first, only those of gpid when gpid is not 0, at most limit (0: no
-// limit) of the newest ones; and the revision they were read at, the since of
-// the next call that follows the log. Following by revision rather than by ID
-// misses nothing: IDs are taken from the writers' clocks, and an event can be
-// written after one with a later ID (two migrations ending at once, or an old
-// leader's last words), which a reader already past that ID would never see.
-func (s *Store) Events(ctx context.Context, since int64, gpid uint64, limit int) ([]Event, int64, error) {
-	opts := []clientv3.OpOption{clientv3.WithPrefix()}
-	if since > 0 {
-		opts = append(opts, clientv3.WithMinModRev(since+1))
-	}
-	resp, err := s.c.Get(ctx, eventsPrefix, opts...)
-	if err != nil {
-		return nil, 0, fmt.Errorf("pidtable: list events: %w", err)
-	}
-	var out []Event
-	for _, kv := range resp.Kvs {
-		var ev Event
-		if err := json.Unmarshal(kv.Value, &ev); err != nil {
-			return nil, 0, fmt.Errorf("pidtable: decode %s: %w", kv.Key, err)
-		}
-		if gpid != 0 && ev.GPID != gpid {
-			continue
-		}
-		out = append(out, ev)
-	}
-	if limit > 0 && len(out) > limit {
-		out = out[len(out)-limit:]
-	}
-	return out, resp.Header.Revision, nil
-}
-
-// TrimEvents deletes the oldest events beyond the newest keep.
-func (s *Store) TrimEvents(ctx context.Context, keep int) error {
-	resp, err := s.c.Get(ctx, eventsPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
-	if err != nil {
-		return fmt.Errorf("pidtable: count events: %w", err)
-	}
-	excess := resp.Count - int64(keep)
-	if excess <= 0 {
-		return nil
-	}
-	old, err := s.c.Get(ctx, eventsPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
-		clientv3.WithLimit(excess), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
-	if err != nil || len(old.Kvs) == 0 {
-		return err
-	}
-	last := string(old.Kvs[len(old.Kvs)-1].Key)
-	if _, err := s.c.Delete(ctx, eventsPrefix, clientv3.WithRange(last+"\x00")); err != nil {
-		return fmt.Errorf("pidtable: trim events: %w", err)
-	}
-	return nil
 }

@@ -56,6 +56,13 @@ type Checkpoint struct {
 	// Proc is the job's record when the checkpoint was taken: who it runs as,
 	// its command line, working directory and resource limits.
 	Proc Proc `json:"proc"`
+	// Auto marks a checkpoint of the job's --checkpoint-every (the agent
+	// keeps the newest few and removes the rest).
+	Auto bool `json:"auto,omitempty"`
+	// CopyOf names the checkpoint this one is a copy of, kept by another
+	// node than the original's so that a node's death does not take every
+	// copy with it.
+	CopyOf string `json:"copy_of,omitempty"`
 }
 
 // CreateCheckpoint writes c's record if no checkpoint of that name exists
@@ -84,8 +91,15 @@ func (s *Store) SwapCheckpoint(ctx context.Context, c Checkpoint, rev int64) (in
 		return 0, fmt.Errorf("pidtable: encode checkpoint %s: %w", c.Name, err)
 	}
 	key := CheckpointKey(c.Name)
-	tr, err := s.c.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
-		Then(clientv3.OpPut(key, string(val))).Commit()
+	var ev *Event
+	if c.State == Ready { // saved: the event goes in the same transaction (events.go)
+		ev = &Event{Kind: EventCheckpoint, Node: c.Node, GPID: c.GPID, User: c.Proc.User, Checkpoint: c.Name, Bytes: c.Size, From: c.Node}
+		if c.CopyOf != "" {
+			ev.Reason = "copy of " + c.CopyOf
+		}
+	}
+	tr, err := s.commitWithEvent(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", rev)},
+		[]clientv3.Op{clientv3.OpPut(key, string(val))}, ev)
 	if err != nil {
 		return 0, fmt.Errorf("pidtable: update checkpoint %s: %w", c.Name, err)
 	}
@@ -146,7 +160,8 @@ func (s *Store) DeleteCheckpoint(ctx context.Context, name string, rev int64) er
 }
 
 // Recreate writes p's record under its existing gpid, which must have no
-// record (its old one was forgotten after the job ended), guarded like Create
+// record (its old one was archived or forgotten after the job ended; an
+// archived copy is deleted in the same transaction), guarded like Create
 // on p.Node being live. Used to restore a checkpoint under its own gpid; a
 // gpid is still never given to a different job.
 func (s *Store) Recreate(ctx context.Context, p Proc) (int64, error) {
@@ -161,7 +176,7 @@ func (s *Store) Recreate(ctx context.Context, p Proc) (int64, error) {
 	tr, err := s.c.Txn(ctx).If(
 		clientv3.Compare(clientv3.CreateRevision(key), "=", 0),
 		clientv3.Compare(clientv3.CreateRevision(StatusKey(p.Node)), ">", 0),
-	).Then(clientv3.OpPut(key, string(val))).
+	).Then(clientv3.OpPut(key, string(val)), clientv3.OpDelete(HistoryKey(p.GPID))).
 		Else(clientv3.OpGet(StatusKey(p.Node), clientv3.WithCountOnly())).Commit()
 	if err != nil {
 		return 0, fmt.Errorf("pidtable: recreate gpid %d: %w", p.GPID, err)

@@ -28,6 +28,14 @@ import (
 //	                                                          epoch+1                     (RestoredFrom names it)
 //	RestoreUndo        starting (restored from a checkpoint)  exited lost checkpointed,   the owner (a failed restore,
 //	                                                          node and epoch+1            putting the ended run back)
+//	Abandon            starting running migrating             lost                        anyone, while the owner is NotReady
+//	                   checkpointing                                                      (ssi node rm: Store.Abandon checks it)
+//	FailoverClaim      starting running migrating             starting, node := restorer, the restore of the job's newest
+//	                   checkpointing                          epoch+1                     checkpoint, while the owner is
+//	                                                                                      NotReady (Store.FailoverClaim)
+//	HandoverClaim      running                                starting, node := restorer, the restore of a checkpoint asked
+//	                                                          epoch+1                     by the owner, which killed its copy
+//	                                                                                      (Store.HandoverClaim)
 //
 // The ended states (exited, lost, checkpointed) are absorbing for the run
 // that reached them: no transition turns an ended run into a running one. The
@@ -48,6 +56,23 @@ const (
 	CheckpointStop    Transition = "checkpoint-stop"
 	RestoreClaim      Transition = "restore-claim"
 	RestoreUndo       Transition = "restore-undo"
+	// Abandon: the owner's node is gone for good (ssi node rm); its jobs
+	// that run nowhere are recorded lost by the removing agent. The store
+	// makes it only while the owner has no status key (Store.Abandon).
+	Abandon Transition = "abandon"
+	// FailoverClaim: the owner's node died (its lease is gone) and the job
+	// is restored elsewhere from its newest checkpoint under the same gpid;
+	// the store makes it only while the owner has no status key
+	// (Store.FailoverClaim), and the owner's agent has fenced its copy by
+	// then (package failover).
+	FailoverClaim Transition = "failover-claim"
+	// HandoverClaim: the owner, alive, killed its copy of the job and asked
+	// another node to restore it from a checkpoint under the same gpid
+	// (ssi migrate --from-checkpoint, a drain's fallback for a job that
+	// cannot move live). The restorer makes it on the owner's request
+	// (Store.HandoverClaim), so the record goes from running to starting
+	// elsewhere and an `ssi wait` never sees the job end.
+	HandoverClaim Transition = "handover-claim"
 )
 
 // States lists every state, in lifecycle order.
@@ -80,6 +105,9 @@ var lifecycle = map[Transition]rule{
 	CheckpointStop:    {from: []State{Checkpointing}, to: []State{Checkpointed}},
 	RestoreClaim:      {from: ended, to: []State{Starting}, byTarget: true, nodeChange: true},
 	RestoreUndo:       {from: []State{Starting}, to: ended, nodeChange: true, restored: true},
+	Abandon:           {from: []State{Starting, Running, Migrating, Checkpointing}, to: []State{Lost}, byAnyone: true},
+	FailoverClaim:     {from: []State{Starting, Running, Migrating, Checkpointing}, to: []State{Starting}, byTarget: true, nodeChange: true},
+	HandoverClaim:     {from: []State{Running}, to: []State{Starting}, byTarget: true, nodeChange: true},
 }
 
 // ErrIllegalTransition is wrapped by every *TransitionError.

@@ -26,6 +26,9 @@ var legal = map[Transition][][2]State{
 	CheckpointStop:    {{Checkpointing, Checkpointed}},
 	RestoreClaim:      {{Exited, Starting}, {Lost, Starting}, {Checkpointed, Starting}},
 	RestoreUndo:       {{Starting, Exited}, {Starting, Lost}, {Starting, Checkpointed}},
+	Abandon:           {{Starting, Lost}, {Running, Lost}, {Migrating, Lost}, {Checkpointing, Lost}},
+	FailoverClaim:     {{Starting, Starting}, {Running, Starting}, {Migrating, Starting}, {Checkpointing, Starting}},
+	HandoverClaim:     {{Running, Starting}},
 }
 
 // change builds the old and new records of t from one state to another, made
@@ -45,7 +48,7 @@ func change(t Transition, from, to State) (old, p Proc, by string) {
 	switch t {
 	case MigrationCommit:
 		p.Node, p.Epoch = "n2", old.Epoch+1
-	case RestoreClaim:
+	case RestoreClaim, FailoverClaim, HandoverClaim:
 		p.Node, p.Epoch, by = "n3", old.Epoch+1, "n3"
 	case RestoreUndo:
 		p.Epoch = old.Epoch + 1

@@ -80,6 +80,15 @@ type Proc struct {
 	Checkpoint string `json:"checkpoint,omitempty"`
 	// RestoredFrom names the checkpoint the running job was restored from.
 	RestoredFrom string `json:"restored_from,omitempty"`
+	// CheckpointEvery is the period of the job's automatic checkpoints (ssi
+	// run --checkpoint-every; 0: none). A job with them is restored from
+	// the newest on a live node when its node dies (package failover).
+	// Immutable.
+	CheckpointEvery time.Duration `json:"checkpoint_every,omitempty"`
+	// FailedOver counts the failovers of the job; FailedOverFrom is the node
+	// it last failed over from.
+	FailedOver     int    `json:"failed_over,omitempty"`
+	FailedOverFrom string `json:"failed_over_from,omitempty"`
 	// Constraints are the labels a node must carry to run the job (ssi run
 	// --constraint); the balancer moves the job only to such nodes. Immutable.
 	Constraints map[string]string `json:"constraints,omitempty"`
@@ -98,6 +107,9 @@ type Proc struct {
 	// the migration that brought it there. The balancer lets a job stay at
 	// least a residency period after it.
 	Arrived time.Time `json:"arrived,omitzero"`
+	// Archived is when the ended record left the live table for the history
+	// (history.go); zero in the live table. Set only on the archived copy.
+	Archived time.Time `json:"archived,omitzero"`
 }
 
 // Migration is an in-flight move of a job, recorded in its Proc.
@@ -118,8 +130,21 @@ type Node struct {
 	Memory int64             `json:"memory"`
 	Labels map[string]string `json:"labels,omitempty"`
 	// Version is the agent's ssi version.
-	Version    string    `json:"version"`
+	Version string `json:"version"`
+	// Protocol is the agent's migration protocol (migrate.Protocol; 0: an
+	// agent from before it): jobs move only between nodes of one protocol.
+	Protocol   int       `json:"protocol,omitempty"`
 	Registered time.Time `json:"registered"`
+	// Cordoned is the admin's setting (NodeConfig), merged in by Snapshot;
+	// Labels there are the effective ones. The agent writes neither.
+	Cordoned bool `json:"cordoned,omitempty"`
+	// Draining is set by Snapshot while a drain of the node is under way;
+	// Replacing then holds the replicas that drain has their service's
+	// controller replace (Drain.Replacing), for the controller's plan.
+	Draining  bool     `json:"draining,omitempty"`
+	Replacing []uint64 `json:"-"`
+	// Left is when the node's agent left on purpose (NodeConfig.Left).
+	Left time.Time `json:"left,omitzero"`
 }
 
 // NodeStatus is a node's live figures, published every second on its lease.
@@ -172,3 +197,11 @@ type ProcStats struct {
 }
 
 func (p *Proc) String() string { return fmt.Sprintf("gpid %d on %s (%s)", p.GPID, p.Node, p.State) }
+
+// HasFailoverCopy reports whether a job with these settings can come back
+// elsewhere without its node: from its automatic checkpoints (checkpointEvery
+// > 0) or as another replica of its service. Such a job is fenced (killed)
+// when its node loses its lease, and does not start on a node without one.
+func HasFailoverCopy(checkpointEvery time.Duration, service string) bool {
+	return checkpointEvery > 0 || service != ""
+}

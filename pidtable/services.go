@@ -6,9 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
-	"strings"
-	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -71,6 +68,10 @@ type ServiceSpec struct {
 	Constraints map[string]string `json:"constraints,omitempty"`
 	// Pinned replicas (Migratable=no) are never moved by the balancer.
 	Pinned bool `json:"pinned,omitempty"`
+	// CheckpointEvery ([X-SSI] CheckpointEvery=) gives each replica
+	// automatic checkpoints: a replica whose node dies is restored from
+	// them under its gpid (package failover) instead of replaced.
+	CheckpointEvery time.Duration `json:"checkpoint_every,omitempty"`
 }
 
 // Service is a service's desired state, /ssi/services/spec/<name>: written by
@@ -230,91 +231,36 @@ func (s *Store) DeleteService(ctx context.Context, name string, rev int64, guard
 	return nil
 }
 
-// ServiceCache is a watched copy of the service records (list, then watch
-// from the list's revision; list again when the watch breaks), as ProcCache
-// is for the process table.
+// ServiceCache is a watched copy of the service records: an Informer over
+// the service specs.
 type ServiceCache struct {
-	s   *Store
-	log *slog.Logger
-
-	mu     sync.Mutex
-	svcs   map[string]cachedService
-	synced chan struct{}
-}
-
-type cachedService struct {
-	svc Service
-	rev int64
+	inf *Informer[Service]
 }
 
 // NewServiceCache returns a cache that Run fills and keeps current.
 func (s *Store) NewServiceCache(log *slog.Logger) *ServiceCache {
-	return &ServiceCache{s: s, log: log, svcs: map[string]cachedService{}, synced: make(chan struct{})}
+	decode := func(_ string, val []byte) (Service, bool) {
+		var svc Service
+		return svc, decode(val, &svc, false) == nil
+	}
+	return &ServiceCache{inf: NewInformer(s.c, "service cache", serviceSpecPrefix, decode, log)}
 }
 
 // Synced is closed once the first list is in.
-func (c *ServiceCache) Synced() <-chan struct{} { return c.synced }
+func (c *ServiceCache) Synced() <-chan struct{} { return c.inf.Synced() }
+
+// Changed is closed at the next change of the copy.
+func (c *ServiceCache) Changed() <-chan struct{} { return c.inf.Changed() }
 
 // Run lists and watches until ctx ends.
-func (c *ServiceCache) Run(ctx context.Context) {
-	first := true
-	for ctx.Err() == nil {
-		resp, err := c.s.c.Get(ctx, serviceSpecPrefix, clientv3.WithPrefix())
-		if err != nil {
-			c.log.Warn("service cache: list", "err", err)
-			sleep(ctx, time.Second)
-			continue
-		}
-		svcs := map[string]cachedService{}
-		for _, kv := range resp.Kvs {
-			var svc Service
-			if decode(kv.Value, &svc, false) == nil {
-				svcs[svc.Name] = cachedService{svc, kv.ModRevision}
-			}
-		}
-		c.mu.Lock()
-		c.svcs = svcs
-		c.mu.Unlock()
-		if first {
-			close(c.synced)
-			first = false
-		}
-		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		for wr := range c.s.c.Watch(wctx, serviceSpecPrefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1)) {
-			if wr.Err() != nil {
-				break
-			}
-			c.mu.Lock()
-			for _, ev := range wr.Events {
-				name := strings.TrimPrefix(string(ev.Kv.Key), serviceSpecPrefix)
-				if ev.Type == clientv3.EventTypeDelete {
-					delete(c.svcs, name)
-					continue
-				}
-				var svc Service
-				if decode(ev.Kv.Value, &svc, false) == nil {
-					c.svcs[name] = cachedService{svc, ev.Kv.ModRevision}
-				}
-			}
-			c.mu.Unlock()
-		}
-		cancel()
-		sleep(ctx, 100*time.Millisecond)
-	}
-}
+func (c *ServiceCache) Run(ctx context.Context) { c.inf.Run(ctx) }
 
 // Services returns the cached records with their mod revisions, by name.
 func (c *ServiceCache) Services() ([]Service, []int64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	names := make([]string, 0, len(c.svcs))
-	for n := range c.svcs {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	svcs, revs := make([]Service, len(names)), make([]int64, len(names))
-	for i, n := range names {
-		svcs[i], revs[i] = c.svcs[n].svc, c.svcs[n].rev
+	items, _ := c.inf.List()
+	svcs, revs := make([]Service, len(items)), make([]int64, len(items))
+	for i, it := range items {
+		svcs[i], revs[i] = it.Val, it.Rev
 	}
 	return svcs, revs
 }

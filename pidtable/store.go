@@ -43,11 +43,20 @@ type Store struct {
 	c *clientv3.Client
 	// gpids hands out gpids from blocks reserved per node (gpids.go).
 	gpids gpidBlocks
+	// history holds the leases of archived records (history.go).
+	history historyLeases
+	// events writes the lifecycle events of records' changes (events.go).
+	events eventWriter
 }
 
 // New returns a Store using c.
-func New(c *clientv3.Client) *Store {
-	return &Store{c: c, gpids: gpidBlocks{byNode: map[string]*gpidBlock{}}}
+func New(c *clientv3.Client, opts ...Option) *Store {
+	s := &Store{c: c, gpids: gpidBlocks{byNode: map[string]*gpidBlock{}}, history: historyLeases{keep: DefaultHistory}}
+	s.events.leases.keep = EventTTL
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // Client returns the etcd client the store uses.
@@ -77,25 +86,16 @@ func (s *Store) Create(ctx context.Context, p Proc) (Proc, error) {
 		if err != nil {
 			return Proc{}, fmt.Errorf("pidtable: encode proc: %w", err)
 		}
-		// The gpid is this node's alone (its block); the record's absence is
-		// checked all the same, so that no record is ever overwritten.
-		tr, err := s.c.Txn(ctx).If(
-			clientv3.Compare(clientv3.CreateRevision(ProcKey(gpid)), "=", 0),
-			clientv3.Compare(clientv3.CreateRevision(StatusKey(p.Node)), ">", 0),
-		).Then(
-			clientv3.OpPut(ProcKey(gpid), string(val)),
-		).Else(
-			clientv3.OpGet(StatusKey(p.Node), clientv3.WithCountOnly()),
-		).Commit()
+		created, ready, err := s.putNew(ctx, gpid, p.Node, val)
 		if err != nil {
 			// The gpid may or may not be taken now: it is not handed out
 			// again either way (never reused).
 			return Proc{}, fmt.Errorf("pidtable: create gpid %d: %w", gpid, err)
 		}
-		if tr.Succeeded {
+		if created {
 			return p, nil
 		}
-		if tr.Responses[0].GetResponseRange().Count == 0 {
+		if !ready {
 			return Proc{}, fmt.Errorf("%w: %s", ErrNodeNotReady, p.Node)
 		}
 		// The gpid has a record: only a store from before blocks could
@@ -219,26 +219,52 @@ func (s *Store) apply(ctx context.Context, old Proc, rev int64, t Transition, by
 		return Proc{}, 0, false, fmt.Errorf("pidtable: encode gpid %d: %w", p.GPID, err)
 	}
 	key := ProcKey(p.GPID)
-	tr, err := s.c.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
-		Then(clientv3.OpPut(key, string(val))).Commit()
+	var ev *Event
+	if e, ok := lifecycleEvent(t, by, old, p); ok {
+		ev = &e // written in the same transaction (events.go)
+	}
+	tr, err := s.commitWithEvent(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", rev)},
+		[]clientv3.Op{clientv3.OpPut(key, string(val))}, ev)
 	if err != nil {
 		return Proc{}, 0, false, fmt.Errorf("pidtable: update gpid %d: %w: %w", p.GPID, ErrOutcomeUnknown, err)
 	}
 	return p, tr.Header.Revision, tr.Succeeded, nil
 }
 
-// Delete removes gpid's record if it is still owned by node (so an agent never
-// deletes a record another node has taken over). The gpid is never reused.
+// Delete removes gpid's record from the live table if it is still owned by
+// node (so an agent never deletes a record another node has taken over): the
+// record of a job that has ended is archived (ArchiveAt: moved to the
+// history, where `ssi wait` and `ssi ps --exited` still find it until its
+// lease expires); any other (a start undone) is deleted. Either is guarded by
+// the revision read, and fails with ErrConflict when the record changed
+// meanwhile. The gpid is never reused.
 func (s *Store) Delete(ctx context.Context, gpid uint64, node string) error {
-	p, rev, err := s.Get(ctx, gpid)
+	resp, err := s.c.Get(ctx, ProcKey(gpid))
 	if err != nil {
-		return err
+		return fmt.Errorf("pidtable: get gpid %d: %w", gpid, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return fmt.Errorf("%w: gpid %d", ErrNotFound, gpid)
+	}
+	kv := resp.Kvs[0]
+	p, err := DecodeProc(kv.Value)
+	if err != nil {
+		return fmt.Errorf("pidtable: decode gpid %d: %w", gpid, err)
 	}
 	if p.Node != node {
 		return fmt.Errorf("pidtable: delete gpid %d: owned by %s, not %s", gpid, p.Node, node)
 	}
+	if p.State.Ended() {
+		if err := s.archive(ctx, p, kv.Value, kv.ModRevision); err != nil {
+			if errors.Is(err, ErrChanged) {
+				return fmt.Errorf("%w: archiving gpid %d (%w)", ErrConflict, gpid, err)
+			}
+			return err
+		}
+		return nil
+	}
 	key := ProcKey(gpid)
-	tr, err := s.c.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
+	tr, err := s.c.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).
 		Then(clientv3.OpDelete(key)).Commit()
 	if err != nil {
 		return fmt.Errorf("pidtable: delete gpid %d: %w", gpid, err)
@@ -251,39 +277,48 @@ func (s *Store) Delete(ctx context.Context, gpid uint64, node string) error {
 
 // Procs lists the records owned by node ("" for all), sorted by gpid.
 func (s *Store) Procs(ctx context.Context, node string) ([]Proc, error) {
-	resp, err := s.c.Get(ctx, procsPrefix, clientv3.WithPrefix())
-	if err != nil {
-		return nil, fmt.Errorf("pidtable: list procs: %w", err)
-	}
-	procs, err := decodeProcs(resp.Kvs)
-	if err != nil {
-		return nil, err
-	}
-	if node == "" {
-		return procs, nil
-	}
-	out := procs[:0]
-	for _, p := range procs {
-		if p.Node == node {
+	// A stream at one revision (ListProcs): only the kept records are held.
+	var out []Proc
+	_, err := s.ListProcs(ctx, ListOptions{}, func(p Proc, _ int64) error {
+		if node == "" || p.Node == node {
 			out = append(out, p)
 		}
-	}
-	return out, nil
+		return nil
+	})
+	return out, err
 }
 
-// WaitEnded blocks until gpid's record is in a final state and returns it.
+// WaitEnded blocks until gpid's record is in a final state and returns it;
+// an archived record (history.go) has ended, and is returned at once.
 func (s *Store) WaitEnded(ctx context.Context, gpid uint64) (Proc, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	for {
-		p, rev, err := s.Get(ctx, gpid)
+		// The live record and the archived one at one revision: an archive
+		// moves the record from one to the other in one transaction.
+		tr, err := s.c.Txn(ctx).Then(clientv3.OpGet(ProcKey(gpid)), clientv3.OpGet(HistoryKey(gpid))).Commit()
 		if err != nil {
-			return Proc{}, err
+			return Proc{}, fmt.Errorf("pidtable: get gpid %d: %w", gpid, err)
+		}
+		live, hist := tr.Responses[0].GetResponseRange().Kvs, tr.Responses[1].GetResponseRange().Kvs
+		if len(live) == 0 {
+			if len(hist) == 0 {
+				return Proc{}, fmt.Errorf("%w: gpid %d", ErrNotFound, gpid)
+			}
+			p, err := DecodeProc(hist[0].Value)
+			if err != nil {
+				return Proc{}, fmt.Errorf("pidtable: decode %s: %w", hist[0].Key, err)
+			}
+			return p, nil
+		}
+		p, err := DecodeProc(live[0].Value)
+		if err != nil {
+			return Proc{}, fmt.Errorf("pidtable: decode gpid %d: %w", gpid, err)
 		}
 		if p.State.Ended() {
 			return p, nil
 		}
-		wch := s.c.Watch(ctx, ProcKey(gpid), clientv3.WithRev(rev+1))
+		wch := s.c.Watch(ctx, ProcKey(gpid), clientv3.WithRev(tr.Header.Revision+1))
 		for wr := range wch {
 			if err := wr.Err(); err != nil {
 				return Proc{}, fmt.Errorf("pidtable: watch gpid %d: %w", gpid, err)
@@ -373,6 +408,8 @@ func (s *Store) snapshot(ctx context.Context, withProcs bool) (*Snapshot, error)
 	ops := []clientv3.Op{
 		clientv3.OpGet(nodesPrefix, clientv3.WithPrefix()),
 		clientv3.OpGet(statusPrefix, clientv3.WithPrefix()),
+		clientv3.OpGet(nodeConfigPrefix, clientv3.WithPrefix()),
+		clientv3.OpGet(drainPrefix, clientv3.WithPrefix()),
 	}
 	if withProcs {
 		ops = append(ops, clientv3.OpGet(procsPrefix, clientv3.WithPrefix()))
@@ -383,8 +420,22 @@ func (s *Store) snapshot(ctx context.Context, withProcs bool) (*Snapshot, error)
 	}
 	snap := &Snapshot{Revision: tr.Header.Revision, Status: map[string]NodeStatus{}}
 	if withProcs {
-		if snap.Procs, err = decodeProcs(tr.Responses[2].GetResponseRange().Kvs); err != nil {
+		if snap.Procs, err = decodeProcs(tr.Responses[4].GetResponseRange().Kvs); err != nil {
 			return nil, err
+		}
+	}
+	confs := map[string]NodeConfig{}
+	for _, kv := range tr.Responses[2].GetResponseRange().Kvs {
+		var c NodeConfig
+		if err := decode(kv.Value, &c, false); err != nil {
+			return nil, fmt.Errorf("pidtable: decode %s: %w", kv.Key, err)
+		}
+		confs[strings.TrimPrefix(string(kv.Key), nodeConfigPrefix)] = c
+	}
+	drains := map[string]drainView{}
+	for _, kv := range tr.Responses[3].GetResponseRange().Kvs {
+		if v, ok := viewDrain(kv.Value); ok {
+			drains[strings.TrimPrefix(string(kv.Key), drainPrefix)] = v
 		}
 	}
 	for _, kv := range tr.Responses[0].GetResponseRange().Kvs {
@@ -392,6 +443,8 @@ func (s *Store) snapshot(ctx context.Context, withProcs bool) (*Snapshot, error)
 		if err := json.Unmarshal(kv.Value, &n); err != nil {
 			return nil, fmt.Errorf("pidtable: decode %s: %w", kv.Key, err)
 		}
+		n = confs[n.Name].Apply(n)
+		drains[n.Name].apply(&n)
 		snap.Nodes = append(snap.Nodes, n)
 	}
 	for _, kv := range tr.Responses[1].GetResponseRange().Kvs {

@@ -15,7 +15,7 @@ import (
 )
 
 // freeURL returns an http URL on a free loopback port.
-func freeURL(t *testing.T) string {
+func freeURL(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -26,7 +26,7 @@ func freeURL(t *testing.T) string {
 }
 
 // newStore starts a real etcd in-process and returns a Store on it.
-func newStore(t *testing.T) *Store {
+func newStore(t testing.TB) *Store {
 	t.Helper()
 	ctx := context.Background()
 	e, err := StartEmbedded(ctx, EmbeddedConfig{Name: "test", Dir: t.TempDir(), ClientURL: freeURL(t), PeerURL: freeURL(t)})
@@ -42,7 +42,7 @@ func newStore(t *testing.T) *Store {
 	return New(c)
 }
 
-func makeReady(t *testing.T, s *Store, node string) clientv3.LeaseID {
+func makeReady(t testing.TB, s *Store, node string) clientv3.LeaseID {
 	t.Helper()
 	ctx := context.Background()
 	l, err := s.c.Grant(ctx, 5)
@@ -364,8 +364,8 @@ func TestProcCacheFollowsTheTable(t *testing.T) {
 	}
 	wait("created after a compaction", has(q.GPID, Running))
 	stale := s.NewProcCache(nil, slog.Default())
-	stale.rev = resp.Header.Revision - 1
-	if err := stale.watch(ctx); !errors.Is(err, rpctypes.ErrCompacted) {
+	stale.inf.rev = resp.Header.Revision - 1
+	if err := stale.inf.watch(ctx); !errors.Is(err, rpctypes.ErrCompacted) {
 		t.Fatalf("watch from a compacted revision: %v", err)
 	}
 }

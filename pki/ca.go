@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -342,6 +343,9 @@ type Identity struct {
 	Name  string
 	Node  bool
 	Admin bool
+	// Job is the gpid of the job whose credential it is (IssueJob): its
+	// user's rights while that job runs; 0 for a user's own certificate.
+	Job uint64
 }
 
 func (id Identity) String() string {
@@ -350,6 +354,8 @@ func (id Identity) String() string {
 		return "node " + id.Name
 	case id.Admin:
 		return "admin " + id.Name
+	case id.Job != 0:
+		return "user " + id.Name + " (job " + strconv.FormatUint(id.Job, 10) + ")"
 	}
 	return "user " + id.Name
 }
@@ -377,5 +383,9 @@ func IdentityOf(c *x509.Certificate) (Identity, error) {
 	if strings.HasPrefix(cn, nodePrefix) || CheckName(cn) != nil {
 		return Identity{}, fmt.Errorf("%w: CN %q", ErrBadIdentity, cn)
 	}
-	return Identity{Name: cn, Admin: has(OrgAdmins)}, nil
+	job, err := jobOf(c)
+	if err != nil {
+		return Identity{}, err
+	}
+	return Identity{Name: cn, Admin: has(OrgAdmins), Job: job}, nil
 }

@@ -127,7 +127,7 @@ func MigrationCost(memory int64, cfg BalanceConfig) time.Duration {
 // cfg.MaxInflightPerNode migrations in flight, or when the round already has
 // cfg.MaxMovesPerRound moves.
 //
-// The target is the Ready node, other than the source, that carries the job's
+// The target is the Ready node, not cordoned, other than the source, that carries the job's
 // constraint labels, fits its request (Matches, Fits), has a free in-flight
 // slot, and has the lowest load per core once the job's demand is added. The
 // move is made only if
@@ -333,7 +333,7 @@ func (b *balancer) target(src int, j BalanceJob, req Request) int {
 		if best >= 0 && LoadPerCore(n.Node) >= bestAfter {
 			break // sorted: nobody further can end up below bestAfter
 		}
-		if i == src || n.Inflight >= b.cfg.MaxInflightPerNode || !Matches(n.Node, req.Constraints) || !Fits(n.Node, req) {
+		if i == src || n.Cordoned || n.Protocol != b.nodes[src].Protocol || n.Inflight >= b.cfg.MaxInflightPerNode || !Matches(n.Node, req.Constraints) || !Fits(n.Node, req) {
 			continue
 		}
 		if after := (n.Load + j.Demand) / max(n.CPUs, 1); best < 0 || after < bestAfter {
@@ -345,10 +345,14 @@ func (b *balancer) target(src int, j BalanceJob, req Request) int {
 
 // noTarget says why no node can take a job from src.
 func (b *balancer) noTarget(src int, req Request) string {
-	var labels, capacity, busy int
+	var cordoned, protocol, labels, capacity, busy int
 	for i, n := range b.nodes {
 		switch {
 		case i == src:
+		case n.Cordoned:
+			cordoned++
+		case n.Protocol != b.nodes[src].Protocol:
+			protocol++
 		case !Matches(n.Node, req.Constraints):
 			labels++
 		case !Fits(n.Node, req):
@@ -358,6 +362,12 @@ func (b *balancer) noTarget(src int, req Request) string {
 		}
 	}
 	var parts []string
+	if cordoned > 0 {
+		parts = append(parts, strconv.Itoa(cordoned)+" cordoned")
+	}
+	if protocol > 0 {
+		parts = append(parts, strconv.Itoa(protocol)+" "+otherProtocol)
+	}
 	if labels > 0 {
 		parts = append(parts, strconv.Itoa(labels)+" lack labels "+formatLabels(req.Constraints))
 	}

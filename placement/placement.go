@@ -48,6 +48,7 @@ var (
 	ErrUnknownNode   = errors.New("unknown node")
 	ErrNotReady      = errors.New("node is NotReady")
 	ErrNoNode        = errors.New("no node fits")
+	ErrCordoned      = errors.New("node is cordoned")
 )
 
 // Node is what placement knows of one node.
@@ -64,6 +65,13 @@ type Node struct {
 	Load   float64
 	Jobs   int
 	Labels map[string]string
+	// Cordoned nodes take no new job (ssi node cordon): Place never picks
+	// one, and the balancer moves no job onto one.
+	Cordoned bool
+	// Protocol is the node's migration protocol (migrate.Protocol): the
+	// balancer and drains move a job only to a node of its node's protocol
+	// (during a rolling upgrade that changes it, say).
+	Protocol int
 }
 
 // Request is what a job asks for.
@@ -114,11 +122,15 @@ func Place(nodes []Node, req Request, rnd *rand.Rand) (string, error) {
 	}
 	// Count and index rather than copy: the simulator calls Place 100,000
 	// times on 1,000 nodes.
-	var ready, matching int
+	var ready, cordoned, matching int
 	var fitting []int
 	for i := range nodes {
 		n := &nodes[i]
 		if !n.Ready {
+			continue
+		}
+		if n.Cordoned {
+			cordoned++
 			continue
 		}
 		ready++
@@ -131,8 +143,12 @@ func Place(nodes []Node, req Request, rnd *rand.Rand) (string, error) {
 		}
 	}
 	switch {
+	case req.Node != "" && cordoned > 0:
+		return "", fmt.Errorf("%w: %s takes no new job (ssi node uncordon %s to allow it again)", ErrCordoned, req.Node, req.Node)
 	case req.Node != "" && ready == 0:
 		return "", fmt.Errorf("%w: %s (its agent is not running; see ssi nodes)", ErrNotReady, req.Node)
+	case ready == 0 && cordoned > 0:
+		return "", fmt.Errorf("%w: every Ready node is cordoned (%d; see ssi nodes, and ssi node uncordon NAME)", ErrNoNode, cordoned)
 	case ready == 0:
 		return "", fmt.Errorf("%w: no node is Ready (see ssi nodes)", ErrNoNode)
 	case matching == 0:

@@ -43,6 +43,14 @@ type Node struct {
 	Labels map[string]string
 	// Load is the node's load in cores (for the choice among eligible nodes).
 	Load float64
+	// Cordoned nodes (ssi node cordon) get no new replica; the replicas
+	// they run still count.
+	Cordoned bool
+	// Replacing are replicas on the node that its drain does not move live
+	// (Migratable=no, or their moves failed): each is replaced by one
+	// started elsewhere, and stopped once the service has its count
+	// running without it.
+	Replacing []uint64
 }
 
 // Input is everything one plan of one service depends on.
@@ -100,9 +108,13 @@ func Decide(in Input) Plan {
 	}
 	var plan Plan
 	ready := map[string]Node{}
+	replacing := map[uint64]bool{}
 	for _, n := range in.Nodes {
 		if n.Ready {
 			ready[n.Name] = n
+		}
+		for _, g := range n.Replacing {
+			replacing[g] = true
 		}
 	}
 	handled := map[uint64]bool{}
@@ -116,10 +128,15 @@ func Decide(in Input) Plan {
 	}
 	replicas := slices.Clone(in.Replicas)
 	sort.Slice(replicas, func(i, j int) bool { return replicas[i].GPID < replicas[j].GPID })
-	var live []pidtable.Proc
+	var live, leaving []pidtable.Proc
+	restoring := 0 // replicas of down nodes that failover restores
 	for _, r := range replicas {
 		_, up := ready[r.Node]
 		switch {
+		case !r.State.Ended() && up && !handled[r.GPID] && replacing[r.GPID] && !svc.Removing:
+			// Its node is drained: it does not count; stopped once its
+			// replacement runs.
+			leaving = append(leaving, r)
 		case !r.State.Ended() && up && !handled[r.GPID]:
 			live = append(live, r)
 		case !r.State.Ended() && up:
@@ -128,6 +145,11 @@ func Decide(in Input) Plan {
 			if !in.Stopping[r.GPID] {
 				plan.Stop = append(plan.Stop, r)
 			}
+		case !r.State.Ended() && r.CheckpointEvery > 0 && !svc.Removing:
+			// Its node is down, and the failover controller restores it
+			// from its checkpoints under its gpid (or records it lost,
+			// and it is restarted then): it counts as running meanwhile.
+			restoring++
 		case !r.State.Ended():
 			if !handled[r.GPID] {
 				handle(r.GPID)
@@ -193,7 +215,7 @@ func Decide(in Input) Plan {
 	if svc.Removing {
 		want = 0
 	}
-	need := want - len(live) - in.Pending
+	need := want - len(live) - restoring - in.Pending
 	stale := 0
 	for _, r := range live {
 		if r.ServiceHash != svc.RunHash {
@@ -240,6 +262,24 @@ func Decide(in Input) Plan {
 	if shortfall != "" {
 		plan.Events = append(plan.Events, shortfall)
 	}
+	// Replicas of drained nodes go once the others run the count without
+	// them: never fewer running than asked, where there is room elsewhere.
+	running := 0
+	for _, r := range live {
+		if r.State == pidtable.Running {
+			running++
+		}
+	}
+	if len(leaving) > 0 && running >= want {
+		for _, r := range leaving {
+			if !in.Stopping[r.GPID] {
+				plan.Stop = append(plan.Stop, r)
+				st.Handled = append(st.Handled, r.GPID)
+				plan.Events = append(plan.Events, fmt.Sprintf("replica gpid %d on %s, a node being drained: stopped, %d replicas run elsewhere", r.GPID, r.Node, running))
+			}
+		}
+		leaving = nil
+	}
 	sort.Slice(st.Handled, func(i, j int) bool { return st.Handled[i] < st.Handled[j] })
 	st.Handled = slices.Compact(st.Handled)
 
@@ -272,6 +312,12 @@ func Decide(in Input) Plan {
 		st.State, st.Message = StateStopped, fmt.Sprintf("all %d replicas ended and Restart=%s", spec.Replicas, spec.Restart)
 	case st.Running < want:
 		st.State = StateStarting
+		switch {
+		case restoring > 0:
+			st.Message = fmt.Sprintf("%d replicas on dead nodes being restored from their checkpoints", restoring)
+		case len(leaving) > 0:
+			st.Message = fmt.Sprintf("%d replicas on drained nodes being replaced (they run until their replacements do)", len(leaving))
+		}
 	}
 	plan.Status = st
 	return plan
@@ -334,8 +380,12 @@ func place(spec pidtable.ServiceSpec, n int, live []pidtable.Proc, pending []str
 		count[p]++
 	}
 	var eligible []Node
+	cordoned := 0
 	for _, nd := range ready {
-		if meets(nd.Labels, spec.Constraints) {
+		switch {
+		case nd.Cordoned:
+			cordoned++
+		case meets(nd.Labels, spec.Constraints):
 			eligible = append(eligible, nd)
 		}
 	}
@@ -363,6 +413,8 @@ func place(spec pidtable.ServiceSpec, n int, live []pidtable.Proc, pending []str
 	switch {
 	case len(ready) == 0:
 		return out, fmt.Sprintf("%d replicas cannot be placed: no node is ready", short)
+	case len(ready) == cordoned:
+		return out, fmt.Sprintf("%d replicas cannot be placed: every ready node is cordoned (ssi node uncordon NAME)", short)
 	case len(eligible) == 0:
 		return out, fmt.Sprintf("%d replicas cannot be placed: no ready node has the labels %s", short, labelList(spec.Constraints))
 	}

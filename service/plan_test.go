@@ -54,6 +54,8 @@ func TestDecide(t *testing.T) {
 		completed int
 	}{
 		{name: "new service: one per node", svc: web, nodes: nodes("n1", "n2", "n3"), start: []string{"n1", "n2", "n3"}, state: StateStarting},
+		{name: "cordoned node: no new replica there, its replica still counts", svc: web, status: pidtable.ServiceStatus{Generation: 1}, replicas: []pidtable.Proc{rep(1, "n1", pidtable.Running, h)}, nodes: []Node{{Name: "n1", Ready: true, Cordoned: true}, {Name: "n2", Ready: true, Cordoned: true}, {Name: "n3", Ready: true}}, start: []string{"n3"}, state: StateDegraded, msg: "1 replicas cannot be placed: Spread=node and only 1 eligible nodes"},
+		{name: "every node cordoned", svc: web, nodes: []Node{{Name: "n1", Ready: true, Cordoned: true}}, state: StateDegraded, msg: "every ready node is cordoned"},
 		{name: "steady", svc: web, status: pidtable.ServiceStatus{Generation: 1}, replicas: []pidtable.Proc{rep(1, "n1", pidtable.Running, h), rep(2, "n2", pidtable.Running, h), rep(3, "n3", pidtable.Running, h)}, nodes: nodes("n1", "n2", "n3"), state: StateRunning},
 		{name: "scale up, spread shortfall", svc: svcOf(5, pidtable.SpreadNode, pidtable.RestartAlways), replicas: []pidtable.Proc{rep(1, "n1", pidtable.Running, h)}, nodes: nodes("n1", "n2", "n3"), start: []string{"n2", "n3"}, state: StateDegraded, msg: "2 replicas cannot be placed: Spread=node and only 3 eligible nodes"},
 		{name: "scale up, spread any: fewest per node", svc: svcOf(5, pidtable.SpreadAny, pidtable.RestartAlways), replicas: []pidtable.Proc{rep(1, "n1", pidtable.Running, h)}, nodes: nodes("n1", "n2"), start: []string{"n2", "n1", "n2", "n1"}, state: StateStarting},
@@ -64,6 +66,11 @@ func TestDecide(t *testing.T) {
 		{name: "on-failure: clean exit completes", svc: svcOf(2, pidtable.SpreadAny, pidtable.RestartOnFailure), replicas: []pidtable.Proc{exited(1, "n1", 0, time.Minute), rep(2, "n2", pidtable.Running, h)}, nodes: nodes("n1", "n2"), completed: 1, state: StateRunning},
 		{name: "restart=no: failure not restarted", svc: svcOf(1, pidtable.SpreadAny, pidtable.RestartNo), replicas: []pidtable.Proc{exited(1, "n1", 3, time.Minute)}, nodes: nodes("n1"), completed: 1, failures: 1, state: StateStopped},
 		{name: "node death: replaced elsewhere", svc: web, replicas: []pidtable.Proc{rep(1, "n1", pidtable.Running, h), rep(2, "n2", pidtable.Running, h), rep(3, "n3", pidtable.Running, h)}, nodes: append(nodes("n1", "n2", "n4"), Node{Name: "n3"}), start: []string{"n4"}, state: StateStarting},
+		{name: "node death, CheckpointEvery: left to failover, not replaced", svc: web, replicas: []pidtable.Proc{rep(1, "n1", pidtable.Running, h), rep(2, "n2", pidtable.Running, h), func() pidtable.Proc {
+			r := rep(3, "n3", pidtable.Running, h)
+			r.CheckpointEvery = time.Minute
+			return r
+		}()}, nodes: append(nodes("n1", "n2", "n4"), Node{Name: "n3"}), state: StateStarting, msg: "1 replicas on dead nodes being restored"},
 		{name: "node returns: the replaced replica is stopped", svc: web, status: pidtable.ServiceStatus{Generation: 1, Handled: []uint64{3}}, replicas: []pidtable.Proc{rep(1, "n1", pidtable.Running, h), rep(2, "n2", pidtable.Running, h), rep(3, "n3", pidtable.Running, h), rep(4, "n4", pidtable.Running, h)}, nodes: nodes("n1", "n2", "n3", "n4"), stop: []uint64{3}, state: StateRunning},
 		{name: "constraint no node meets", svc: func() pidtable.Service { s := web; s.Spec.Constraints = map[string]string{"zone": "b"}; return s }(), nodes: nodes("n1"), state: StateDegraded, msg: "no ready node has the labels zone=b"},
 		{name: "rolling: one new first", svc: web, status: pidtable.ServiceStatus{Generation: 1}, replicas: []pidtable.Proc{rep(1, "n1", pidtable.Running, "old"), rep(2, "n2", pidtable.Running, "old")}, nodes: nodes("n1", "n2", "n3"), start: []string{"n3"}, state: StateUpdating},
@@ -109,5 +116,38 @@ func TestStoppedReplicaNotCounted(t *testing.T) {
 	p = Decide(Input{Now: t0, Service: s, Status: p.Status, Replicas: []pidtable.Proc{rep(1, "n1", pidtable.Running, s.RunHash), exited(2, "n1", 143, time.Second)}, Nodes: nodes("n1")})
 	if len(p.Start) != 0 || p.Status.Restarts != 0 || p.Status.Failures != 0 {
 		t.Fatalf("plan %+v", p)
+	}
+}
+
+// TestDrainedReplicaReplaced: a replica its node's drain asks to replace
+// (Migratable=no) keeps running while a replacement starts elsewhere, and is
+// stopped once the service runs its count without it; with no room
+// elsewhere it stays.
+func TestDrainedReplicaReplaced(t *testing.T) {
+	web := svcOf(2, pidtable.SpreadAny, pidtable.RestartAlways)
+	h := web.RunHash
+	st := pidtable.ServiceStatus{Generation: 1}
+	drained := []Node{{Name: "n1", Ready: true}, {Name: "n2", Ready: true, Cordoned: true, Replacing: []uint64{2}}, {Name: "n3", Ready: true}}
+	in := Input{Now: t0, Service: web, Status: st, Nodes: drained,
+		Replicas: []pidtable.Proc{rep(1, "n1", pidtable.Running, h), rep(2, "n2", pidtable.Running, h)}}
+	p := Decide(in)
+	if len(p.Stop) != 0 || len(p.Start) != 1 || p.Start[0] == "n2" {
+		t.Fatalf("first plan: start %v, stop %v; want one start off n2 and no stop", p.Start, p.Stop)
+	}
+	if !strings.Contains(p.Status.Message, "being replaced") {
+		t.Fatalf("status: %+v", p.Status)
+	}
+	// The replacement runs: the drained replica is stopped.
+	in.Status = p.Status
+	in.Replicas = append(in.Replicas, rep(3, p.Start[0], pidtable.Running, h))
+	p = Decide(in)
+	if len(p.Start) != 0 || len(p.Stop) != 1 || p.Stop[0].GPID != 2 {
+		t.Fatalf("second plan: start %v, stop %v; want gpid 2 stopped", p.Start, p.Stop)
+	}
+	// No room elsewhere (every other node cordoned): it stays.
+	in.Status, in.Replicas = st, in.Replicas[:2]
+	in.Nodes = []Node{{Name: "n1", Ready: true, Cordoned: true}, {Name: "n2", Ready: true, Cordoned: true, Replacing: []uint64{2}}}
+	if p := Decide(in); len(p.Stop) != 0 || len(p.Start) != 0 {
+		t.Fatalf("no room: start %v, stop %v; want the replica left running", p.Start, p.Stop)
 	}
 }

@@ -1,6 +1,8 @@
 package service
 
 import (
+	"time"
+
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -14,7 +16,7 @@ import (
 func Hash(s pidtable.ServiceSpec) string { return hashOf(s) }
 
 // RunHash is the hash of what a replica runs (command, environment,
-// directory, user, limits, constraints, pinning): a change of it replaces
+// directory, user, limits, constraints, pinning, checkpoints): a change of it replaces
 // the replicas (rolling, or all at once with --now); a change of anything
 // else (replicas, restart policy, spread, stop signal) does not.
 func RunHash(s pidtable.ServiceSpec) string {
@@ -28,7 +30,8 @@ func RunHash(s pidtable.ServiceSpec) string {
 		Memory          int64
 		Constraints     map[string]string
 		Pinned          bool
-	}{s.Argv, s.Env, s.Workdir, s.WorkdirOptional, s.User, s.CPUs, s.Memory, s.Constraints, s.Pinned})
+		CheckpointEvery time.Duration `json:",omitempty"` // omitted when 0: older hashes stay
+	}{s.Argv, s.Env, s.Workdir, s.WorkdirOptional, s.User, s.CPUs, s.Memory, s.Constraints, s.Pinned, s.CheckpointEvery})
 }
 
 func hashOf(v any) string {

@@ -20,6 +20,8 @@ import (
 const (
 	// MaxReplicas bounds Replicas= and ssi service scale.
 	MaxReplicas = 1000
+	// minCheckpointEvery is supervisor.MinCheckpointEvery (ssi run's bound).
+	minCheckpointEvery = 2 * time.Second
 	// DefaultRestartSec is systemd's default RestartSec= (100ms).
 	DefaultRestartSec = 100 * time.Millisecond
 	// DefaultStopTimeout is systemd's default TimeoutStopSec= (90s).
@@ -439,9 +441,16 @@ func (p *parser) ssi(name, v string, line int) error {
 		}
 		p.migratable, p.migSet = b, true
 	case "CheckpointEvery":
-		p.warn(line, "[X-SSI] CheckpointEvery= is not implemented yet; ignored")
+		d, err := ParseTimespan(v)
+		if err != nil {
+			return p.fail(line, "CheckpointEvery=%s: %v", v, err)
+		}
+		if d > 0 && d < minCheckpointEvery {
+			return p.fail(line, "CheckpointEvery=%s: want %s or more (each checkpoint freezes the replica for its dump), or 0 for none", v, minCheckpointEvery)
+		}
+		s.CheckpointEvery = d
 	default:
-		p.warn(line, "[X-SSI] %s= is not an ssi directive (known: Replicas, Spread, Constraint, Migratable); ignored", name)
+		p.warn(line, "[X-SSI] %s= is not an ssi directive (known: Replicas, Spread, Constraint, Migratable, CheckpointEvery); ignored", name)
 	}
 	return nil
 }

@@ -107,14 +107,26 @@ func TestParseErrors(t *testing.T) {
 		{"w@.service", "[Service]\nExecStart=/bin/a\n", "", "needs instances"},
 		{"a.service", "[Service]\nExecStart=/bin/a\n", "3", "for template units"},
 		{"a.txt", "", "", "not a .service unit"},
+		{"a.service", "[Service]\nExecStart=/bin/a\n[X-SSI]\nCheckpointEvery=1s\n", "", "a.service:4: CheckpointEvery=1s: want 2s or more"},
+		{"a.service", "[Service]\nExecStart=/bin/a\n[X-SSI]\nCheckpointEvery=soon\n", "", "a.service:4: CheckpointEvery=soon"},
 	} {
 		_, _, err := Parse(tc.file, []byte(tc.unit), tc.inst, readNone)
 		if err == nil || !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: error %v, want %q", tc.unit, err, tc.want)
 		}
 	}
+	// CheckpointEvery= is taken, and rolls the replicas.
+	u, warns, err := Parse("a.service", []byte("[Service]\nExecStart=/bin/a\n[X-SSI]\nCheckpointEvery=30s\n"), "", readNone)
+	if err != nil || len(warns) != 0 || u.Spec.CheckpointEvery != 30*time.Second {
+		t.Fatalf("CheckpointEvery=30s: %+v %v %v", u.Spec, warns, err)
+	}
+	plain := u.Spec
+	plain.CheckpointEvery = 0
+	if RunHash(u.Spec) == RunHash(plain) {
+		t.Fatal("CheckpointEvery does not change the run hash")
+	}
 	// An optional EnvironmentFile is a warning.
-	_, warns, err := Parse("a.service", []byte("[Service]\nExecStart=/bin/a\nEnvironmentFile=-/nonexistent\n"), "", readNone)
+	_, warns, err = Parse("a.service", []byte("[Service]\nExecStart=/bin/a\nEnvironmentFile=-/nonexistent\n"), "", readNone)
 	if err != nil || len(warns) != 1 || warns[0].Line != 3 {
 		t.Fatalf("optional env file: %v %v", err, warns)
 	}

@@ -27,6 +27,9 @@ const (
 	// MovedFile marks a job directory whose job migrated to another node: the
 	// stopped source copy's end is not the job's end.
 	MovedFile = "moved.json"
+	// FencedFile marks a job directory whose job the shim killed because its
+	// agent's lease ran out (fence.go).
+	FencedFile = "fenced.json"
 )
 
 // RestoreSpec says where a migrated job's images are and which of its pipes
@@ -74,6 +77,10 @@ type Spec struct {
 	// TTY, when set, gives the job a terminal of this size for fds 0-2 and
 	// as its controlling terminal (ssi run -t); its input comes as Stdin's.
 	TTY *WinSize `json:"tty,omitempty"`
+	// Fence: the job has a failover copy elsewhere (automatic checkpoints,
+	// or a service replica), so the shim kills it once its agent's etcd
+	// lease may have run out (fence.go), even with the agent dead.
+	Fence bool `json:"fence,omitempty"`
 }
 
 // ProcID identifies a process across PID reuse: its PID and its start time in

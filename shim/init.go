@@ -48,6 +48,14 @@ func RunInit(args []string) int {
 	unix.CloseOnExec(syncFD)
 	// Belt and braces with the shim: nothing above the sync fd reaches the job.
 	_ = unix.CloseRange(syncFD+1, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC)
+	if err = setupMounts(); err == nil {
+		err = reopenStdio()
+	}
+	if err != nil {
+		unix.Close(syncFD)
+		fmt.Fprintf(os.Stderr, "ssi init: %v\n", err)
+		return 1
+	}
 	var b [1]byte
 	if n, _ := unix.Read(syncFD, b[:]); n != 1 {
 		fmt.Fprintln(os.Stderr, "ssi init: the shim went away before the job started")

@@ -51,6 +51,10 @@ func criuRestore(ctx context.Context, rs RestoreSpec, cgroup string, stdout, std
 		"--restore-detached", "--restore-sibling", "--pidfile", pidfile,
 		"--inherit-fd", "fd[3]:" + rs.StdoutKey, "--inherit-fd", "fd[4]:" + rs.StderrKey,
 		"--manage-cgroups=ignore", "--file-locks",
+		// The job's mount namespace (checkpoint.Flags.NodeMounts): rebuilt on
+		// this node's /, with the mounts it shared with its node bound again
+		// from the same paths here.
+		"--ext-mount-map", "auto", "--root", "/",
 		// The restored copy stays stopped until the migration commits, so that a
 		// target cut off from its source never runs a second copy.
 		"--leave-stopped"}

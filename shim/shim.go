@@ -215,8 +215,13 @@ func supervise(dir string, log *slog.Logger, launch func(Spec, *isolate.Cgroup, 
 	}
 	report(readyMsg{State: &st})
 	log.Info("job running", "init_pid", st.Init.PID, "pid", st.MainPID)
+	ended := make(chan struct{})
+	if spec.Fence {
+		go watchFence(dir, job.pid, log, ended)
+	}
 
 	exit := Exit{Code: job.wait()}
+	close(ended)
 	// Init's exit killed everything else in the PID namespace, so the pipes close
 	// promptly; the bound only guards against a writer outside the namespace.
 	drained := make(chan struct{})
@@ -282,13 +287,13 @@ type initProc struct {
 // anything until release.
 //
 // init itself stays root; it starts the command as the job's user (uid, gid,
-// groups). CRIU needs that: dumping a task in a PID namespace of its own, its
-// parasite code, running inside the namespace's PID 1 with that task's
-// credentials, mounts a /proc for the namespace (cr-dump: parasite_get_proc_fd),
-// which only a privileged task may do. With init running as the job's user, no
-// job but root's could be checkpointed or migrated ("can't dump unprivileged
-// task whose /proc doesn't belong to it"). init is ssi's own small program; the
-// job's processes cannot signal or trace it (another uid, not dumpable).
+// groups). It sets up the job's mount namespace first (its own /proc and
+// /dev/shm: ssi-init's setup_mounts, RunInit's setupMounts), which takes
+// CAP_SYS_ADMIN, and that /proc, of the job's PID namespace, is what lets
+// CRIU's parasite dump the job without mounting one of its own (cr-dump:
+// parasite_get_proc_fd) in the job's working directory, which a task of
+// another user could not. init is ssi's own small program; the job's
+// processes cannot signal or trace it (another uid, not dumpable).
 func startInit(exe string, spec Spec) (*initProc, error) {
 	child, ip, err := jobStdio(spec)
 	if err != nil {

@@ -53,6 +53,7 @@ func (s *Supervisor) Finish(ctx context.Context, j *Job) {
 	dumping := j.busy != ""
 	s.mu.Unlock()
 	tr := pidtable.End
+	var ended pidtable.State // what the end recorded, if it did
 	update := func(p *pidtable.Proc) error {
 		if p.Node != s.cfg.Node {
 			return fmt.Errorf("%w: gpid %d is owned by %s", errNotOwner, p.GPID, p.Node)
@@ -60,6 +61,8 @@ func (s *Supervisor) Finish(ctx context.Context, j *Job) {
 		switch {
 		case err == nil && dumping && initCrashedInAbortedDump(ex.Code, j.dir):
 			p.State, p.Error = pidtable.Lost, "the job ended while CRIU was dumping it (for a migration or a checkpoint), and the aborted dump left the job's init crashed (a SIGTRAP in CRIU's parasite code, exit 2): the job's own exit status is unknown"
+		case err == nil && dumping && trappedInAbortedDump(ex.Code):
+			p.State, p.Error = pidtable.Lost, TrappedInAbortedDump
 		case err != nil && p.State == pidtable.Starting && p.RestoredFrom != "":
 			p.State, p.Error = pidtable.Lost, "the restore of checkpoint "+p.RestoredFrom+" was interrupted (its agent stopped); restore it again: ssi restore "+p.RestoredFrom
 		case err != nil:
@@ -69,6 +72,7 @@ func (s *Supervisor) Finish(ctx context.Context, j *Job) {
 			p.State, p.ExitCode, p.Error = pidtable.Exited, &code, ex.Error
 		}
 		p.Ended = time.Now().UTC()
+		ended = p.State
 		return nil
 	}
 	var moved migrate.MovedMark
@@ -86,6 +90,9 @@ func (s *Supervisor) Finish(ctx context.Context, j *Job) {
 	}
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
 		_, _, uerr := s.cfg.Table.Transition(ctx, j.gpid, tr, s.cfg.Node, update)
+		if uerr == nil && ended != "" && s.cfg.Ended != nil {
+			s.cfg.Ended(ended)
+		}
 		if uerr == nil || errors.Is(uerr, pidtable.ErrNotFound) || errors.Is(uerr, errNotOwner) {
 			break
 		}
@@ -136,6 +143,18 @@ func initCrashedInAbortedDump(code int, dir string) bool {
 	b, _ := io.ReadAll(io.LimitReader(f, tail))
 	return bytes.Contains(b, []byte("SIGTRAP: trace trap"))
 }
+
+// TrappedInAbortedDump is the reason a job is recorded lost when its main
+// process died of SIGTRAP while CRIU was dumping it (trappedInAbortedDump).
+const TrappedInAbortedDump = "the job ended while CRIU was dumping it (for a migration or a checkpoint), and the aborted dump left its main process in CRIU's parasite code, whose trap killed it (SIGTRAP, status 133): the job's own exit status is unknown"
+
+// trappedInAbortedDump recognises the same CRIU defect with ssi-init as
+// the job's init (no Go runtime to crash): the task killed under the dump
+// (a host kill -9, say) is reported by the kernel killed by the parasite's
+// SIGTRAP, not by what ended it (CRIU's log: "Task N is in unexpected
+// state"). During a dump a SIGTRAP death is CRIU's, not the job's own:
+// recorded lost, with the reason, not as exit 133 (docs/ROBUSTNESS.md).
+func trappedInAbortedDump(code int) bool { return code == 128+int(unix.SIGTRAP) }
 
 // waitExit blocks until the process id names has exited, or ctx is done,
 // using a pidfd through the runtime's poller (no thread blocked per job;

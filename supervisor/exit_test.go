@@ -45,3 +45,13 @@ func TestInitCrashedInAbortedDump(t *testing.T) {
 		t.Error("a job with no log recognised")
 	}
 }
+
+// TestTrappedInAbortedDump: only a death by SIGTRAP (status 133) is taken
+// for CRIU's trap; a SIGKILL or an exit 5 is the job's own.
+func TestTrappedInAbortedDump(t *testing.T) {
+	for code, want := range map[int]bool{133: true, 137: false, 5: false, 2: false} {
+		if got := trappedInAbortedDump(code); got != want {
+			t.Errorf("status %d: %v, want %v", code, got, want)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -22,8 +23,9 @@ import (
 const basePath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // A job's environment is what the user passed (--env) over ssi's own: PATH
-// (basePath), HOME, USER, LOGNAME of the job's user, SSI_GPID, and goDebug;
-// nothing of the agent's own environment.
+// (basePath), HOME, USER, LOGNAME of the job's user, goDebug, and who the job
+// is (jobIdentity), which --env cannot override; nothing of the agent's own
+// environment.
 //
 // goDebug keeps Go (>= 1.25) jobs migratable: by default their runtime keeps
 // their cgroup's CPU limit files open, which ties a restore to the source
@@ -47,6 +49,12 @@ type StartRequest struct {
 	AllowRoot bool
 	// Token is the placement this node serves the job under (see Job).
 	Token string
+	// Create, when set, writes the job's first record instead of the
+	// table's Create: a timer's run is created under the gpid its tick
+	// claimed, in the transaction that marks the tick started (package
+	// timer). It fails when the record must not be written, and then
+	// nothing is started.
+	Create func(ctx context.Context, p pidtable.Proc) (pidtable.Proc, error)
 }
 
 // Start starts req on this node and returns its gpid.
@@ -77,10 +85,14 @@ func (s *Supervisor) Start(ctx context.Context, req StartRequest) (api.RunRespon
 	}
 	env := append([]string{basePath, "HOME=" + u.HomeDir, "USER=" + u.Username, "LOGNAME=" + u.Username, goDebug}, req.Env...)
 
-	p, err := s.cfg.Table.Create(ctx, pidtable.Proc{
+	create := s.cfg.Table.Create
+	if req.Create != nil {
+		create = req.Create
+	}
+	p, err := create(ctx, pidtable.Proc{
 		Node: s.cfg.Node, User: u.Username, UID: uid, GID: gid, Argv: req.Argv,
 		Workdir: workdir, CPUs: req.CPUs, Memory: req.Memory, Pinned: req.Pin,
-		Constraints: req.Constraints, TTY: req.TTY != nil,
+		Constraints: req.Constraints, TTY: req.TTY != nil, CheckpointEvery: req.CheckpointEvery,
 		Service: req.Service, ServiceHash: req.ServiceHash,
 	})
 	if err != nil {
@@ -109,8 +121,16 @@ func (s *Supervisor) Start(ctx context.Context, req StartRequest) (api.RunRespon
 		return api.RunResponse{}, undo(fmt.Errorf("create job dir: %w", err))
 	}
 	// ssi's own variables come first: the C library's getenv takes the first.
-	env = append([]string{"SSI_GPID=" + strconv.FormatUint(p.GPID, 10)}, env...)
-	spec := shim.Spec{GPID: p.GPID, Node: s.cfg.Node, Argv: req.Argv, Env: env, Workdir: workdir, UID: uid, GID: gid, Groups: groups, Cgroup: cgPath, Stdin: req.Stdin || req.TTY != nil, TTY: req.TTY}
+	creds := s.cfg.JobCreds
+	if slices.ContainsFunc(req.Env, func(e string) bool { return strings.HasPrefix(e, "SSI_CONFIG=") }) {
+		creds = "" // the user's own config, by --env: theirs to choose
+	}
+	env = append(jobIdentity(p, creds), env...)
+	if s.cfg.Env != nil {
+		env = append(s.cfg.Env(p), env...)
+	}
+	spec := shim.Spec{GPID: p.GPID, Node: s.cfg.Node, Argv: req.Argv, Env: env, Workdir: workdir, UID: uid, GID: gid, Groups: groups, Cgroup: cgPath, Stdin: req.Stdin || req.TTY != nil, TTY: req.TTY,
+		Fence: pidtable.HasFailoverCopy(req.CheckpointEvery, req.Service)}
 	if err := shim.WriteJSON(dir, shim.SpecFile, spec); err != nil {
 		return api.RunResponse{}, undo(err)
 	}
@@ -163,8 +183,12 @@ func ValidateRun(req api.RunRequest) error {
 		return errdefs.Invalidf("argv and env are %d bytes: at most %d (the kernel's ARG_MAX is not the limit: the job's record must fit in etcd)", size, MaxArgBytes)
 	}
 	for _, e := range req.Env {
-		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
+		k, _, ok := strings.Cut(e, "=")
+		if !ok || k == "" {
 			return errdefs.Invalidf("--env %q: want KEY=VALUE", e)
+		}
+		if slices.Contains(identityVars, k) {
+			return errdefs.Invalidf("--env %s: ssi sets %s itself (who the job is: %s); name your variable otherwise", k, k, strings.Join(identityVars, ", "))
 		}
 	}
 	if req.CPUs < 0 || req.Memory < 0 {
@@ -173,8 +197,19 @@ func ValidateRun(req api.RunRequest) error {
 	if req.Memory > 0 && req.Memory < 4<<20 {
 		return errdefs.Invalidf("--memory %d bytes: at least 4 MiB is needed to start a job", req.Memory)
 	}
+	switch {
+	case req.CheckpointEvery < 0 || (req.CheckpointEvery > 0 && req.CheckpointEvery < MinCheckpointEvery):
+		return errdefs.Invalidf("--checkpoint-every %s: want %s or more (each checkpoint freezes the job for its dump), or 0 for none", req.CheckpointEvery, MinCheckpointEvery)
+	case req.CheckpointEvery > 0 && req.TTY != nil:
+		return errdefs.Invalidf("--checkpoint-every with -t: a job with a terminal cannot be checkpointed; drop -t")
+	case req.CheckpointEvery > 0 && req.Stdin:
+		return errdefs.Invalidf("--checkpoint-every with your stdin: a job restored elsewhere from a checkpoint cannot take its stdin back; add -n (stdin from /dev/null) or -d")
+	}
 	return nil
 }
+
+// MinCheckpointEvery is the shortest period of automatic checkpoints.
+const MinCheckpointEvery = 2 * time.Second
 
 // workdir is the job's working directory: the one asked for with
 // --workdir (which must exist), else the caller's if it exists here, else
@@ -196,4 +231,28 @@ func (s *Supervisor) workdir(req api.RunRequest, home string) (string, error) {
 		}
 	}
 	return "/", nil
+}
+
+// identityVars are the variables jobIdentity and the node's Env set.
+var identityVars = []string{"SSI_GPID", "SSI_USER", "SSI_NODE", "SSI_SERVICE", "SSI_NATS_URL", "SSI_NATS_INBOX"}
+
+// jobIdentity is what tells a job who it is: SSI_GPID, SSI_USER (its ssi
+// user), SSI_NODE (the node it started on: a move does not change a running
+// process's environment, `ssi ps GPID` says where it runs now), for a
+// service's replica SSI_SERVICE, and with credentials (creds, the directory
+// of jobs' credentials) SSI_CONFIG, the job's own config for ssi.
+func jobIdentity(p pidtable.Proc, creds string) []string {
+	env := []string{"SSI_GPID=" + strconv.FormatUint(p.GPID, 10), "SSI_USER=" + p.User, "SSI_NODE=" + p.Node}
+	if p.Service != "" {
+		env = append(env, "SSI_SERVICE="+p.Service)
+	}
+	if creds != "" {
+		env = append(env, "SSI_CONFIG="+JobCredFile(creds, p.GPID))
+	}
+	return env
+}
+
+// JobCredFile is the path of gpid's credential under dir.
+func JobCredFile(dir string, gpid uint64) string {
+	return filepath.Join(dir, strconv.FormatUint(gpid, 10), "config.json")
 }

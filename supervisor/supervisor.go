@@ -49,6 +49,17 @@ type Config struct {
 	Incoming func(gpid uint64) bool
 	// Retention is how long the record of an ended job is kept (GC).
 	Retention time.Duration
+	// Ended, if set, is told the state of each end this supervisor records
+	// (exited, lost): the agent's metrics.
+	Ended func(pidtable.State)
+	// JobCreds, if set, is the directory of jobs' credentials, the same on
+	// every node: a job's SSI_CONFIG is JobCreds/<gpid>/config.json, which
+	// the agent running it writes (agent/jobcreds.go).
+	JobCreds string
+	// Env, if set, returns variables the node adds to a job's environment
+	// (the broker's address, SSI_NATS_URL: agent/msg.go); --env cannot
+	// override them.
+	Env func(pidtable.Proc) []string
 }
 
 // Supervisor is the registry of a node's jobs.
@@ -276,6 +287,10 @@ func (s *Supervisor) RemoveDir(gpid uint64) {
 	dir := s.Dir(gpid)
 	var st shim.State
 	if shim.ReadJSON(dir, shim.StateFile, &st) == nil && st.Init.Alive() {
+		// A live copy of a job this node has no record of (failed over
+		// elsewhere while this agent was away, say): it may have run beside
+		// the other copy until now, so it is said.
+		s.log.Warn("removed a job directory whose job was still live: killed it", "gpid", gpid, "init_pid", st.Init.PID)
 		_ = unix.Kill(st.Init.PID, unix.SIGKILL)
 	}
 	if cg, err := isolate.OpenCgroup(isolate.CgroupPath(s.cfg.CgroupParent, s.cfg.Node, gpid)); err == nil {

@@ -23,6 +23,62 @@ import (
 // under its own gpid (which must not be running anywhere) or, asNew, a new one;
 // token is the placement it serves (see supervisor.Job).
 func (s *Store) Restore(ctx context.Context, c pidtable.Checkpoint, asNew bool, token string) (api.CheckpointRestoreResult, error) {
+	return s.restore(ctx, c, asNew, nil, token)
+}
+
+// Failover restores checkpoint c, held here, as its job, which still runs
+// on dead according to its record: dead's lease is gone and its agent has
+// fenced the job (package failover). The gpid is claimed from dead
+// (pidtable.Store.FailoverClaim) with epoch+1; a failed restore records
+// the job lost, with the reason.
+func (s *Store) Failover(ctx context.Context, c pidtable.Checkpoint, dead string) (api.CheckpointRestoreResult, error) {
+	if dead == "" || dead == s.cfg.Node {
+		return api.CheckpointRestoreResult{}, errdefs.Invalidf("failover of gpid %d from node %q to node %s: name the dead node it ran on", c.GPID, dead, s.cfg.Node)
+	}
+	return s.restore(ctx, c, false, &handOff{
+		what: "failover of",
+		from: dead,
+		claim: func(ctx context.Context) (pidtable.Proc, error) {
+			p, _, err := s.cfg.Table.FailoverClaim(ctx, c.GPID, dead, s.cfg.Node, c.Name)
+			return p, err
+		},
+		lost: fmt.Sprintf("node %s died and the restore of checkpoint %s on node %s failed; restore an older checkpoint with ssi restore", dead, c.Name, s.cfg.Node),
+	}, "")
+}
+
+// TakeOver restores checkpoint c here as its job, which runs on from at
+// epoch according to its record, on from's request (Handover, on from): from
+// has killed its copy. The gpid is claimed from from
+// (pidtable.Store.HandoverClaim) with epoch+1, so the record goes from
+// running there to starting here; a failed restore records the job lost,
+// with the reason.
+func (s *Store) TakeOver(ctx context.Context, c pidtable.Checkpoint, from string, epoch uint64) (api.CheckpointRestoreResult, error) {
+	if from == "" || from == s.cfg.Node {
+		return api.CheckpointRestoreResult{}, errdefs.Invalidf("handover of gpid %d from node %q to node %s: name the node it runs on", c.GPID, from, s.cfg.Node)
+	}
+	return s.restore(ctx, c, false, &handOff{
+		what: "handover of",
+		from: from,
+		claim: func(ctx context.Context) (pidtable.Proc, error) {
+			p, _, err := s.cfg.Table.HandoverClaim(ctx, c.GPID, from, epoch, s.cfg.Node, c.Name)
+			return p, err
+		},
+		lost: fmt.Sprintf("node %s stopped the job to have it restored from checkpoint %s on node %s, and that restore failed; restore it (or an older checkpoint) with ssi restore", from, c.Name, s.cfg.Node),
+	}, "")
+}
+
+// handOff is a restore that takes the job from the node its record names
+// (failover, handover), instead of from an ended record.
+type handOff struct {
+	// what names the operation in errors; from is the node it ran on.
+	what, from string
+	// claim makes the record Starting here, with epoch+1.
+	claim func(ctx context.Context) (pidtable.Proc, error)
+	// lost is the record's error if the restore then fails.
+	lost string
+}
+
+func (s *Store) restore(ctx context.Context, c pidtable.Checkpoint, asNew bool, h *handOff, token string) (api.CheckpointRestoreResult, error) {
 	start := time.Now()
 	res := api.CheckpointRestoreResult{Checkpoint: c.Name, Node: s.cfg.Node, From: c.Node}
 	if s.cfg.CRIUErr != nil {
@@ -52,6 +108,27 @@ func (s *Store) Restore(ctx context.Context, c pidtable.Checkpoint, asNew bool, 
 	proc.Checkpoint, proc.RestoredFrom = "", c.Name
 	var undoRecord func(context.Context)
 	switch old, orev, err := s.cfg.Table.Get(ctx, c.GPID); {
+	case h != nil:
+		claimed, err := h.claim(ctx)
+		if err != nil {
+			if errors.Is(err, pidtable.ErrChanged) {
+				return res, errdefs.Conflictf("%s gpid %d from %s: %v", h.what, c.GPID, h.from, err)
+			}
+			return res, s.claimError(err)
+		}
+		proc = claimed
+		undoRecord = func(ctx context.Context) {
+			// The job cannot go back to the node it left (dead, or its copy
+			// killed): it is lost, with the reason.
+			_, _, _ = s.cfg.Table.Transition(ctx, c.GPID, pidtable.RestoreUndo, s.cfg.Node, func(p *pidtable.Proc) error {
+				if p.Node != s.cfg.Node || p.State != pidtable.Starting {
+					return fmt.Errorf("changed")
+				}
+				p.Epoch++
+				p.State, p.Error = pidtable.Lost, h.lost
+				return nil
+			})
+		}
 	case asNew:
 		proc.GPID, proc.Created = 0, time.Time{}
 		created, err := s.cfg.Table.Create(ctx, proc)

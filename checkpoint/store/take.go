@@ -44,7 +44,7 @@ func (s *Store) Take(ctx context.Context, p pidtable.Proc, req api.CheckpointReq
 		return api.CheckpointResult{}, err
 	}
 	defer s.cfg.Jobs.ClearBusy(j)
-	c := pidtable.Checkpoint{Name: name, State: pidtable.Saving, GPID: p.GPID, Node: s.cfg.Node, Created: start.UTC(), LeaveRunning: req.LeaveRunning, Proc: p}
+	c := pidtable.Checkpoint{Name: name, State: pidtable.Saving, GPID: p.GPID, Node: s.cfg.Node, Created: start.UTC(), LeaveRunning: req.LeaveRunning, Proc: p, Auto: req.Auto}
 	crev, err := s.cfg.Table.CreateCheckpoint(ctx, c)
 	if errors.Is(err, pidtable.ErrExists) {
 		return api.CheckpointResult{}, errdefs.Conflictf("a checkpoint named %q exists already; choose another --name, or remove it first (ssi checkpoints rm %s)", name, name)

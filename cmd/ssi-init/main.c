@@ -17,7 +17,8 @@
  * start: the shim reads end of file), then forwards the signals it gets to
  * CMD's process group, reaps every orphan, and exits with CMD's status
  * (128+N if a signal N killed it). Exit codes of its own: 127 command not
- * found, 126 cannot execute, 2 bad arguments, 1 the shim went away.
+ * found, 126 cannot execute, 2 bad arguments, 1 the shim went away or the
+ * job's mount namespace could not be set up (setup_mounts).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -29,6 +30,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -44,6 +47,103 @@ static const int forwarded[] = {
 	SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT,
 	SIGTSTP, SIGTTIN, SIGTTOU, SIGALRM, SIGPWR,
 };
+
+/* setup_mounts makes init's mount namespace (CLONE_NEWNS, a copy of the
+ * node's made by the shim's clone) the job's own:
+ *
+ * - every mount private, so that nothing the job mounts propagates to the node
+ *   (and the node's later mounts do not reach the job: CRIU could not
+ *   reproduce a propagation from a mount of the node it leaves);
+ * - the node's nsfs mounts (`ip netns` names, other namespaces' handles)
+ *   detached: they mean nothing on another node, and CRIU would have to bind
+ *   them there from the same path;
+ * - a /proc of the job's PID namespace over /proc: programs see their own
+ *   PIDs, and CRIU's parasite, finding a /proc of the task's PID namespace,
+ *   never mounts one of its own in the job's working directory (where it used
+ *   to leave "proc.crtools" behind when a dump was interrupted, and could not
+ *   in a read-only one);
+ * - a /dev/shm of its own (tmpfs): POSIX shared memory and semaphores are the
+ *   job's, and CRIU carries their contents in the images.
+ *
+ * The rest of the node's file system stays visible as it was. CRIU dumps the
+ * mounts shared with the node as external (--external mnt[]) and binds them
+ * again from the same paths of the restoring node (--ext-mount-map auto
+ * --root /).
+ *
+ * It is init's work, not the shim's: a proc file system shows the PID
+ * namespace of the process that mounts it, and only init is inside the job's
+ * (the shim, outside it, would need a second fork to get in). Init does it
+ * before it runs anything of the job's, as root. */
+static int setup_mounts(void)
+{
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
+		fprintf(stderr, "ssi init: make the job's mounts private: %s\n", strerror(errno));
+		return -1;
+	}
+	FILE *mi = fopen("/proc/self/mountinfo", "re");
+	if (!mi) {
+		fprintf(stderr, "ssi init: read /proc/self/mountinfo: %s\n", strerror(errno));
+		return -1;
+	}
+	char line[4096], point[PATH_MAX], fstype[64];
+	while (fgets(line, sizeof line, mi)) {
+		const char *sep = strstr(line, " - ");
+		if (!sep || sscanf(line, "%*s %*s %*s %*s %4095s", point) != 1 || sscanf(sep + 3, "%63s", fstype) != 1)
+			continue;
+		/* mountinfo escapes blanks as octal (\040): such a name is not
+		 * found, and CRIU's own error will name it. */
+		if (!strcmp(fstype, "nsfs"))
+			umount2(point, MNT_DETACH);
+	}
+	fclose(mi);
+	/* The node's /proc (and what is mounted below it) goes; ours comes. */
+	while (umount2("/proc", MNT_DETACH) == 0)
+		;
+	if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) {
+		fprintf(stderr, "ssi init: mount the job's /proc: %s\n", strerror(errno));
+		return -1;
+	}
+	while (umount2("/dev/shm", MNT_DETACH) == 0)
+		;
+	if (mount("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") < 0) {
+		fprintf(stderr, "ssi init: mount the job's /dev/shm: %s\n", strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* reopen_stdio opens again, in the job's mount namespace, those of fds 0-2
+ * that are devices (/dev/null, a terminal) the shim opened in the node's: CRIU
+ * finds a file only through a mount of the dumped namespace ("Can't lookup
+ * mount=N for fd=0"). Pipes need nothing. */
+static int reopen_stdio(void)
+{
+	for (int fd = 0; fd <= 2; fd++) {
+		struct stat st;
+		char link[32], path[PATH_MAX];
+		if (fstat(fd, &st) < 0 || !S_ISCHR(st.st_mode))
+			continue;
+		snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+		ssize_t n = readlink(link, path, sizeof path - 1);
+		int flags = fcntl(fd, F_GETFL);
+		if (n <= 0 || flags < 0) {
+			fprintf(stderr, "ssi init: fd %d: %s\n", fd, strerror(errno));
+			return -1;
+		}
+		path[n] = '\0';
+		int nfd = open(path, (flags & (O_ACCMODE | O_APPEND | O_NONBLOCK)) | O_NOCTTY | O_CLOEXEC);
+		if (nfd < 0) {
+			fprintf(stderr, "ssi init: open %s again in the job's mount namespace: %s\n", path, strerror(errno));
+			return -1;
+		}
+		if (dup3(nfd, fd, 0) < 0) {
+			fprintf(stderr, "ssi init: dup3 %s: %s\n", path, strerror(errno));
+			return -1;
+		}
+		close(nfd);
+	}
+	return 0;
+}
 
 static int usage(void)
 {
@@ -150,6 +250,11 @@ int main(int argc, char **argv)
 	/* The sync socket must not leak into the job; nor anything above it. */
 	fcntl(SYNC_FD, F_SETFD, FD_CLOEXEC);
 	syscall(SYS_close_range, SYNC_FD + 1, ~0U, 4 /* CLOSE_RANGE_CLOEXEC */);
+
+	if (setup_mounts() < 0 || reopen_stdio() < 0) {
+		close(SYNC_FD);
+		return 1;
+	}
 
 	char b;
 	if (read(SYNC_FD, &b, 1) != 1) {

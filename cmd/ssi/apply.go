@@ -18,7 +18,7 @@ func applyCmd(e *env) *cobra.Command {
 	var instances string
 	var now bool
 	c := &cobra.Command{
-		Use:   "apply FILE.service|DIR... [--instances 1..8] [--now]",
+		Use:   "apply FILE.service|FILE.timer|DIR... [--instances 1..8] [--now]",
 		Short: "Create or update services from systemd unit files",
 		Long: `Read systemd .service units (a directory: every *.service in it) and create
 or update one service per unit, kept at [X-SSI] Replicas= replicas across the
@@ -26,7 +26,11 @@ cluster's nodes. Every file is parsed first: a malformed unit is reported with
 its file:line and nothing is applied. Directives ssi ignores are warned about
 (file:line). Applying an unchanged file changes nothing; a changed one updates
 the service in place, replacing its replicas one at a time (--now: all at once).
-A template unit (NAME@.service) needs --instances: 1..8 or a,b,c.`,
+A template unit (NAME@.service) needs --instances: 1..8 or a,b,c.
+
+A .timer unit creates or updates a timer (ssi timers): its service (Unit=,
+default NAME.service, read from beside the timer file) runs once per tick on a
+node placement picks; that service is not applied as a service of its own.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usageErr("apply: no unit file or directory given")
@@ -38,6 +42,10 @@ A template unit (NAME@.service) needs --instances: 1..8 or a,b,c.`,
 			files, err := unitFiles(args)
 			if err != nil {
 				return usageErr("apply: %v", err)
+			}
+			timers, files, err := splitTimers(files, func(w string) { fmt.Fprintf(e.stderr, "warning: %s\n", w) })
+			if err != nil {
+				return fmt.Errorf("%w; nothing was applied", err)
 			}
 			var units []service.Unit
 			for _, f := range files {
@@ -89,6 +97,13 @@ A template unit (NAME@.service) needs --instances: 1..8 or a,b,c.`,
 				}
 				fmt.Fprintf(e.stdout, "%s: %s%s\n", u.Name, resp.Action, how)
 			}
+			for _, t := range timers {
+				resp, err := cl.ApplyTimer(cmd.Context(), t.unit.Name, t.req)
+				if err != nil {
+					return explain(fmt.Errorf("apply %s.timer: %w", t.unit.Name, err), src)
+				}
+				fmt.Fprintf(e.stdout, "%s.timer: %s (activates %s)\n", t.unit.Name, resp.Action, t.unit.Spec.Unit)
+			}
 			return nil
 		},
 	}
@@ -110,8 +125,10 @@ func unitFiles(args []string) ([]string, error) {
 			continue
 		}
 		m, _ := filepath.Glob(filepath.Join(a, "*.service"))
+		t, _ := filepath.Glob(filepath.Join(a, "*.timer"))
+		m = append(m, t...)
 		if len(m) == 0 {
-			return nil, fmt.Errorf("%s: no *.service files", a)
+			return nil, fmt.Errorf("%s: no *.service or *.timer files", a)
 		}
 		sort.Strings(m)
 		out = append(out, m...)

@@ -133,7 +133,11 @@ func printBalance(w io.Writer, st api.BalanceStatus, now time.Time) {
 	if s == nil {
 		return
 	}
-	fmt.Fprintf(bw, "last round: %s (%s ago, by %s)\n", s.LastRound.Local().Format(time.TimeOnly), now.Sub(s.LastRound).Round(100*time.Millisecond), s.Leader)
+	took := ""
+	if s.RoundTook > 0 {
+		took = fmt.Sprintf(", took %s", s.RoundTook.Round(10*time.Microsecond))
+	}
+	fmt.Fprintf(bw, "last round: %s (%s ago, by %s%s)\n", s.LastRound.Local().Format(time.TimeOnly), now.Sub(s.LastRound).Round(100*time.Millisecond), s.Leader, took)
 	fmt.Fprintf(bw, "moves:      %d started by this leader, %d done, %d failed, %d in flight\n", s.Moves, s.MovesDone, s.MovesFail, len(s.Inflight))
 	if s.Measured > 0 {
 		rate := "the default"

@@ -143,14 +143,19 @@ func TestResolve(t *testing.T) {
 func TestUsageErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{"run"}, {"run", "--memory", "lots", "--", "x"}, {"run", "--nope"}, {"kill"}, {"kill", "0"},
-		{"kill", "-s", "SIGWHAT", "3"}, {"wait", "x"}, {"logs", "1", "2"}, {"ps", "-o", "yaml"}, {"nodes", "-o", "wide"},
+		{"kill", "-s", "SIGWHAT", "3"}, {"wait", "x"}, {"logs", "1", "2"}, {"ps", "-o", "yaml"}, {"nodes", "-o", "yaml"},
 		{"run", "--constraint", "novalue", "--", "x"}, {"run", "--placement", "best", "--", "x"},
 		{"balance"}, {"balance", "foo"}, {"balance", "on", "off"}, {"balance", "status", "--residency", "1s"},
 		{"balance", "on", "--hysteresis", "-1"}, {"balance", "status", "-o", "yaml"},
 		{"balance", "on", "--max-moves", "-1"}, {"balance", "status", "--max-moves", "2"},
-		{"events", "--gpid", "x"}, {"events", "--gpid", "0"}, {"events", "-o", "wide"}, {"events", "extra"},
+		{"events", "--gpid", "x"}, {"events", "--gpid", "0"}, {"events", "-o", "wide"}, {"events", "extra"}, {"events", "--type", "run,bogus"},
 		{"agent", "--name", "n", "--listen", "127.0.0.1:1", "--data-dir", "/tmp/x", "--cpuset", "99"},
 		{"agent", "--name", "n", "--listen", "127.0.0.1:1", "--data-dir", "/tmp/x", "--cpuset", "0-x"},
+		{"node", "cordon"}, {"node", "cordon", "a", "b"}, {"node", "uncordon", "bad name"}, {"node", "label", "n1"},
+		{"node", "label", "n1", "novalue"}, {"node", "label", "n1", "=x"}, {"node", "drain"}, {"node", "drain", "n1", "--parallel", "-1"},
+		{"node", "drain", "n1", "--cancel", "--force"}, {"node", "drain", "n1", "--status", "--wait"}, {"node", "drain", "n1", "-o", "yaml"}, {"node", "rm"},
+		{"timers", "-o", "yaml"}, {"timers", "x"}, {"timer", "status"}, {"timer", "status", "t", "-o", "yaml"}, {"timer", "run", "a", "b"},
+		{"timer", "run", "t", "-o", "wide"}, {"timer", "rm"},
 	} {
 		var out, errb bytes.Buffer
 		e := &env{stdout: &out, stderr: &errb, getenv: func(string) string { return "" }, endpoint: "127.0.0.1:1"}

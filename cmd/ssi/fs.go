@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -8,18 +9,20 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
 	"github.com/ssi-cluster/ssi/clusterfs"
+	"github.com/ssi-cluster/ssi/msg"
 )
 
 func fsCmd(e *env) *cobra.Command {
 	var ttl time.Duration
 	c := &cobra.Command{
 		Use:   "fs MOUNTPOINT",
-		Short: "Mount the cluster as a read-only file tree (FUSE)",
-		Long: `Mount a read-only view of the cluster at MOUNTPOINT (an existing directory)
-and serve it until interrupted (SIGINT, SIGTERM), then unmount it:
+		Short: "Mount the cluster as a file tree (FUSE)",
+		Long: `Mount a view of the cluster at MOUNTPOINT (an existing directory) and serve
+it until interrupted (SIGINT, SIGTERM), then unmount it:
 
   proc/<gpid>/status    the job's record, "Key:<TAB>value" lines
   proc/<gpid>/node      the node that runs it
@@ -28,6 +31,10 @@ and serve it until interrupted (SIGINT, SIGTERM), then unmount it:
   proc/<gpid>/stderr
   nodes/<name>/status   the node: address, Ready, CPUs, memory, load, jobs
   nodes/<name>/jobs     its live jobs: gpid, user, state, command
+  topics/<subject>      your message subject (ssi pub/sub): a write publishes
+                        each line (echo x > topics/orders); a reader gets the
+                        messages published from its open on, a line each
+                        (tail -f topics/orders); ls lists your topics
 
 You see the jobs 'ssi ps -A --exited' shows you, and only you (the mount is
 not shared with other local users). Tables are read at most once per --ttl.
@@ -57,12 +64,19 @@ If ssi fs is killed hard, unmount with: fusermount3 -u MOUNTPOINT (or umount).`,
 				return explain(err, src)
 			}
 			log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-			view := clusterfs.New(clusterfs.Config{Source: cl, TTL: ttl, Log: log})
+			cfg := clusterfs.Config{Source: cl, TTL: ttl, Log: log}
+			if nc, err := e.natsDial(ctx); err != nil {
+				fmt.Fprintf(e.stderr, "ssi: no topics/ in the tree: the message broker: %v\n", err)
+			} else {
+				defer nc.Close()
+				cfg.Messages = fsMessages{nc}
+			}
+			view := clusterfs.New(cfg)
 			srv, err := view.Mount(dir, os.Geteuid() == 0)
 			if err != nil {
 				return fmt.Errorf("%w (as non-root this needs fusermount3: apt-get install fuse3)", err)
 			}
-			fmt.Fprintf(e.stderr, "ssi: cluster mounted at %s (read-only); Ctrl-C unmounts\n", dir)
+			fmt.Fprintf(e.stderr, "ssi: cluster mounted at %s (read-only but for topics/); Ctrl-C unmounts\n", dir)
 			served := make(chan struct{})
 			go func() { srv.Wait(); close(served) }()
 			select {
@@ -92,4 +106,46 @@ func unmount(do func() error, served <-chan struct{}) error {
 		time.Sleep(250 * time.Millisecond)
 	}
 	return err
+}
+
+// fsMessages is the broker behind ssi fs's topics/: the user's connection.
+type fsMessages struct{ nc *msg.Client }
+
+func (m fsMessages) Topics(ctx context.Context) ([]string, error) {
+	rep, err := m.nc.CallRetry(ctx, msg.OpTopicList, struct{}{})
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(rep.Topics))
+	for _, t := range rep.Topics {
+		names = append(names, t.Name)
+	}
+	return names, nil
+}
+
+func (m fsMessages) Publish(name string, data []byte) error {
+	subj, err := msg.Subject(m.nc.User, name, false)
+	if err != nil {
+		return err
+	}
+	if err := m.nc.Publish(subj, data); err != nil {
+		return err
+	}
+	return m.nc.Flush()
+}
+
+func (m fsMessages) Subscribe(name string, deliver func([]byte)) (func(), error) {
+	subj, err := msg.Subject(m.nc.User, name, false)
+	if err != nil {
+		return nil, err
+	}
+	sub, err := m.nc.Subscribe(subj, func(mm *nats.Msg) { deliver(mm.Data) })
+	if err != nil {
+		return nil, err
+	}
+	if err := m.nc.Flush(); err != nil { // the subscription is in place before the open returns
+		_ = sub.Unsubscribe()
+		return nil, err
+	}
+	return func() { _ = sub.Unsubscribe() }, nil
 }

@@ -17,7 +17,7 @@ import (
 
 func migrateCmd(e *env) *cobra.Command {
 	var output string
-	var detach, postcopy bool
+	var detach, postcopy, fromCheckpoint bool
 	c := &cobra.Command{
 		Use:   "migrate GPID NODE",
 		Short: "Move a running job to another node (live migration with CRIU)",
@@ -28,7 +28,13 @@ then is the stopped original killed. Any failure before that resumes the
 original. The job keeps its gpid; attached 'ssi run' and 'ssi logs -f' keep
 streaming. On a terminal the phases are shown as they happen; at the end one
 line of figures (-o json: the same as JSON). With -d, returns once the
-migration has started.`,
+migration has started.
+
+--from-checkpoint is for a job that cannot be moved live (CRIU cannot dump
+it now): its agent kills it, and NODE restores its newest checkpoint (ssi run
+--checkpoint-every, or ssi checkpoint) under the same gpid. The work it did
+since that checkpoint is done again; 'ssi wait' waits on. A drain does this by
+itself for a job with --checkpoint-every whose live moves all failed.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 2 {
 				return usageErr("migrate: want GPID NODE (see ssi ps -A, ssi nodes)")
@@ -39,6 +45,9 @@ migration has started.`,
 			}
 			if output != "" && output != "json" {
 				return usageErr("migrate: -o %q: want json", output)
+			}
+			if fromCheckpoint && postcopy {
+				return usageErr("migrate: --from-checkpoint restores a checkpoint; --postcopy is for live moves: give one of them")
 			}
 			cl, src, err := e.client()
 			if err != nil {
@@ -55,7 +64,7 @@ migration has started.`,
 			// progress stream then crosses no forwarding agent (a forwarded
 			// stream has been seen cut; see docs/ROBUSTNESS.md).
 			mc := ownerClient(ctx, cl, gpids[0])
-			st, err := mc.Migrate(ctx, gpids[0], api.MigrateRequest{Node: args[1], PostCopy: postcopy}, func(ev api.MigrateEvent) {
+			st, err := mc.Migrate(ctx, gpids[0], api.MigrateRequest{Node: args[1], PostCopy: postcopy, FromCheckpoint: fromCheckpoint}, func(ev api.MigrateEvent) {
 				if ev.Phase == "prepare" {
 					started = true
 					if detach {
@@ -96,6 +105,11 @@ migration has started.`,
 			if output == "json" {
 				return writeJSONOut(e.stdout, st)
 			}
+			if st.Checkpoint != "" {
+				fmt.Fprintf(e.stdout, "moved gpid %d %s -> %s from checkpoint %s: ran nowhere for %s, images %s fetched in %s, restore %s, total %s\nnote: %s\n",
+					st.GPID, st.From, st.To, st.Checkpoint, msec(st.FrozenMS), display.Bytes(st.ImageBytes), msec(st.TransferMS), msec(st.RestoreMS), msec(st.TotalMS), st.Note)
+				return nil
+			}
 			fmt.Fprintf(e.stdout, "migrated gpid %d %s -> %s: frozen %s, images %s, dump %s, transfer %s (%s/s), restore %s, total %s\n",
 				st.GPID, st.From, st.To, msec(st.FrozenMS), display.Bytes(st.ImageBytes), msec(st.DumpMS), msec(st.TransferMS),
 				display.Bytes(int64(float64(st.ImageBytes)/max(st.TransferMS/1000, 1e-3))), msec(st.RestoreMS), msec(st.TotalMS))
@@ -110,6 +124,7 @@ migration has started.`,
 	}
 	c.Flags().StringVarP(&output, "output", "o", "", "output format: json")
 	c.Flags().BoolVarP(&detach, "detach", "d", false, "return once the migration has started")
+	c.Flags().BoolVar(&fromCheckpoint, "from-checkpoint", false, "do not move it live: kill it and restore its newest checkpoint on NODE (the work since is done again)")
 	c.Flags().BoolVar(&postcopy, "postcopy", false, "move the memory after the job resumes on NODE (short freeze; the job needs its source node until the copy ends)")
 	return c
 }

@@ -104,7 +104,10 @@ override the config's server.`,
 	})
 	root.SetOut(e.stdout)
 	root.SetErr(e.stderr)
-	root.AddCommand(runCmd(e), psCmd(e), nodesCmd(e), killCmd(e), logsCmd(e), waitCmd(e), migrateCmd(e), checkpointCmd(e), checkpointsCmd(e), restoreCmd(e), balanceCmd(e), eventsCmd(e), applyCmd(e), servicesCmd(e), serviceCmd(e), agentCmd(e), localCmd(e), simCmd(e), topCmd(e), fsCmd(e), manCmd(e), userCmd(e), tokenCmd(e))
+	root.AddCommand(runCmd(e), psCmd(e), nodesCmd(e), killCmd(e), logsCmd(e), waitCmd(e), migrateCmd(e), checkpointCmd(e), checkpointsCmd(e), restoreCmd(e), balanceCmd(e), eventsCmd(e), applyCmd(e), servicesCmd(e), serviceCmd(e), agentCmd(e), localCmd(e), simCmd(e), topCmd(e), fsCmd(e), manCmd(e), userCmd(e), tokenCmd(e), nodeCmd(e))
+	root.AddCommand(dashboardCmd(e))                                                             // the web dashboard's login link (dashboard.go)
+	root.AddCommand(timersCmd(e), timerCmd(e))                                                   // timers (timer.go)
+	root.AddCommand(pubCmd(e), subCmd(e), requestCmd(e), replyCmd(e), topicCmd(e), topicsCmd(e)) // messages (msg.go)
 	addCompletions(root, e)
 	return root
 }
@@ -125,6 +128,24 @@ type target struct {
 	cfg              *pki.ClientConfig // nil with --insecure
 }
 
+// jobCredWait is how long ssi run inside a job waits for the job's
+// credential: its agent writes it within a second of the job's start or
+// arrival (agent/jobcreds.go).
+const jobCredWait = 10 * time.Second
+
+// awaitJobCred waits, inside a job (SSI_GPID set), for the job's credential
+// at path to appear.
+func (e *env) awaitJobCred(path string) {
+	if e.getenv("SSI_GPID") == "" {
+		return
+	}
+	for deadline := time.Now().Add(jobCredWait); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+			return
+		}
+	}
+}
+
 // resolve finds the credentials (the file named by SSI_CONFIG, else the first
 // default config that exists) and the endpoint (--endpoint, else SSI_ENDPOINT,
 // else the config's server).
@@ -138,6 +159,7 @@ func (e *env) resolve() (target, error) {
 	paths := e.defaultConfigs()
 	if p := e.getenv("SSI_CONFIG"); p != "" {
 		paths = []string{p}
+		e.awaitJobCred(p)
 	}
 	for _, p := range paths {
 		c, err := pki.LoadClientConfig(p)

@@ -154,6 +154,7 @@ terminal cannot be moved (ssi migrate, the balancer) or checkpointed yet.`,
 	f.StringVar(&req.Placement, "placement", "", "placement policy: random, least-loaded or two-choices (default: the agent's)")
 	f.StringArrayVar(&constraints, "constraint", nil, "only nodes with this label (LABEL=VALUE); repeatable")
 	f.BoolVar(&req.Pin, "pin", false, "never let the balancer move the job (ssi migrate still can)")
+	f.DurationVar(&req.CheckpointEvery, "checkpoint-every", 0, "checkpoint the job this often (e.g. 30s), a copy on a second node; if its node dies it is restored elsewhere from the newest")
 	return c
 }
 

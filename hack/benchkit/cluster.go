@@ -161,9 +161,11 @@ func ClaimName(stateDir, name string) (release func(), err error) {
 
 // ClusterConfig describes a benchmark's cluster.
 type ClusterConfig struct {
-	Flags  ClusterFlags
-	Nodes  int
-	Binary string // the ssi binary
+	Flags ClusterFlags
+	Nodes int
+	// EtcdMembers is how many nodes hold an etcd member (0: one, node1).
+	EtcdMembers int
+	Binary      string // the ssi binary
 	// NodeArgs are extra agent flags by node name (localcluster.Config).
 	NodeArgs map[string][]string
 	// CheckNode, if set, checks every Ready node; its error fails the start.
@@ -192,7 +194,7 @@ func StartCluster(ctx context.Context, c ClusterConfig) (*Cluster, error) {
 	}
 	c.Log.Info("starting cluster", "name", f.Name, "nodes", c.Nodes, "subnet", f.Subnet)
 	st, _, err := localcluster.Up(ctx, localcluster.Config{
-		Name: f.Name, Nodes: c.Nodes, Subnet: f.Subnet, Binary: c.Binary,
+		Name: f.Name, Nodes: c.Nodes, EtcdMembers: c.EtcdMembers, Subnet: f.Subnet, Binary: c.Binary,
 		DataDir: f.DataDir, StateDir: f.StateDir, NodeArgs: c.NodeArgs, Log: c.Log,
 	})
 	if err != nil {

@@ -100,7 +100,9 @@ func TestPlanLimit(t *testing.T) {
 	if !errors.Is(err, ErrTimeLimit) {
 		t.Fatalf("Do = %v, want ErrTimeLimit", err)
 	}
-	if rounds < 2 || rounds > 10 {
+	// Two rounds on an idle machine; one when a loaded one stretches the
+	// 20 ms sleep past the limit (seen in a run at load 12).
+	if rounds < 1 || rounds > 10 {
 		t.Errorf("%d rounds in a 30 ms limit of 20 ms rounds", rounds)
 	}
 	if want := fmt.Sprintf("after %d measured rounds", rounds); !strings.Contains(err.Error(), want) {

@@ -43,11 +43,10 @@ func (b *bench) Run(ctx context.Context) error {
 		return err
 	}
 	defer b.teardown()
-	// CRIU's parasite mounts a proc at "proc.crtools" in the dumped task's
-	// working directory when the task's /proc is not of its PID namespace (a
-	// job's never is): two dumps at once of tasks with the same working
-	// directory fail ("Can't create a directory (-17)"). A private one keeps
-	// others' dumps on this machine out of ours.
+	// The raw job (rawRun) shares this machine's /proc, unlike an ssi job
+	// (isolate.JobNamespaces), so CRIU's parasite mounts a proc at
+	// "proc.crtools" in its working directory: a private one keeps that out
+	// of everyone else's.
 	if b.wd, err = os.MkdirTemp("", b.o.cluster.Name+"-wd-"); err != nil {
 		return err
 	}

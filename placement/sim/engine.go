@@ -96,6 +96,14 @@ type Result struct {
 	MinResidentAtMove float64 `json:"min_resident_at_move_s"`
 	MovedBack         int     `json:"moved_back"`
 	MinReturn         float64 `json:"min_return_s"`
+	// Failures counts the nodes that died, FailedOver the jobs restored
+	// elsewhere from a checkpoint, Lost the jobs that died with their node
+	// (no checkpoints), Redone the work done again after failovers (what
+	// ran since each job's last checkpoint).
+	Failures   int     `json:"failures,omitempty"`
+	FailedOver int     `json:"failed_over,omitempty"`
+	Lost       int     `json:"lost,omitempty"`
+	Redone     float64 `json:"redone_s,omitempty"`
 	// Wall is the real time the run took.
 	Wall float64 `json:"wall_s"`
 }
@@ -147,6 +155,8 @@ func RunWorkload(cfg Config, jobs []JobSpec, s Scenario) (Result, error) {
 const (
 	evComplete = iota // a node's earliest job may be done (if version matches)
 	evLand            // a migrating job arrives on its target
+	evFail            // a node dies (failures.go)
+	evRecover         // a dead node's job is restored elsewhere from its checkpoint
 )
 
 type event struct {
@@ -172,6 +182,7 @@ type simJob struct {
 	leftAt        float64
 	moves         int32
 	end           float64
+	lost          bool // died with its node (no checkpoint)
 }
 
 type simNode struct {
@@ -203,6 +214,10 @@ type engine struct {
 	rounds, rejections, migrations, movedBack, maxRound int
 	frozen                                              float64
 	minResident, minReturn                              float64
+
+	failed, failedOver, lost int     // failures.go
+	redone                   float64 // work done again after failovers
+	err                      error   // set by an event handler; ends the run
 }
 
 func newEngine(cfg Config, specs []JobSpec, s Scenario) *engine {
@@ -228,6 +243,7 @@ func newEngine(cfg Config, specs []JobSpec, s Scenario) *engine {
 	for i, j := range specs {
 		e.jobs[i] = simJob{arrival: j.Arrival.Seconds(), work: j.Work.Seconds(), memory: j.Memory, pinned: j.Pinned, origin: int32(j.Origin), node: -1, rem: j.Work.Seconds(), from: -1, to: -1}
 	}
+	e.scheduleFailures(e.jobs)
 	return e
 }
 
@@ -254,6 +270,9 @@ func (e *engine) run() error {
 			ev := e.pop()
 			e.now = ev.t
 			e.handle(ev)
+			if e.err != nil {
+				return e.err
+			}
 		default:
 			e.now = tA
 			if err := e.arrive(int32(next)); err != nil {
@@ -268,7 +287,10 @@ func (e *engine) run() error {
 func (e *engine) arrive(ji int32) error {
 	j := &e.jobs[ji]
 	target := int(j.origin)
-	if p := e.scenario.policy(); p != "" {
+	if p := e.scenario.policy(); p != "" || !e.live[target].Ready {
+		if p == "" {
+			p = placement.LeastLoaded // the origin died: its user submits elsewhere
+		}
 		name, err := placement.Place(e.view, placement.Request{Policy: p}, e.rnd)
 		if err != nil {
 			return fmt.Errorf("place job %d: %w", ji, err)
@@ -303,7 +325,15 @@ func (e *engine) handle(ev event) {
 		e.nodes[j.from].inflight--
 		e.nodes[j.to].inflight--
 		j.since, j.moved = e.now, true
+		if !e.live[j.to].Ready {
+			e.failOver(ev.id, 0) // landed on a node that died meanwhile
+			return
+		}
 		e.add(ev.id, j.to)
+	case evFail:
+		e.fail(ev.id)
+	case evRecover:
+		e.restore(ev.id)
 	}
 }
 
@@ -572,23 +602,27 @@ func (e *engine) result() Result {
 		Scenario: e.scenario, Load: e.cfg.Load, Jobs: len(e.jobs),
 		Migrations: e.migrations, Frozen: e.frozen, Rounds: e.rounds, Rejections: e.rejections, MaxRoundMoves: e.maxRound,
 		MinResidentAtMove: e.minResident, MovedBack: e.movedBack, MinReturn: e.minReturn,
+		Failures: e.failed, FailedOver: e.failedOver, Lost: e.lost, Redone: e.redone,
 	}
-	slow := make([]float64, len(e.jobs))
+	slow := make([]float64, 0, len(e.jobs))
 	var sumSlow, sumResp float64
-	for i, j := range e.jobs {
+	for _, j := range e.jobs {
+		if j.lost {
+			continue // it never finished: no response time
+		}
 		resp := j.end - j.arrival
-		slow[i] = resp / j.work
-		sumSlow += slow[i]
+		slow = append(slow, resp/j.work)
+		sumSlow += resp / j.work
 		sumResp += resp
 		r.Makespan = max(r.Makespan, j.end)
 		if j.moves > 0 {
 			r.MovedJobs++
 		}
 	}
-	if len(e.jobs) > 0 {
+	if len(slow) > 0 {
 		r.Makespan -= e.jobs[0].arrival
-		r.MeanSlowdown = sumSlow / float64(len(e.jobs))
-		r.MeanResponse = sumResp / float64(len(e.jobs))
+		r.MeanSlowdown = sumSlow / float64(len(slow))
+		r.MeanResponse = sumResp / float64(len(slow))
 		slices.Sort(slow)
 		r.P50Slowdown = quantile(slow, 0.50)
 		r.P99Slowdown = quantile(slow, 0.99)

@@ -16,11 +16,20 @@ import (
 func WriteTable(w io.Writer, results []Result) error {
 	bw := bufio.NewWriter(w)
 	tw := tabwriter.NewWriter(bw, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "SCENARIO\tLOAD\tMAKESPAN\tMEAN SLOWDOWN\tP50\tP99\tMEAN RESPONSE\tMIGRATIONS\tMOVED JOBS\tFROZEN\tROUNDS\tWALL\t")
+	fails := hasFailures(results)
+	head := "SCENARIO\tLOAD\tMAKESPAN\tMEAN SLOWDOWN\tP50\tP99\tMEAN RESPONSE\tMIGRATIONS\tMOVED JOBS\tFROZEN\tROUNDS\t"
+	if fails {
+		head += "FAILURES\tRESTORED\tLOST\tREDONE\t"
+	}
+	fmt.Fprintln(tw, head+"WALL\t")
 	for _, r := range results {
-		fmt.Fprintf(tw, "%s\t%.2f\t%.0fs\t%.2f\t%.2f\t%.1f\t%.1fs\t%d\t%d\t%.0fs\t%d\t%.1fs\t\n",
+		fmt.Fprintf(tw, "%s\t%.2f\t%.0fs\t%.2f\t%.2f\t%.1f\t%.1fs\t%d\t%d\t%.0fs\t%d\t",
 			r.Scenario, r.Load, r.Makespan, r.MeanSlowdown, r.P50Slowdown, r.P99Slowdown, r.MeanResponse,
-			r.Migrations, r.MovedJobs, r.Frozen, r.Rounds, r.Wall)
+			r.Migrations, r.MovedJobs, r.Frozen, r.Rounds)
+		if fails {
+			fmt.Fprintf(tw, "%d\t%d\t%d\t%.0fs\t", r.Failures, r.FailedOver, r.Lost, r.Redone)
+		}
+		fmt.Fprintf(tw, "%.1fs\t\n", r.Wall)
 	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write table: %w", err)
@@ -31,15 +40,31 @@ func WriteTable(w io.Writer, results []Result) error {
 	return nil
 }
 
+// hasFailures reports whether some run had node failures (the tables then
+// show what became of their jobs).
+func hasFailures(results []Result) bool {
+	return slices.ContainsFunc(results, func(r Result) bool { return r.Failures > 0 })
+}
+
 // WriteMarkdown writes results as a Markdown table.
 func WriteMarkdown(w io.Writer, results []Result) error {
 	var b strings.Builder
-	b.WriteString("| scenario | load | makespan (s) | mean slowdown | p50 slowdown | p99 slowdown | mean response (s) | migrations | moved jobs | frozen (s) | balance rounds | wall (s) |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fails := hasFailures(results)
+	b.WriteString("| scenario | load | makespan (s) | mean slowdown | p50 slowdown | p99 slowdown | mean response (s) | migrations | moved jobs | frozen (s) | balance rounds |")
+	sep := "|---|---|---|---|---|---|---|---|---|---|---|"
+	if fails {
+		b.WriteString(" failures | restored | lost | redone (s) |")
+		sep += "---|---|---|---|"
+	}
+	b.WriteString(" wall (s) |\n" + sep + "---|\n")
 	for _, r := range results {
-		fmt.Fprintf(&b, "| %s | %.2f | %.0f | %.2f | %.2f | %.1f | %.1f | %d | %d | %.0f | %d | %.1f |\n",
+		fmt.Fprintf(&b, "| %s | %.2f | %.0f | %.2f | %.2f | %.1f | %.1f | %d | %d | %.0f | %d |",
 			r.Scenario, r.Load, r.Makespan, r.MeanSlowdown, r.P50Slowdown, r.P99Slowdown, r.MeanResponse,
-			r.Migrations, r.MovedJobs, r.Frozen, r.Rounds, r.Wall)
+			r.Migrations, r.MovedJobs, r.Frozen, r.Rounds)
+		if fails {
+			fmt.Fprintf(&b, " %d | %d | %d | %.0f |", r.Failures, r.FailedOver, r.Lost, r.Redone)
+		}
+		fmt.Fprintf(&b, " %.1f |\n", r.Wall)
 	}
 	if _, err := io.WriteString(w, b.String()); err != nil {
 		return fmt.Errorf("write markdown: %w", err)

@@ -183,3 +183,38 @@ func TestWriteSVG(t *testing.T) {
 		t.Fatalf("markdown: %v\n%s", err, md.String())
 	}
 }
+
+// TestFailures: with checkpoints, every job of a dead node is restored on a
+// Ready node (never a dead one: the engine fails with ErrInvariant) and the
+// run finishes every job, with some work redone; without checkpoints, the
+// dead nodes' jobs are lost and counted, and the rest finish; no failure,
+// nothing of either.
+func TestFailures(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Nodes, cfg.Jobs, cfg.Load, cfg.Failures = 50, 5000, 0.7, 10
+	cfg.CheckpointEvery = 30 * time.Second
+	for _, sc := range []Scenario{LeastLoaded, Balance} {
+		r, err := Run(cfg, sc)
+		if err != nil {
+			t.Fatalf("%s with checkpoints: %v", sc, err)
+		}
+		if r.Failures != 10 || r.FailedOver == 0 || r.Lost != 0 || r.Redone <= 0 {
+			t.Fatalf("%s with checkpoints: %+v", sc, r)
+		}
+		t.Logf("%s, checkpoints every 30s: %d failures, %d jobs restored, %.0f s of work redone, mean slowdown %.2f", sc, r.Failures, r.FailedOver, r.Redone, r.MeanSlowdown)
+	}
+	cfg.CheckpointEvery = 0
+	r, err := Run(cfg, LeastLoaded)
+	if err != nil || r.Lost == 0 || r.FailedOver != 0 || r.Redone != 0 {
+		t.Fatalf("without checkpoints: %+v, %v", r, err)
+	}
+	t.Logf("no checkpoints: %d failures, %d jobs lost", r.Failures, r.Lost)
+	cfg.Failures = 0
+	if r, err := Run(cfg, LeastLoaded); err != nil || r.Failures+r.Lost+r.FailedOver != 0 {
+		t.Fatalf("no failures: %+v, %v", r, err)
+	}
+	cfg.Failures = cfg.Nodes
+	if _, err := Run(cfg, LeastLoaded); !errors.Is(err, ErrBadConfig) {
+		t.Fatalf("every node failing: %v, want ErrBadConfig", err)
+	}
+}

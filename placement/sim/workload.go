@@ -59,6 +59,15 @@ type Config struct {
 	// MaxJobsPerNode caps the jobs of one overloaded node handed to Balance
 	// each round: its oldest ones (0: all). See Run.
 	MaxJobsPerNode int
+	// Failures is the number of Ready nodes that die during the run, at
+	// times drawn uniformly over the arrival period (failures.go); they do
+	// not come back. CheckpointEvery is the period of every job's automatic
+	// checkpoints (0: none, and a dead node's jobs are lost); Detect is the
+	// time from a death to the restore of its jobs elsewhere (the lease TTL
+	// plus the failover controller's grace).
+	Failures        int
+	CheckpointEvery time.Duration
+	Detect          time.Duration
 }
 
 // DefaultConfig is the configuration of `ssi sim` without flags.
@@ -79,6 +88,7 @@ func DefaultConfig() Config {
 		Tick:           time.Second,
 		Balance:        placement.DefaultBalanceConfig(),
 		MaxJobsPerNode: 32,
+		Detect:         7 * time.Second,
 	}
 }
 
@@ -116,6 +126,12 @@ func (c Config) Validate() error {
 		return bad("--pinned %g: must be in [0, 1]", c.Pinned)
 	case c.Tick <= 0:
 		return bad("--tick %s: must be above 0", c.Tick)
+	case c.Failures < 0 || c.Failures >= c.ready():
+		return bad("--failures %d: must be ≥ 0 and less than the Ready nodes (%d)", c.Failures, c.ready())
+	case c.CheckpointEvery < 0:
+		return bad("--checkpoint-every %s: must be ≥ 0 (0: no checkpoints, a dead node's jobs are lost)", c.CheckpointEvery)
+	case c.Detect < 0:
+		return bad("--detect %s: must be ≥ 0", c.Detect)
 	case c.MaxJobsPerNode < 0:
 		return bad("--max-jobs-per-node %d: must be ≥ 0 (0: all)", c.MaxJobsPerNode)
 	case c.Balance.Residency < 0:
