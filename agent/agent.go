@@ -67,6 +67,8 @@ type Agent struct {
 	cluster, balancerView *pidtable.ClusterCache
 	// statusNow asks the status loop to publish at once (kickStatus).
 	statusNow chan struct{}
+	// status writes the node's status when it says something new.
+	status pidtable.StatusGate
 	// fencedAt is when the fence last killed jobs (failover.go); the
 	// status loop takes no new lease until failover.Rejoin after it.
 	fencedAt atomic.Pointer[time.Time]
@@ -338,10 +340,13 @@ func (a *Agent) newSession(ctx context.Context) (*concurrency.Session, error) {
 func (a *Agent) publishStatus(ctx context.Context, st pidtable.NodeStatus) error {
 	s := a.session.Load()
 	st.Instance = a.instance
-	if err := a.store.PublishStatus(ctx, a.cfg.Name, st, s.Lease()); err != nil {
+	wrote, err := a.status.Publish(ctx, a.store, a.cfg.Name, st, s.Lease())
+	if err != nil {
 		return err
 	}
-	a.events.ready(ctx, int64(s.Lease()))
+	if wrote {
+		a.events.ready(ctx, int64(s.Lease()))
+	}
 	return nil
 }
 

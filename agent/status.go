@@ -8,10 +8,12 @@ import (
 	"github.com/ssi-cluster/ssi/pidtable"
 )
 
-// statusInterval is how often the node publishes its load.
+// statusInterval is how often the node measures its jobs; it writes its
+// status only when the figures moved (pidtable.StatusGate).
 const statusInterval = time.Second
 
-// statusLoop publishes the node's live status every second and replaces the
+// statusLoop measures the node's jobs every second, publishes the status
+// when it says something new (pidtable.StatusGate), and replaces the
 // etcd session if its lease was lost (e.g. etcd was unreachable for a TTL).
 func (a *Agent) statusLoop(ctx context.Context) {
 	pidtable.StatusLoop{

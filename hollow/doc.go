@@ -8,7 +8,8 @@
 //
 //   - it registers with Store.RegisterNode, holds its own etcd session
 //     (concurrency.Session, its own lease of LeaseTTL seconds) and keeps its
-//     status key on that lease with Store.PublishStatus every second, as the
+//     status key on that lease, measured every second and written when it
+//     says something new (pidtable.StatusGate), as the
 //     agent's status loop does; a lost lease is replaced, as the agent does;
 //   - its fake jobs are created with Store.Create (a gpid from the node's own
 //     block, pidtable/gpids.go), started with the Start transition, ended

@@ -27,6 +27,10 @@ type Node struct {
 	life   context.Context
 	cancel context.CancelFunc
 
+	// status writes the node's status when it says something new, as the
+	// agent's does.
+	status pidtable.StatusGate
+
 	mu      sync.Mutex
 	session *concurrency.Session
 	jobs    map[uint64]*job
@@ -114,15 +118,17 @@ func (n *Node) revoke(ctx context.Context) {
 	}
 }
 
-// publish writes the node's status on its lease: the call of the agent's
-// status loop (Store.PublishStatus), with figures from the fake jobs.
+// publish writes the node's status on its lease when it says something new:
+// the call of the agent's status loop (pidtable.StatusGate), with figures
+// from the fake jobs.
 func (n *Node) publish(ctx context.Context) error {
-	return n.c.store.PublishStatus(ctx, n.name, n.status(), n.currentSession().Lease())
+	_, err := n.status.Publish(ctx, n.c.store, n.name, n.measure(), n.currentSession().Lease())
+	return err
 }
 
-// status is what a real node's supervisor would sample: each running job
+// measure is what a real node's supervisor would sample: each running job
 // with its figures (an idle job, or one of Config.JobDemand cores).
-func (n *Node) status() pidtable.NodeStatus {
+func (n *Node) measure() pidtable.NodeStatus {
 	d := n.c.cfg.JobDemand
 	n.mu.Lock()
 	defer n.mu.Unlock()
