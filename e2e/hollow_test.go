@@ -28,7 +28,8 @@ const hollowNodes = 200
 // 3-node cluster through its etcd: ssi nodes lists all 203 Ready, ssi run
 // and ssi ps -A work across both kinds (the hollow nodes' fake jobs listed
 // beside a real one; ssi run --node HOLLOW, redirected by node1 to the
-// hollow API, its exit status, ssi kill and ssi wait of a hollow job),
+// hollow API, its exit status, ssi kill and ssi wait of a hollow job;
+// ssi migrate of a hollow job between hollow nodes),
 // hollow jobs go through running, exited and archived
 // (the live table keeps only the recent ones), and a hollow node killed as
 // in a crash is noticed NotReady within its lease TTL plus slack, one
@@ -130,6 +131,20 @@ func TestHollow(t *testing.T) {
 	if r := c.ssi(t, "wait", fmt.Sprint(fake)); r.code != 137 {
 		t.Fatalf("ssi wait on a killed hollow job: %v", r)
 	}
+	// ssi migrate of a hollow job (forwarded by node1 to the hollow API,
+	// the fake checkpointer): it moves between hollow nodes, its record
+	// follows; a move to a real node is refused with the reason.
+	moved := c.detach(t, "--node", prefix+"-43", "--", "sleep", "600")
+	for _, to := range []string{prefix + "-44", prefix + "-45"} {
+		c.ok(t, "migrate", fmt.Sprint(moved), to)
+		if p := c.proc(t, moved); p.Node != to || p.State != pidtable.Running {
+			t.Fatalf("after ssi migrate %d %s: %+v", moved, to, p)
+		}
+	}
+	if r := c.ssi(t, "migrate", fmt.Sprint(moved), "node3"); r.code == 0 || !strings.Contains(r.stderr, "moves only to another hollow node") {
+		t.Fatalf("ssi migrate of a hollow job to a real node: %v", r)
+	}
+	c.ok(t, "kill", "-s", "KILL", fmt.Sprint(moved))
 	job := c.detach(t, "--node", "node3", "--", "sleep", "120")
 	defer c.kill(t, job)
 	eventually(t, 30*time.Second, "ssi ps -A lists the real job and the hollow nodes' jobs", func() error {

@@ -26,8 +26,9 @@ import (
 //	GET  /v1/procs/{gpid}/wait        its exit status, once it ended
 //	GET  /v1/procs/{gpid}/logs        its output (none) and, with follow=1, its Exit record
 //	POST /v1/procs/{gpid}/signal      end it now, as killed by the signal
+//	POST /v1/procs/{gpid}/migrate     move it to another hollow node (migrate.go)
 //
-// Everything else (a migration, a checkpoint, stdin...) is refused with a
+// Everything else (a checkpoint, stdin, a real job's migration...) is refused with a
 // message that says the node is hollow. A fake job's command decides its
 // life: `sleep N` runs N seconds, `false` exits 1 at once, `exit N` exits N,
 // anything else exits 0 at once.
@@ -42,8 +43,9 @@ func (c *Cluster) APIHandler() http.Handler {
 	mux.HandleFunc("GET /v1/procs/{gpid}/wait", c.handleWait)
 	mux.HandleFunc("GET /v1/procs/{gpid}/logs", c.handleLogs)
 	mux.HandleFunc("POST /v1/procs/{gpid}/signal", c.handleSignal)
+	mux.HandleFunc("POST /v1/procs/{gpid}/migrate", c.handleMigrate)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		apiError(w, api.Errorf(api.CodeBadRequest, "%s %s: this is a hollow node (ssi agent --hollow): it runs fake jobs and serves only run, wait, logs and signal", r.Method, r.URL.Path))
+		apiError(w, api.Errorf(api.CodeBadRequest, "%s %s: this is a hollow node (ssi agent --hollow): it runs fake jobs and serves only run, wait, logs, signal and moves of its fake jobs", r.Method, r.URL.Path))
 	})
 	return mux
 }
@@ -130,19 +132,28 @@ func (c *Cluster) jobOf(r *http.Request) (*Node, uint64, *api.Error) {
 	if e != nil {
 		return nil, 0, e
 	}
+	gpid, n, e := c.find(r)
+	if e != nil {
+		return nil, 0, e
+	}
+	if user, _ := n.jobUser(gpid); id.Node || (!id.Admin && user != id.Name) {
+		return nil, 0, api.Errorf(api.CodeForbidden, "%s may not see gpid %d", id, gpid)
+	}
+	return n, gpid, nil
+}
+
+// find returns the request's {gpid} and the hollow node that runs it.
+func (c *Cluster) find(r *http.Request) (uint64, *Node, *api.Error) {
 	gpid, err := strconv.ParseUint(r.PathValue("gpid"), 10, 64)
 	if err != nil || gpid == 0 {
-		return nil, 0, api.Errorf(api.CodeBadRequest, "invalid gpid %q: want a positive integer", r.PathValue("gpid"))
+		return 0, nil, api.Errorf(api.CodeBadRequest, "invalid gpid %q: want a positive integer", r.PathValue("gpid"))
 	}
 	for _, n := range c.nodes {
-		if user, ok := n.jobUser(gpid); ok {
-			if id.Node || (!id.Admin && user != id.Name) {
-				return nil, 0, api.Errorf(api.CodeForbidden, "%s may not see gpid %d", id, gpid)
-			}
-			return n, gpid, nil
+		if _, ok := n.jobUser(gpid); ok {
+			return gpid, n, nil
 		}
 	}
-	return nil, 0, api.Errorf(api.CodeNotFound, "gpid %d is not a job of a hollow node here", gpid)
+	return 0, nil, api.Errorf(api.CodeNotFound, "gpid %d is not a job of a hollow node here", gpid)
 }
 
 func (c *Cluster) handleWait(w http.ResponseWriter, r *http.Request) {

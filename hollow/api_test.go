@@ -40,6 +40,7 @@ func pair(t *testing.T, issue func(pub any) (*x509.Certificate, error)) tls.Cert
 func TestAPI(t *testing.T) {
 	cli := etcdtest.Client(t)
 	st := pidtable.New(cli)
+	stTable := st
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	c := start(t, ctx, cli, Config{Prefix: "a", Nodes: 2})
@@ -118,6 +119,63 @@ func TestAPI(t *testing.T) {
 		t.Fatalf("signal to an ended job: %v", err)
 	}
 
+	// Migrate (the fake checkpointer): alice moves her job from a-1 to
+	// a-2 and back; the record's node and epoch follow, the event log
+	// has the moves, the job still ends by a signal at its new node. Bob
+	// may not move it, nor may anyone move it off the hollow nodes or
+	// from a checkpoint; an agent (a node certificate) moves a job that
+	// is not pinned.
+	r, _ = run(aliceHTTP, "a-1", "sleep", "60")
+	p0, _, err := stTable.Get(ctx, r.GPID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, to := range []string{"a-2", "a-1", "a-2"} {
+		st, err := alice.Migrate(ctx, r.GPID, api.MigrateRequest{Node: to}, nil)
+		if err != nil || st.To != to || st.FrozenMS < float64(FakeFreeze.Milliseconds()) {
+			t.Fatalf("move %d to %s: %+v %v", i+1, to, st, err)
+		}
+		p, _, err := stTable.Get(ctx, r.GPID)
+		if err != nil || p.Node != to || p.State != pidtable.Running || p.Epoch != p0.Epoch+uint64(i+1) {
+			t.Fatalf("record after move %d: %+v %v", i+1, p, err)
+		}
+	}
+	if _, err := bob.Migrate(ctx, r.GPID, api.MigrateRequest{Node: "a-1"}, nil); !api.IsCode(err, api.CodeForbidden) {
+		t.Fatalf("bob moves alice's job: %v", err)
+	}
+	for _, req := range []api.MigrateRequest{{Node: "node1"}, {Node: "a-2"}, {Node: "a-1", FromCheckpoint: true}} {
+		if _, err := alice.Migrate(ctx, r.GPID, req, nil); !api.IsCode(err, api.CodeBadRequest) {
+			t.Fatalf("move %+v: %v, want a bad request", req, err)
+		}
+	}
+	nodeCl, err := api.NewTLSClient(srv.URL, pki.ClientTLS(ca, node))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := nodeCl.Migrate(ctx, r.GPID, api.MigrateRequest{Node: "a-1"}, nil); err != nil || st.To != "a-1" {
+		t.Fatalf("an agent moves the job: %+v %v", st, err)
+	}
+	evs, _, err := stTable.EventsMatching(ctx, 0, pidtable.EventFilter{GPID: r.GPID, Kinds: []string{pidtable.EventMigrate}}, 0)
+	if err != nil || len(evs) < 4 {
+		t.Fatalf("migrate events of gpid %d: %d, %v; want one per move at least (4)", r.GPID, len(evs), err)
+	}
+	if err := alice.Signal(ctx, r.GPID, "KILL"); err != nil {
+		t.Fatal(err)
+	}
+	if ex, err := alice.Wait(wctx, r.GPID); err != nil || ex.Code != 137 {
+		t.Fatalf("wait after KILL of a moved job: %+v %v", ex, err)
+	}
+	pinned, _ := json.Marshal(api.RunRequest{Argv: []string{"sleep", "60"}, Pin: true})
+	resp, err := aliceHTTP.Post(srv.URL+"/v1/procs?node=a-1", "application/json", bytes.NewReader(pinned))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&r)
+	resp.Body.Close()
+	if _, err := nodeCl.Migrate(ctx, r.GPID, api.MigrateRequest{Node: "a-2"}, nil); !api.IsCode(err, api.CodeForbidden) {
+		t.Fatalf("an agent moves a pinned job: %v", err)
+	}
+
 	// Refusals: an unknown node, a node certificate, no certificate, a
 	// route hollow nodes do not serve.
 	if _, code := run(aliceHTTP, "nope", "true"); code != http.StatusNotFound {
@@ -131,7 +189,7 @@ func TestAPI(t *testing.T) {
 	if _, code := run(anon, "a-1", "true"); code != http.StatusUnauthorized {
 		t.Fatalf("run without a certificate: %d", code)
 	}
-	resp, err := aliceHTTP.Post(srv.URL+"/v1/migrations/1/prepare", "application/json", nil)
+	resp, err = aliceHTTP.Post(srv.URL+"/v1/migrations/1/prepare", "application/json", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,9 +17,10 @@
 //     with Store.ArchiveAt after the retention, as package supervisor does
 //     for real jobs; no shim, no process, no CRIU.
 //
-// What a hollow node does not do: it serves no agent API (a request sent to
-// its address is not answered by it, so `ssi run --node HOLLOW`, `ssi kill`
-// or a migration to or from one fails), it takes no part in the balancer's or
+// What a hollow node serves is a subset of the agent API, one server for
+// every node of the process (api.go): run, wait, logs, signal, and moves of
+// its fake jobs to other hollow nodes (migrate.go, the fake checkpointer).
+// What a hollow node does not do: it takes no part in the balancer's or
 // the drain controller's elections, and it does not watch the table (it
 // knows its own jobs because it made them). Its jobs report the CPU demand
 // Config.JobDemand, so the balancer plans on them like on any other.
