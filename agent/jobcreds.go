@@ -73,10 +73,11 @@ func (a *Agent) jobCredsLoop(ctx context.Context) {
 		return
 	}
 	renewAt := map[uint64]time.Time{} // gpid -> when its credential is renewed
+	foreign := map[uint64]bool{}       // credentials another agent wrote (a local cluster)
 	t := time.NewTicker(jobCredsEvery)
 	defer t.Stop()
 	for {
-		a.refreshJobCreds(ctx, dir, renewAt)
+		a.refreshJobCreds(ctx, dir, renewAt, foreign)
 		select {
 		case <-ctx.Done():
 			return
@@ -86,8 +87,10 @@ func (a *Agent) jobCredsLoop(ctx context.Context) {
 }
 
 // refreshJobCreds writes the credentials due of the jobs running here, and
-// removes those of jobs no longer here.
-func (a *Agent) refreshJobCreds(ctx context.Context, dir string, renewAt map[uint64]time.Time) {
+// removes those of jobs no longer here that this agent wrote. foreign holds
+// the gpids whose files another agent wrote (agents of a local cluster share
+// the directory), so that they are read once, not every second.
+func (a *Agent) refreshJobCreds(ctx context.Context, dir string, renewAt map[uint64]time.Time, foreign map[uint64]bool) {
 	procs, _ := a.own.Procs()
 	here := map[uint64]bool{}
 	for _, p := range procs {
@@ -95,6 +98,7 @@ func (a *Agent) refreshJobCreds(ctx context.Context, dir string, renewAt map[uin
 			continue
 		}
 		here[p.GPID] = true
+		delete(foreign, p.GPID) // moved here: its file is ours now
 		if time.Now().Before(renewAt[p.GPID]) {
 			continue
 		}
@@ -112,15 +116,29 @@ func (a *Agent) refreshJobCreds(ctx context.Context, dir string, renewAt map[uin
 		}
 	}
 	entries, _ := os.ReadDir(dir)
+	listed := make(map[uint64]bool, len(entries))
 	for _, e := range entries {
 		g, err := strconv.ParseUint(e.Name(), 10, 64)
-		if err != nil || here[g] {
+		if err != nil {
+			continue
+		}
+		listed[g] = true
+		if here[g] || foreign[g] {
 			continue
 		}
 		// Only what this agent wrote: on one machine (a local cluster) the
 		// agent a job moved to writes the same path.
-		if c, err := pki.LoadClientConfig(supervisor.JobCredFile(dir, g)); (err == nil && c.Server == a.cfg.Advertise) || errors.Is(err, os.ErrNotExist) {
+		c, err := pki.LoadClientConfig(supervisor.JobCredFile(dir, g))
+		switch {
+		case (err == nil && c.Server == a.cfg.Advertise) || errors.Is(err, os.ErrNotExist):
 			_ = os.RemoveAll(filepath.Join(dir, e.Name()))
+		case err == nil:
+			foreign[g] = true
+		}
+	}
+	for g := range foreign {
+		if !listed[g] {
+			delete(foreign, g)
 		}
 	}
 }
