@@ -73,7 +73,7 @@ func (a *Agent) jobCredsLoop(ctx context.Context) {
 		return
 	}
 	renewAt := map[uint64]time.Time{} // gpid -> when its credential is renewed
-	foreign := map[uint64]bool{}       // credentials another agent wrote (a local cluster)
+	foreign := map[uint64]bool{}      // credentials another agent wrote (a local cluster)
 	t := time.NewTicker(jobCredsEvery)
 	defer t.Stop()
 	for {
