@@ -52,6 +52,17 @@ func (c *Cluster) APIHandler() http.Handler {
 
 func apiError(w http.ResponseWriter, e *api.Error) { writeJSON(w, e.Code.Status(), e) }
 
+// decodeBody reads a request's JSON body (64 KiB at most, no unknown
+// fields) into v.
+func decodeBody(w http.ResponseWriter, r *http.Request, what string, v any) *api.Error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return api.Errorf(api.CodeBadRequest, "malformed %s request: %v", what, err)
+	}
+	return nil
+}
+
 // caller is who the request's verified certificate speaks for.
 func caller(r *http.Request) (pki.Identity, *api.Error) {
 	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
@@ -194,14 +205,13 @@ func (c *Cluster) handleLogs(w http.ResponseWriter, r *http.Request) {
 }
 
 func (c *Cluster) handleSignal(w http.ResponseWriter, r *http.Request) {
+	var req api.SignalRequest
 	n, gpid, e := c.jobOf(r)
+	if e == nil {
+		e = decodeBody(w, r, "signal", &req)
+	}
 	if e != nil {
 		apiError(w, e)
-		return
-	}
-	var req api.SignalRequest
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&req); err != nil {
-		apiError(w, api.Errorf(api.CodeBadRequest, "malformed signal request: %v", err))
 		return
 	}
 	sig := unix.SignalNum(strings.ToUpper(req.Signal))

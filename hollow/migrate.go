@@ -33,16 +33,13 @@ import (
 const FakeFreeze = 20 * time.Millisecond
 
 func (c *Cluster) handleMigrate(w http.ResponseWriter, r *http.Request) {
+	var req api.MigrateRequest
 	n, gpid, e := c.moverOf(r)
+	if e == nil {
+		e = decodeBody(w, r, "migrate", &req)
+	}
 	if e != nil {
 		apiError(w, e)
-		return
-	}
-	var req api.MigrateRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		apiError(w, api.Errorf(api.CodeBadRequest, "malformed migrate request: %v", err))
 		return
 	}
 	to := c.names[req.Node]

@@ -148,20 +148,27 @@ func TestInformerFaults(t *testing.T) {
 		return func() { cancel(); <-done }
 	}
 
-	t.Run("watch cut", func(t *testing.T) {
+	// behindProxy returns a store with 300 changes made, and a running
+	// cache of it whose etcd connection goes through a proxy.
+	behindProxy := func(t *testing.T, rng *rand.Rand) (*Store, *proxy, *ProcCache) {
 		s := newStore(t)
-		rng := rand.New(rand.NewPCG(1, 2))
 		p := newProxy(t, s.c.Endpoints()[0])
 		cc, err := clientv3.New(clientv3.Config{Endpoints: []string{p.l.Addr().String()}, DialTimeout: 2 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer cc.Close()
+		t.Cleanup(func() { cc.Close() })
 		churn(t, s.c, rng, 200, 300)
 		c := New(cc).NewProcCache(nil, log)
-		defer run(c)()
+		t.Cleanup(run(c))
 		<-c.Synced()
 		converged(t, s, c)
+		return s, p, c
+	}
+
+	t.Run("watch cut", func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(1, 2))
+		s, p, c := behindProxy(t, rng)
 		for range 3 {
 			p.cut()
 			churn(t, s.c, rng, 200, 300)
@@ -172,19 +179,8 @@ func TestInformerFaults(t *testing.T) {
 	})
 
 	t.Run("compacted past", func(t *testing.T) {
-		s := newStore(t)
-		rng := rand.New(rand.NewPCG(3, 4))
-		p := newProxy(t, s.c.Endpoints()[0])
-		cc, err := clientv3.New(clientv3.Config{Endpoints: []string{p.l.Addr().String()}, DialTimeout: 2 * time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cc.Close()
-		churn(t, s.c, rng, 200, 300)
-		c := New(cc).NewProcCache(nil, log)
-		defer run(c)()
-		<-c.Synced()
-		converged(t, s, c)
+		s, p, c := behindProxy(t, rand.New(rand.NewPCG(3, 4)))
+		rng := rand.New(rand.NewPCG(3, 5))
 		// Cut off, the table changes and etcd forgets the history the
 		// watch would resume from: it must list again.
 		p.cut()

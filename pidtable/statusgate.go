@@ -32,13 +32,27 @@ const (
 	// least statusRSSFloor bytes.
 	statusRSSBand  = 0.10
 	statusRSSFloor = 1 << 20
+	// statusGapPerJob spaces the writes of a node with many jobs: after a
+	// write, the next waits len(Procs) × statusGapPerJob (at most
+	// statusMaxGap), whatever moved, unless the lease changed. An entry is
+	// about 60 bytes, so a node writes at most ~6 KB of status a second
+	// whatever its size: a node filling up with 1,000 jobs (each start
+	// changes the status) writes every 10 s, not every second.
+	statusGapPerJob = 10 * time.Millisecond
+	statusMaxGap    = 10 * time.Second
 )
+
+// StatusGap is the shortest time between two writes of a status with n
+// jobs (StatusGate).
+func StatusGap(n int) time.Duration { return min(time.Duration(n)*statusGapPerJob, statusMaxGap) }
 
 // StatusGate publishes a node's status through Store.PublishStatus when it
 // says something new: on a new lease (the key went with the old one), when
 // the node's jobs, reservations or placement tokens changed, when a figure
-// moved past its dead band (StatusMoved), and at least every Refresh. The
-// agent and a hollow node each keep one. Safe for concurrent use.
+// moved past its dead band (StatusMoved), and at least every Refresh; but
+// not sooner than StatusGap after the last write, which bounds the bytes a
+// node with many jobs writes. The agent and a hollow node each keep one.
+// Safe for concurrent use.
 type StatusGate struct {
 	// Refresh bounds the time between two writes; 0: StatusRefresh.
 	Refresh time.Duration
@@ -60,7 +74,7 @@ func (g *StatusGate) Publish(ctx context.Context, s *Store, node string, st Node
 		refresh = StatusRefresh
 	}
 	now := time.Now()
-	if lease == g.lease && now.Sub(g.at) < refresh && !StatusMoved(g.last, st) {
+	if lease == g.lease && (now.Sub(g.at) < StatusGap(len(g.last.Procs)) || (now.Sub(g.at) < refresh && !StatusMoved(g.last, st))) {
 		return false, nil
 	}
 	if err := s.PublishStatus(ctx, node, st, lease); err != nil {

@@ -100,14 +100,44 @@ func TestStatusGate(t *testing.T) {
 	st.Load = 1.01
 	publish(st, l1, false)
 	st.Procs[7] = ProcStats{CPU: 50, RSS: 4 << 20, Stat: "S", Procs: 1}
+	time.Sleep(StatusGap(len(st.Procs))) // the shortest gap between writes
 	publish(st, l1, true)
 	l2 := lease()
 	publish(st, l2, true)
 	if got, l, ok, err := s.Status(ctx, "n1"); err != nil || !ok || l != l2 || got.Procs[7].CPU != 50 {
 		t.Fatalf("status after a new lease: %+v on lease %x (want %x), ok %v, err %v", got, l, l2, ok, err)
 	}
-	time.Sleep(350 * time.Millisecond)
+	time.Sleep(350 * time.Millisecond) // the refresh
 	publish(st, l2, true)
 	g.Forget()
 	publish(st, l2, true)
+
+	// A node of 40 jobs writes at most every StatusGap(40) = 400 ms,
+	// whatever moved; a new lease is written at once.
+	g = &StatusGate{Refresh: time.Minute}
+	big := NodeStatus{Instance: "i", Procs: map[uint64]ProcStats{}}
+	for i := range 40 {
+		big.Procs[uint64(100+i)] = ProcStats{Stat: "S"}
+	}
+	big.Jobs = len(big.Procs)
+	publish(big, l2, true)
+	big.Jobs, big.Procs[1] = big.Jobs+1, ProcStats{Stat: "S"}
+	publish(big, l2, false)
+	l3 := lease()
+	publish(big, l3, true)
+	big.Jobs, big.Procs[2] = big.Jobs+1, ProcStats{Stat: "S"}
+	publish(big, l3, false)
+	time.Sleep(StatusGap(40) + 50*time.Millisecond)
+	publish(big, l3, true)
+}
+
+func TestStatusGap(t *testing.T) {
+	for _, tc := range []struct {
+		n    int
+		want time.Duration
+	}{{0, 0}, {1, 10 * time.Millisecond}, {100, time.Second}, {1000, 10 * time.Second}, {100000, 10 * time.Second}} {
+		if got := StatusGap(tc.n); got != tc.want {
+			t.Errorf("StatusGap(%d) = %s, want %s", tc.n, got, tc.want)
+		}
+	}
 }
