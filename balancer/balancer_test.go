@@ -496,3 +496,41 @@ func TestRoundLeavesDrainedNodeToDrain(t *testing.T) {
 		t.Fatal("the busy node's jobs stayed without a drain too; the test shows nothing")
 	}
 }
+
+// TestRoundBoundsRejectionEvents: 500 jobs on a busy node, none of which may
+// move (all pinned): a round records maxRejectEvents rejections, not 500
+// (each is an etcd write: 100,000 of them made a round take 196 s), and the
+// next rounds record the others, each job once.
+func TestRoundBoundsRejectionEvents(t *testing.T) {
+	ctx := context.Background()
+	now := time.Now()
+	snap := busySnapshot(now)
+	snap.Procs = nil
+	st := snap.Status["node1"]
+	for g := uint64(1); g <= 500; g++ {
+		snap.Procs = append(snap.Procs, pidtable.Proc{GPID: g, Node: "node1", User: "alice", State: pidtable.Running, Started: now.Add(-time.Hour), Epoch: 1, Pinned: true})
+		st.Procs[g] = pidtable.ProcStats{Demand: 1, RSS: 1 << 20}
+	}
+	table := &fakeTable{cfg: pidtable.BalancerConfig{Enabled: true}, snap: snap}
+	b, rec := newTest(t, table, &fakeMover{})
+	if err := b.round(ctx, ctx, 7); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(rec.of(pidtable.EventRejected)); n != maxRejectEvents {
+		t.Fatalf("one round recorded %d rejections, want %d", n, maxRejectEvents)
+	}
+	for range 500/maxRejectEvents + 2 {
+		if err := b.round(ctx, ctx, 7); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[uint64]int{}
+	for _, ev := range rec.of(pidtable.EventRejected) {
+		seen[ev.GPID]++
+	}
+	for g := uint64(1); g <= 500; g++ {
+		if seen[g] != 1 {
+			t.Fatalf("gpid %d's rejection recorded %d times, want once", g, seen[g])
+		}
+	}
+}

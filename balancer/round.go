@@ -20,6 +20,13 @@ import (
 // keeps changing.
 const rejectEvery = 10 * time.Second
 
+// maxRejectEvents bounds the rejection events one round records: each is an
+// etcd write, and a cluster with 100,000 jobs on overloaded nodes rejected
+// them all in one round, which then took 196 s writing events one by one
+// (hack/benchhollow, 100 nodes × 100,000 jobs). The rejections past the bound
+// are recorded by later rounds, this bound at a time.
+const maxRejectEvents = 20
+
 type rejection struct {
 	class string
 	at    time.Time
@@ -95,6 +102,9 @@ func (b *Balancer) view(snap *pidtable.Snapshot, now time.Time) ([]placement.Bal
 	load := map[string]float64{}
 	var jobs []placement.BalanceJob
 	seen := map[uint64]float64{}
+	// elsewhere: the demands every status lists, for the jobs their owner's
+	// status does not list yet (just moved): built at the first such job.
+	var elsewhere map[uint64]float64
 	for _, p := range snap.Procs {
 		if p.State != pidtable.Running && p.State != pidtable.Migrating {
 			continue
@@ -110,10 +120,16 @@ func (b *Balancer) view(snap *pidtable.Snapshot, now time.Time) ([]placement.Bal
 			if d, ok := b.demand[p.GPID]; ok {
 				demand = d
 			}
-			for _, other := range snap.Status {
-				if o, ok := other.Procs[p.GPID]; ok {
-					demand = o.Demand
+			if elsewhere == nil { // once a round, not once a job
+				elsewhere = map[uint64]float64{}
+				for _, other := range snap.Status {
+					for g, o := range other.Procs {
+						elsewhere[g] = o.Demand
+					}
 				}
+			}
+			if d, ok := elsewhere[p.GPID]; ok {
+				demand = d
 			}
 		}
 		seen[p.GPID] = demand
@@ -252,6 +268,9 @@ func (b *Balancer) logRejections(ctx context.Context, rejected []placement.Rejec
 		last, seen := b.rejected[r.GPID]
 		if seen && (last.class == class || now.Sub(last.at) < rejectEvery) {
 			continue
+		}
+		if len(fresh) == maxRejectEvents {
+			continue // a later round's
 		}
 		b.rejected[r.GPID] = rejection{class: class, at: now}
 		fresh = append(fresh, r)
