@@ -51,8 +51,9 @@ func (b *Balancer) round(ctx, life context.Context, lease clientv3.LeaseID) erro
 		if err != nil {
 			return err
 		}
-		nodes, jobs := b.view(snap, now)
-		plan := placement.Balance(nodes, jobs, b.config(cfg))
+		pcfg := b.config(cfg)
+		nodes, jobs := b.viewIfOverloaded(snap, now, pcfg)
+		plan := placement.Balance(nodes, jobs, pcfg)
 		for _, mv := range plan.Moves {
 			b.start(ctx, life, snap, mv)
 		}
@@ -75,6 +76,17 @@ func (b *Balancer) round(ctx, life context.Context, lease clientv3.LeaseID) erro
 // from its owner's status; a job not in it yet (it just arrived) keeps the
 // demand its previous node or an earlier round saw, else counts as one CPU.
 func (b *Balancer) view(snap *pidtable.Snapshot, now time.Time) ([]placement.BalanceNode, []placement.BalanceJob) {
+	return b.viewFor(snap, now, nil)
+}
+
+// viewIfOverloaded is view without the jobs when no node is overloaded
+// (placement.AnyOverloaded): the round then has nothing to plan, and a
+// quiet cluster of 100,000 jobs does not build their list every second.
+func (b *Balancer) viewIfOverloaded(snap *pidtable.Snapshot, now time.Time, cfg placement.BalanceConfig) ([]placement.BalanceNode, []placement.BalanceJob) {
+	return b.viewFor(snap, now, func(nodes []placement.BalanceNode) bool { return placement.AnyOverloaded(nodes, cfg) })
+}
+
+func (b *Balancer) viewFor(snap *pidtable.Snapshot, now time.Time, worth func([]placement.BalanceNode) bool) ([]placement.BalanceNode, []placement.BalanceJob) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	inflight := map[string]int{}
@@ -99,21 +111,25 @@ func (b *Balancer) view(snap *pidtable.Snapshot, now time.Time) ([]placement.Bal
 	for _, n := range snap.Nodes {
 		draining[n.Name] = n.Draining
 	}
+	// First the demands and the nodes' loads, then (if worth it) the jobs.
 	load := map[string]float64{}
-	var jobs []placement.BalanceJob
 	seen := map[uint64]float64{}
 	// elsewhere: the demands every status lists, for the jobs their owner's
 	// status does not list yet (just moved): built at the first such job.
 	var elsewhere map[uint64]float64
-	for _, p := range snap.Procs {
+	live := func(p *pidtable.Proc) bool {
 		if p.State != pidtable.Running && p.State != pidtable.Migrating {
+			return false
+		}
+		_, ready := snap.Status[p.Node]
+		return ready
+	}
+	for i := range snap.Procs {
+		p := &snap.Procs[i]
+		if !live(p) {
 			continue
 		}
-		st, ready := snap.Status[p.Node]
-		if !ready {
-			continue
-		}
-		ps, measured := st.Procs[p.GPID]
+		ps, measured := snap.Status[p.Node].Procs[p.GPID]
 		demand := ps.Demand
 		if !measured {
 			demand = 1
@@ -134,22 +150,6 @@ func (b *Balancer) view(snap *pidtable.Snapshot, now time.Time) ([]placement.Bal
 		}
 		seen[p.GPID] = demand
 		load[p.Node] += demand
-		if p.Started.IsZero() {
-			continue
-		}
-		arrived := p.Arrived
-		if arrived.IsZero() {
-			arrived = p.Started
-		}
-		_, moving := b.inflight[p.GPID]
-		jobs = append(jobs, placement.BalanceJob{
-			GPID: p.GPID, Node: p.Node,
-			Age: max(now.Sub(p.Started), 0), Resident: max(now.Sub(arrived), 0), Moved: p.Epoch > 1,
-			Demand: demand, Memory: ps.RSS,
-			CPUs: p.CPUs, MemoryRequest: p.Memory, Constraints: p.Constraints,
-			Pinned: p.Pinned || p.TTY || draining[p.Node], Migrating: moving || p.State == pidtable.Migrating,
-			BackedOff: b.backoff.left(p.GPID, now),
-		})
 	}
 	b.demand = seen
 	b.backoff.keep(seen)
@@ -160,6 +160,29 @@ func (b *Balancer) view(snap *pidtable.Snapshot, now time.Time) ([]placement.Bal
 			pn.Ready, pn.Load, pn.Jobs, pn.ReservedCPUs, pn.ReservedMemory = true, load[n.Name], st.Jobs, st.ReservedCPUs, st.ReservedMemory
 		}
 		nodes = append(nodes, placement.BalanceNode{Node: pn, Inflight: inflight[n.Name]})
+	}
+	if worth != nil && !worth(nodes) {
+		return nodes, nil
+	}
+	var jobs []placement.BalanceJob
+	for i := range snap.Procs {
+		p := &snap.Procs[i]
+		if !live(p) || p.Started.IsZero() {
+			continue
+		}
+		arrived := p.Arrived
+		if arrived.IsZero() {
+			arrived = p.Started
+		}
+		_, moving := b.inflight[p.GPID]
+		jobs = append(jobs, placement.BalanceJob{
+			GPID: p.GPID, Node: p.Node,
+			Age: max(now.Sub(p.Started), 0), Resident: max(now.Sub(arrived), 0), Moved: p.Epoch > 1,
+			Demand: seen[p.GPID], Memory: snap.Status[p.Node].Procs[p.GPID].RSS,
+			CPUs: p.CPUs, MemoryRequest: p.Memory, Constraints: p.Constraints,
+			Pinned: p.Pinned || p.TTY || draining[p.Node], Migrating: moving || p.State == pidtable.Migrating,
+			BackedOff: b.backoff.left(p.GPID, now),
+		})
 	}
 	return nodes, jobs
 }
@@ -275,13 +298,15 @@ func (b *Balancer) logRejections(ctx context.Context, rejected []placement.Rejec
 		b.rejected[r.GPID] = rejection{class: class, at: now}
 		fresh = append(fresh, r)
 	}
-	live := make(map[uint64]bool, len(jobs))
-	for _, j := range jobs {
-		live[j.GPID] = true
-	}
-	for g := range b.rejected {
-		if !live[g] {
-			delete(b.rejected, g)
+	if jobs != nil { // nil: a round that had nothing to plan; forget nothing
+		live := make(map[uint64]bool, len(jobs))
+		for _, j := range jobs {
+			live[j.GPID] = true
+		}
+		for g := range b.rejected {
+			if !live[g] {
+				delete(b.rejected, g)
+			}
 		}
 	}
 	b.mu.Unlock()

@@ -177,6 +177,19 @@ func Balance(nodes []BalanceNode, jobs []BalanceJob, cfg BalanceConfig) Plan {
 	return plan
 }
 
+// AnyOverloaded reports whether Balance could move anything off some node:
+// a Ready node above one job per core and more than the hysteresis above
+// the least loaded one. A planner skips building its job list otherwise.
+func AnyOverloaded(nodes []BalanceNode, cfg BalanceConfig) bool {
+	b := newBalancer(nodes, cfg.WithDefaults())
+	for _, n := range b.nodes {
+		if b.overloaded(n) {
+			return true
+		}
+	}
+	return false
+}
+
 type balancer struct {
 	cfg   BalanceConfig
 	nodes []BalanceNode  // working copy, Ready nodes only
