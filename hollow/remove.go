@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/ssi-cluster/ssi/pidtable"
@@ -24,7 +25,9 @@ func Remove(ctx context.Context, cli *clientv3.Client, names []string) error {
 		if _, lease, live, err := st.Status(ctx, name); err != nil {
 			return err
 		} else if live {
-			if _, err := cli.Revoke(ctx, lease); err != nil {
+			// The lease may expire between the read and the revoke (a
+			// node that stopped renewing it): gone either way.
+			if _, err := cli.Revoke(ctx, lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
 				return fmt.Errorf("hollow: revoke the lease of %s: %w", name, err)
 			}
 		}
