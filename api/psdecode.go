@@ -321,6 +321,8 @@ func (r *rowParser) row(p *ProcInfo) bool {
 			return r.string(&p.FailedOverFrom)
 		case "pinned":
 			return r.bool(&p.Pinned)
+		case "reconnects":
+			return r.bool(&p.Reconnects)
 		case "tty":
 			return r.bool(&p.TTY)
 		case "service":
@@ -366,7 +368,7 @@ func (r *rowParser) stats(s *pidtable.ProcStats) bool {
 var fastKeys = []string{"gpid", "node", "epoch", "state", "pid", "init_pid", "user", "uid", "gid", "argv",
 	"workdir", "cpus", "memory", "created", "started", "ended", "exit_code", "error", "migration_error",
 	"migration_failed", "checkpoint", "restored_from", "checkpoint_every", "failed_over", "failed_over_from",
-	"pinned", "tty", "service", "service_hash", "arrived", "archived", "node_ready", "stats"}
+	"pinned", "reconnects", "tty", "service", "service_hash", "arrived", "archived", "node_ready", "stats"}
 
 // rowReader splits a JSON array read from r into its elements, without
 // decoding them: what json.Decoder's Token and More do, in one pass of a

@@ -41,7 +41,7 @@ func randomRow(r *rand.Rand) ProcInfo {
 		Workdir: str(), CPUs: r.Float64() * float64(r.IntN(3)), Memory: r.Int64N(1 << 40),
 		Created: tm(), Started: tm(), Ended: tm(), Error: str(), MigrationError: str(), MigrationFailed: tm(),
 		Checkpoint: str(), RestoredFrom: str(), CheckpointEvery: time.Duration(r.Int64N(1 << 40)),
-		FailedOver: r.IntN(3), FailedOverFrom: str(), Pinned: r.IntN(2) == 0, TTY: r.IntN(2) == 0,
+		FailedOver: r.IntN(3), FailedOverFrom: str(), Pinned: r.IntN(2) == 0, Reconnects: r.IntN(2) == 0, TTY: r.IntN(2) == 0,
 		Service: str(), ServiceHash: str(), Arrived: tm(), Archived: tm(),
 	}, NodeReady: r.IntN(2) == 0}
 	if r.IntN(4) > 0 {

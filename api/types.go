@@ -45,6 +45,9 @@ type RunRequest struct {
 	Constraints map[string]string `json:"constraints,omitempty"`
 	// Pin keeps the balancer from moving the job (ssi migrate still can).
 	Pin bool `json:"pin,omitempty"`
+	// Reconnects says the job re-makes its TCP connections when they
+	// break: a move closes them instead of being refused (pidtable.Proc.Reconnects).
+	Reconnects bool `json:"reconnects,omitempty"`
 	// CheckpointEvery checkpoints the job this often while it runs, keeping
 	// a copy on a second node, and restores it elsewhere from the newest
 	// when its node dies (package failover); 0: never.

@@ -86,6 +86,10 @@ func (e *CRIUError) Unwrap() error { return e.Err }
 type Flags struct {
 	// TCPEstablished dumps/restores connected TCP sockets (--tcp-established).
 	TCPEstablished bool
+	// TCPClose dumps connected TCP sockets without their state, to be
+	// restored closed (--tcp-close): the program sees its connections
+	// break after the restore and must make them again.
+	TCPClose bool
 	// FileLocks dumps/restores flock and POSIX locks (--file-locks).
 	FileLocks bool
 	// LinkRemap handles open-but-unlinked files and inotify (--link-remap).
@@ -121,6 +125,9 @@ func (f Flags) apply(o *rpc.CriuOpts) {
 	}
 	if f.TCPEstablished {
 		o.TcpEstablished = proto.Bool(true)
+	}
+	if f.TCPClose {
+		o.TcpClose = proto.Bool(true)
 	}
 	if f.FileLocks {
 		o.FileLocks = proto.Bool(true)

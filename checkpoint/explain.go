@@ -39,7 +39,7 @@ var explanations = []struct {
 	say   string
 }{
 	{has("Connected TCP socket"),
-		"the job has an established TCP connection, and ssi cannot carry a connection to another node yet (that needs the job's own network namespace and address); close the connection before moving the job" + pin},
+		"the job has an established TCP connection, and ssi cannot carry a connection to another node yet (that needs the job's own network namespace and address); close the connection before moving the job, or, if the job makes its connections again when they break (a NATS or database client), run it with `ssi run --reconnects` and a move closes them instead" + pin},
 	{func(l string) bool {
 		return strings.Contains(l, "Can't bind inet socket") || strings.Contains(l, "bind") && strings.Contains(l, "Cannot assign requested address")
 	}, "the job has a socket bound to an address of its node, which the target node does not have; a job listening on 0.0.0.0 (or ::) can move, one bound to its node's own address cannot until jobs get addresses of their own" + pin},

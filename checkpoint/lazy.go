@@ -111,6 +111,9 @@ func StartLazyDump(ctx context.Context, o LazyDumpOpts) (*LazyDump, error) {
 	if o.TCPEstablished {
 		args = append(args, "--tcp-established")
 	}
+	if o.TCPClose {
+		args = append(args, "--tcp-close")
+	}
 	if o.LinkRemap {
 		args = append(args, "--link-remap")
 	}

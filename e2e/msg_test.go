@@ -192,10 +192,11 @@ func TestMsgUserIsolation(t *testing.T) {
 }
 
 // TestMsgDurableTopic: a topic with 3 replicas; N messages published by a
-// job on node1 while the durable subscriber, a job on node2, is stopped and
-// started again on node3 and then node1, and node3's agent (its broker) is
-// killed: the subscriber's runs together printed every message once, in
-// order.
+// job on node1 while the durable subscriber, a job on node2 (ssi run
+// --reconnects), is migrated to node3 and then node1 while it receives,
+// stopped, started again on node3 and then node1, and node3's agent (its
+// broker) is killed: the subscriber's runs together printed every message
+// once, in order.
 func TestMsgDurableTopic(t *testing.T) {
 	c := need(t)
 	const n = 10000
@@ -212,21 +213,26 @@ func TestMsgDurableTopic(t *testing.T) {
 		t.Errorf("second topic create: %v", r)
 	}
 	ssi := filepath.Join(c.bin, "ssi")
+	// --reconnects: its connection to the broker is closed by its moves,
+	// and the NATS client connects again (to any broker SSI_NATS_URL lists).
 	subscriber := func(node string) uint64 {
-		return c.detach(t, "--node", node, "--", ssi, "sub", "stream", "--durable", "reader", "--ack-wait", "2s", "-n", "0")
+		return c.detach(t, "--node", node, "--reconnects", "--", ssi, "sub", "stream", "--durable", "reader", "--ack-wait", "2s", "-n", "0")
 	}
 	logs := func(gpid uint64) string { return c.ok(t, "logs", strconv.FormatUint(gpid, 10)) }
 	sub1 := subscriber("node2")
 	pub := c.detach(t, "--node", "node1", "--", "sh", "-c", fmt.Sprintf("seq 1 %d | %s pub stream -", n, ssi))
 	var runs []uint64
 	var before []string // what the stopped runs printed
-	stopWhen := func(gpid uint64, lines int) {
+	waitLines := func(gpid uint64, lines int) {
 		eventually(t, 90*time.Second, fmt.Sprintf("subscriber %d has %d lines", gpid, lines), func() error {
 			if got := strings.Count(logs(gpid), "\n"); got < lines {
 				return fmt.Errorf("%d lines", got)
 			}
 			return nil
 		})
+	}
+	stopWhen := func(gpid uint64, lines int) {
+		waitLines(gpid, lines)
 		c.ok(t, "kill", "-s", "TERM", strconv.FormatUint(gpid, 10))
 		eventually(t, 15*time.Second, "subscriber stopped", func() error {
 			if p := c.proc(t, gpid); !p.State.Ended() {
@@ -237,7 +243,13 @@ func TestMsgDurableTopic(t *testing.T) {
 		runs = append(runs, gpid)
 		before = append(before, strings.Fields(logs(gpid))...)
 	}
-	stopWhen(sub1, n/10)
+	// The subscriber is moved while it receives: node2 → node3 → node1,
+	// then stopped and started again (its durable name resumes it).
+	waitLines(sub1, n/20)
+	t.Logf("move 1: %s", strings.TrimSpace(c.ok(t, "migrate", strconv.FormatUint(sub1, 10), "node3")))
+	waitLines(sub1, n/10)
+	t.Logf("move 2: %s", strings.TrimSpace(c.ok(t, "migrate", strconv.FormatUint(sub1, 10), "node1")))
+	stopWhen(sub1, n/10+n/20)
 	sub2 := subscriber("node3")
 	stopWhen(sub2, 1)
 	// node3's agent dies, its broker with it: the topic keeps 2 of 3 replicas.
@@ -287,5 +299,5 @@ func TestMsgDurableTopic(t *testing.T) {
 		return nil
 	})
 	t.Logf("ssi topics:\n%s", c.ok(t, "topics"))
-	t.Logf("%d messages in order, once each, over subscriber runs %v on node2, node3, node1; node3's broker killed", n, runs)
+	t.Logf("%d messages in order, once each, over subscriber runs %v (the first moved node2 → node3 → node1 while it received, the others on node3 and node1); node3's broker killed", n, runs)
 }

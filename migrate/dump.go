@@ -12,6 +12,7 @@ import (
 
 	"github.com/ssi-cluster/ssi/checkpoint"
 	"github.com/ssi-cluster/ssi/errdefs"
+	"github.com/ssi-cluster/ssi/pidtable"
 	"github.com/ssi-cluster/ssi/shim"
 	"golang.org/x/sys/unix"
 )
@@ -31,6 +32,16 @@ import (
 // external, bound again from the target node's same paths (NodeMounts).
 func CRIUFlags() checkpoint.Flags {
 	return checkpoint.Flags{FileLocks: true, IgnoreCgroups: true, GhostLimit: ghostLimit, NodeMounts: true}
+}
+
+// JobFlags are CRIUFlags for the dumps of p: a job that re-makes its
+// connections (ssi run --reconnects) has its connected TCP sockets dumped
+// without their state and restored closed (ssi-shim's restore always asks
+// for that: shim.criuRestore).
+func JobFlags(p pidtable.Proc) checkpoint.Flags {
+	f := CRIUFlags()
+	f.TCPClose = p.Reconnects
+	return f
 }
 
 // ghostLimit bounds one deleted file carried in a job's images: larger than

@@ -55,7 +55,7 @@ func (m *migration) lazyDump(ctx context.Context) error {
 	}
 	m.lazy, err = checkpoint.StartLazyDump(ctx, checkpoint.LazyDumpOpts{
 		CRIUPath: m.mg.cfg.CRIUPath, PID: m.j.State().Init.PID, ImagesDir: m.images, Address: host,
-		TLS: &tlsFiles, Flags: CRIUFlags(),
+		TLS: &tlsFiles, Flags: m.flags,
 	})
 	if err != nil {
 		m.mg.keepCRIULog(err, m.gpid)

@@ -31,7 +31,7 @@ import (
 // ctx bounds it (the agent gives it Timeout, and does not cancel it when the
 // client goes away: a migration must not stop half-way).
 func (mg *Migrator) Migrate(ctx context.Context, p pidtable.Proc, target pidtable.Node, postcopy bool, send func(api.MigrateEvent)) (*api.MigrateStats, error) {
-	m := &migration{mg: mg, gpid: p.GPID, target: target, send: send, id: newID(), postcopy: postcopy, tl: &timeline{node: mg.cfg.Name}}
+	m := &migration{mg: mg, gpid: p.GPID, target: target, send: send, id: newID(), postcopy: postcopy, tl: &timeline{node: mg.cfg.Name}, flags: JobFlags(p)}
 	st, err := Run(ctx, m)
 	if !errors.Is(err, ErrCommitUncertain) { // settleLater clears it then
 		mg.jobs.ClearBusy(m.j)
@@ -143,6 +143,8 @@ type migration struct {
 	note string
 	// tl times the steps from the freeze to the resume.
 	tl *timeline
+	// flags are the job's dump flags (JobFlags).
+	flags checkpoint.Flags
 	// postcopy: the memory follows after the restore, served by lazy (the
 	// dump's page server) for pagesWait; lazyBytes is what was left to page
 	// over: the job's resident memory at the dump less the pages the images
@@ -316,7 +318,7 @@ func (m *migration) dumpOnce(ctx context.Context, init int) error {
 	} else {
 		if err := m.mg.Dump(ctx, checkpoint.DumpOpts{
 			PID: init, ImagesDir: m.images, LeaveStopped: true,
-			Flags: CRIUFlags(),
+			Flags: m.flags,
 		}, m.j); err != nil {
 			return err
 		}

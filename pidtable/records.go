@@ -95,6 +95,11 @@ type Proc struct {
 	// Pinned jobs (ssi run --pin) are never moved by the balancer; an explicit
 	// ssi migrate still moves them. Immutable.
 	Pinned bool `json:"pinned,omitempty"`
+	// Reconnects (ssi run --reconnects): the job re-makes its TCP
+	// connections when they break, so a move or a checkpoint closes them
+	// (CRIU --tcp-close) rather than refusing it; its listening sockets
+	// move as ever.
+	Reconnects bool `json:"reconnects,omitempty"`
 	// TTY jobs (ssi run -t) have a terminal, which cannot be moved yet:
 	// they are never migrated or checkpointed. Immutable.
 	TTY bool `json:"tty,omitempty"`

@@ -51,6 +51,12 @@ func criuRestore(ctx context.Context, rs RestoreSpec, cgroup string, stdout, std
 		"--restore-detached", "--restore-sibling", "--pidfile", pidfile,
 		"--inherit-fd", "fd[3]:" + rs.StdoutKey, "--inherit-fd", "fd[4]:" + rs.StderrKey,
 		"--manage-cgroups=ignore", "--file-locks",
+		// Connected TCP sockets in the images can only have been dumped
+		// without their state, for a job that re-makes its connections
+		// (migrate.JobFlags): they are restored closed. ssi dumps no
+		// connection with its state (--tcp-established) yet; when it does,
+		// this must follow the dump's flag.
+		"--tcp-close",
 		// The job's mount namespace (checkpoint.Flags.NodeMounts): rebuilt on
 		// this node's /, with the mounts it shared with its node bound again
 		// from the same paths here.

@@ -91,7 +91,7 @@ func (s *Supervisor) Start(ctx context.Context, req StartRequest) (api.RunRespon
 	}
 	p, err := create(ctx, pidtable.Proc{
 		Node: s.cfg.Node, User: u.Username, UID: uid, GID: gid, Argv: req.Argv,
-		Workdir: workdir, CPUs: req.CPUs, Memory: req.Memory, Pinned: req.Pin,
+		Workdir: workdir, CPUs: req.CPUs, Memory: req.Memory, Pinned: req.Pin, Reconnects: req.Reconnects,
 		Constraints: req.Constraints, TTY: req.TTY != nil, CheckpointEvery: req.CheckpointEvery,
 		Service: req.Service, ServiceHash: req.ServiceHash,
 	})

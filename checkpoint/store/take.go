@@ -103,7 +103,7 @@ func (s *Store) Take(ctx context.Context, p pidtable.Proc, req api.CheckpointReq
 	frozenAt := time.Now()
 	if err := s.cfg.Dumper.Dump(ctx, checkpoint.DumpOpts{
 		PID: init, ImagesDir: images, LeaveStopped: true,
-		Flags: migrate.CRIUFlags(),
+		Flags: migrate.JobFlags(p),
 	}, j); err != nil {
 		dumped = true // a failed dump may still leave the tree stopped
 		return fail(err)

@@ -154,6 +154,7 @@ terminal cannot be moved (ssi migrate, the balancer) or checkpointed yet.`,
 	f.StringVar(&req.Placement, "placement", "", "placement policy: random, least-loaded or two-choices (default: the agent's)")
 	f.StringArrayVar(&constraints, "constraint", nil, "only nodes with this label (LABEL=VALUE); repeatable")
 	f.BoolVar(&req.Pin, "pin", false, "never let the balancer move the job (ssi migrate still can)")
+	f.BoolVar(&req.Reconnects, "reconnects", false, "the job re-makes its TCP connections when they break (a NATS client, a database client): a move or a checkpoint closes them instead of being refused")
 	f.DurationVar(&req.CheckpointEvery, "checkpoint-every", 0, "checkpoint the job this often (e.g. 30s), a copy on a second node; if its node dies it is restored elsewhere from the newest")
 	return c
 }
