@@ -162,7 +162,7 @@ func busySnapshot(now time.Time) *pidtable.Snapshot {
 	snap := &pidtable.Snapshot{
 		Nodes: []pidtable.Node{{Name: "node1", Addr: "10.0.0.1:7070", CPUs: 1}, {Name: "node2", Addr: "10.0.0.2:7070", CPUs: 1}},
 		Status: map[string]pidtable.NodeStatus{
-			"node1": {Jobs: 3, Procs: map[uint64]pidtable.ProcStats{}},
+			"node1": {Jobs: 3, Demand: 3, Procs: map[uint64]pidtable.ProcStats{}},
 			"node2": {Procs: map[uint64]pidtable.ProcStats{}},
 		},
 	}
@@ -507,6 +507,8 @@ func TestRoundBoundsRejectionEvents(t *testing.T) {
 	snap := busySnapshot(now)
 	snap.Procs = nil
 	st := snap.Status["node1"]
+	st.Demand = 500
+	snap.Status["node1"] = st
 	for g := uint64(1); g <= 500; g++ {
 		snap.Procs = append(snap.Procs, pidtable.Proc{GPID: g, Node: "node1", User: "alice", State: pidtable.Running, Started: now.Add(-time.Hour), Epoch: 1, Pinned: true})
 		st.Procs[g] = pidtable.ProcStats{Demand: 1, RSS: 1 << 20}
@@ -532,5 +534,28 @@ func TestRoundBoundsRejectionEvents(t *testing.T) {
 		if seen[g] != 1 {
 			t.Fatalf("gpid %d's rejection recorded %d times, want once", g, seen[g])
 		}
+	}
+}
+
+// TestRoundQuietSkipsJobs: no node publishes a demand above a job per
+// core and no move is in flight: the round plans nothing and does not walk
+// the jobs (its view is empty); the same cluster with one busy node is
+// planned.
+func TestRoundQuietSkipsJobs(t *testing.T) {
+	now := time.Now()
+	snap := busySnapshot(now)
+	b, _ := newTest(t, &fakeTable{cfg: pidtable.BalancerConfig{Enabled: true}, snap: snap}, &fakeMover{})
+	cfg := b.config(pidtable.BalancerConfig{})
+	if nodes, jobs := b.viewIfOverloaded(snap, now, cfg); len(nodes) == 0 || len(jobs) != 3 {
+		t.Fatalf("busy node1: view of %d nodes and %d jobs, want 2 and 3", len(nodes), len(jobs))
+	}
+	st := snap.Status["node1"]
+	st.Demand = 1 // node1's own figures: one job per core
+	snap.Status["node1"] = st
+	if nodes, jobs := b.viewIfOverloaded(snap, now, cfg); nodes != nil || jobs != nil {
+		t.Fatalf("quiet cluster: view of %d nodes and %d jobs, want none", len(nodes), len(jobs))
+	}
+	if _, jobs := b.view(snap, now); len(jobs) != 3 {
+		t.Fatalf("view (not the round's) lists %d jobs, want 3", len(jobs))
 	}
 }

@@ -111,6 +111,15 @@ func (b *Balancer) viewFor(snap *pidtable.Snapshot, now time.Time, worth func([]
 	for _, n := range snap.Nodes {
 		draining[n.Name] = n.Draining
 	}
+	// Nothing to plan when no node's own figures say it is above a job per
+	// core and no move is in flight: a quiet cluster of 100,000 jobs is not
+	// walked every second (its leader's CPU went from 15 % of a core to
+	// what the statuses' watch costs). A node's published demand lags the
+	// table by a status interval after a move, so a node just filled by
+	// moves may wait that long for the next round that sees it.
+	if worth != nil && len(b.inflight) == 0 && !publishedOverload(snap) {
+		return nil, nil
+	}
 	// First the demands and the nodes' loads, then (if worth it) the jobs.
 	load := map[string]float64{}
 	seen := map[uint64]float64{}
@@ -185,6 +194,18 @@ func (b *Balancer) viewFor(snap *pidtable.Snapshot, now time.Time, worth func([]
 		})
 	}
 	return nodes, jobs
+}
+
+// publishedOverload reports whether some Ready node's published demand
+// is above one job per core: the cheap test before a round's walk over the
+// jobs.
+func publishedOverload(snap *pidtable.Snapshot) bool {
+	for _, n := range snap.Nodes {
+		if st, ok := snap.Status[n.Name]; ok && st.Demand > max(n.CPUs, 1) {
+			return true
+		}
+	}
+	return false
 }
 
 // config is the policy's tuning: the cluster's overrides and what the moves
