@@ -43,6 +43,20 @@ func churn(t *testing.T, c *clientv3.Client, rng *rand.Rand, keys, n int) {
 	}
 }
 
+// churnAndCompact makes 300 changes, then compacts etcd's history up to
+// them: a watch from before them can no longer resume.
+func churnAndCompact(t *testing.T, s *Store, rng *rand.Rand) {
+	t.Helper()
+	churn(t, s.c, rng, 200, 300)
+	r, err := s.c.Get(context.Background(), "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.c.Compact(context.Background(), r.Header.Revision); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // converged waits until the cache holds exactly etcd's records.
 func converged(t *testing.T, s *Store, c *ProcCache) {
 	t.Helper()
@@ -184,14 +198,7 @@ func TestInformerFaults(t *testing.T) {
 		// Cut off, the table changes and etcd forgets the history the
 		// watch would resume from: it must list again.
 		p.cut()
-		churn(t, s.c, rng, 200, 300)
-		r, err := s.c.Get(ctx, "x")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := s.c.Compact(ctx, r.Header.Revision); err != nil {
-			t.Fatal(err)
-		}
+		churnAndCompact(t, s, rng)
 		churn(t, s.c, rng, 200, 50)
 		p.heal()
 		converged(t, s, c)
@@ -216,14 +223,7 @@ func TestInformerFaults(t *testing.T) {
 		stop = run(c)
 		converged(t, s, c)
 		stop()
-		churn(t, s.c, rng, 200, 300)
-		r, err := s.c.Get(ctx, "x")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := s.c.Compact(ctx, r.Header.Revision); err != nil {
-			t.Fatal(err)
-		}
+		churnAndCompact(t, s, rng)
 		defer run(c)()
 		converged(t, s, c)
 	})
