@@ -23,12 +23,10 @@ import (
 	"github.com/ssi-cluster/ssi/netns"
 )
 
-// Ports and names of the bare servers, and the durable topic.
+// The durable topic (and the bare peers' stream).
 const (
-	bareClientPort = 14222
-	bareRoutePort  = 16222
-	topic          = "benchjs"
-	topicMaxBytes  = 512 << 20
+	topic         = "benchjs"
+	topicMaxBytes = 512 << 20
 )
 
 // Bounds.
@@ -42,9 +40,26 @@ const (
 type peer string
 
 const (
-	peerSSI  peer = "ssi"
-	peerBare peer = "bare"
+	peerSSI     peer = "ssi"
+	peerBare    peer = "bare"
+	peerBareTLS peer = "bare TLS"
 )
+
+// ports are a bare peer's client and route ports in each node's namespace.
+func (p peer) ports() (client, route int) {
+	if p == peerBareTLS {
+		return 14232, 16232
+	}
+	return 14222, 16222
+}
+
+// dir names the peer's files.
+func (p peer) dir() string {
+	if p == peerBareTLS {
+		return "baretls"
+	}
+	return "bare"
+}
 
 // kind is a row's measurement.
 type kind string
@@ -92,6 +107,16 @@ type bench struct {
 	wd   string
 	bare []*exec.Cmd
 	seq  int // measurement counter (file names)
+	// tlsDir holds the bare TLS peer's PKI.
+	tlsDir string
+}
+
+// peers are the peers measured, ssi first.
+func (b *bench) peers() []peer {
+	if b.o.bareTLS {
+		return []peer{peerSSI, peerBare, peerBareTLS}
+	}
+	return []peer{peerSSI, peerBare}
 }
 
 func newBench(o options) *bench {
@@ -160,17 +185,32 @@ func (b *bench) messages(ctx context.Context) (err error) {
 	for _, n := range b.cl.Nodes[1:] {
 		b.rep.idleRSS = append(b.rep.idleRSS, nodeRSS{node: n.Name, rss: vmRSS(n.Agent.PID)})
 	}
-	if err := b.startBare(ctx); err != nil {
-		return fmt.Errorf("bare servers: %w", err)
+	if b.o.bareTLS {
+		b.tlsDir = filepath.Join(b.wd, "tls")
+		var ips []string
+		for _, n := range b.cl.Nodes {
+			ips = append(ips, n.IP)
+		}
+		if err := os.Mkdir(b.tlsDir, 0o700); err != nil {
+			return err
+		}
+		if err := writeTLS(b.tlsDir, ips); err != nil {
+			return fmt.Errorf("bare TLS peer's certificates: %w", err)
+		}
+	}
+	peers := b.peers()
+	for _, p := range peers[1:] {
+		if err := b.startBare(ctx, p); err != nil {
+			return fmt.Errorf("%s servers: %w", p, err)
+		}
 	}
 	if err := b.createStreams(ctx); err != nil {
 		return err
 	}
-	peers := []peer{peerSSI, peerBare}
 	for round := 1; round <= b.o.runs; round++ {
 		for _, r := range b.rows() {
 			for i := range peers {
-				p := peers[(i+round-1)%2]
+				p := peers[(i+round-1)%len(peers)]
 				s, err := b.measure(ctx, round, r, p)
 				if err != nil {
 					return fmt.Errorf("round %d, %s, %s: %w", round, r, p, err)
@@ -214,20 +254,36 @@ func stopCmd(c *exec.Cmd) {
 	}
 }
 
-// bareURL is the bare server's client URL on node i (0-based).
-func (b *bench) bareURL(i int) string {
-	return "nats://" + net.JoinHostPort(b.cl.Nodes[i].IP, strconv.Itoa(bareClientPort))
+// bareURL is bare peer p's client URL on node i (0-based).
+func (b *bench) bareURL(p peer, i int) string {
+	port, _ := p.ports()
+	scheme := "nats://"
+	if p == peerBareTLS {
+		scheme = "tls://"
+	}
+	return scheme + net.JoinHostPort(b.cl.Nodes[i].IP, strconv.Itoa(port))
 }
 
-// startBare starts a bare nats-server in each node's network namespace.
-func (b *bench) startBare(ctx context.Context) error {
+// bareArgs are the client flags that reach bare peer p on node i.
+func (b *bench) bareArgs(p peer, i int) []string {
+	args := []string{"-url", b.bareURL(p, i)}
+	if p == peerBareTLS {
+		args = append(args, "-tls", b.tlsDir)
+	}
+	return args
+}
+
+// startBare starts bare peer p's nats-server in each node's network
+// namespace.
+func (b *bench) startBare(ctx context.Context, p peer) error {
+	cport, rport := p.ports()
 	var routes []string
 	for _, n := range b.cl.Nodes {
-		routes = append(routes, net.JoinHostPort(n.IP, strconv.Itoa(bareRoutePort)))
+		routes = append(routes, net.JoinHostPort(n.IP, strconv.Itoa(rport)))
 	}
 	var ready []string
 	for i, n := range b.cl.Nodes {
-		dir := filepath.Join(b.wd, "bare-"+n.Name)
+		dir := filepath.Join(b.wd, p.dir()+"-"+n.Name)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
@@ -236,10 +292,14 @@ func (b *bench) startBare(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		cmd := exec.Command(b.self, "server", "-name", "bare-"+n.Name,
-			"-listen", net.JoinHostPort(n.IP, strconv.Itoa(bareClientPort)),
+		args := []string{"server", "-name", p.dir() + "-" + n.Name,
+			"-listen", net.JoinHostPort(n.IP, strconv.Itoa(cport)),
 			"-cluster", routes[i], "-routes", strings.Join(routes, ","),
-			"-store", filepath.Join(dir, "js"), "-ready", rf)
+			"-store", filepath.Join(dir, "js"), "-ready", rf}
+		if p == peerBareTLS {
+			args = append(args, "-tls", b.tlsDir)
+		}
+		cmd := exec.Command(b.self, args...)
 		cmd.Stdout, cmd.Stderr = log, log
 		err = netns.StartIn(n.Namespace, cmd)
 		log.Close()
@@ -268,9 +328,28 @@ func (b *bench) createStreams(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("ssi %s: %w", strings.Join(args, " "), err)
 	}
-	nc, err := nats.Connect(b.bareURL(0), nats.Name("benchmsg setup"))
+	for _, p := range b.peers()[1:] {
+		if err := b.createBareStream(ctx, p); err != nil {
+			return fmt.Errorf("%s stream: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// createBareStream creates the stream of the durable rows on bare peer p:
+// the config msg.Service gives a topic.
+func (b *bench) createBareStream(ctx context.Context, p peer) error {
+	opts := []nats.Option{nats.Name("benchmsg setup")}
+	if p == peerBareTLS {
+		cfg, err := loadTLS(b.tlsDir, false)
+		if err != nil {
+			return err
+		}
+		opts = append(opts, nats.Secure(cfg))
+	}
+	nc, err := nats.Connect(b.bareURL(p, 0), opts...)
 	if err != nil {
-		return fmt.Errorf("bare server: %w", err)
+		return err
 	}
 	defer nc.Close()
 	js, err := nc.JetStream()
@@ -281,10 +360,7 @@ func (b *bench) createStreams(ctx context.Context) error {
 		Name: topic, Subjects: []string{topic, topic + ".>"}, Replicas: 3,
 		MaxBytes: topicMaxBytes, Storage: nats.FileStorage, Discard: nats.DiscardOld,
 	}
-	if err := retry(ctx, setupLimit, func() error { _, err := js.AddStream(cfg); return err }); err != nil {
-		return fmt.Errorf("bare stream: %w", err)
-	}
-	return nil
+	return retry(ctx, setupLimit, func() error { _, err := js.AddStream(cfg); return err })
 }
 
 // retry calls f until it succeeds or limit passes (its last error then).
@@ -380,7 +456,7 @@ func (b *bench) client(ctx context.Context, p peer, i int, args []string) (wait 
 			return res, err
 		}, nil
 	}
-	cmd := exec.CommandContext(ctx, argv[0], append(append([]string{}, argv[1:]...), "-url", b.bareURL(i))...)
+	cmd := exec.CommandContext(ctx, argv[0], append(append([]string{}, argv[1:]...), b.bareArgs(p, i)...)...)
 	var errb strings.Builder
 	cmd.Stderr = &errb
 	if err := netns.StartIn(b.cl.Nodes[i].Namespace, cmd); err != nil {

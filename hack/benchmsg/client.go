@@ -61,7 +61,10 @@ type clientConfig struct {
 	// out receives the result (JSON); ready is created once a subscriber
 	// is subscribed.
 	out, ready string
-	timeout    time.Duration
+	// tls is the directory of the bare TLS peer's PKI (writeTLS); empty:
+	// plain TCP (with -url).
+	tls     string
+	timeout time.Duration
 }
 
 // latency is a sample of latencies, in milliseconds.
@@ -121,6 +124,7 @@ func parseClient(args []string) (clientConfig, error) {
 	fs.IntVar(&c.window, "window", 0, "flow-control window, messages")
 	fs.StringVar(&c.out, "out", "", "result file (JSON)")
 	fs.StringVar(&c.ready, "ready", "", "file created once subscribed (sub)")
+	fs.StringVar(&c.tls, "tls", "", "with -url: connect with TLS and the client certificate of this directory")
 	fs.DurationVar(&c.timeout, "timeout", 2*time.Minute, "bound on the whole client")
 	if err := fs.Parse(args[1:]); err != nil {
 		return c, err
@@ -188,7 +192,15 @@ func (c clientConfig) run(ctx context.Context) (clientResult, error) {
 // returns the subject in the connection's namespace.
 func (c clientConfig) connect(ctx context.Context) (*nats.Conn, string, error) {
 	if c.url != "" {
-		nc, err := nats.Connect(c.url, nats.Name("benchmsg "+c.role))
+		opts := []nats.Option{nats.Name("benchmsg " + c.role)}
+		if c.tls != "" {
+			cfg, err := loadTLS(c.tls, false)
+			if err != nil {
+				return nil, "", err
+			}
+			opts = append(opts, nats.Secure(cfg))
+		}
+		nc, err := nats.Connect(c.url, opts...)
 		if err != nil {
 			return nil, "", fmt.Errorf("connect to %s: %w", c.url, err)
 		}
@@ -455,6 +467,9 @@ type serverConfig struct {
 	name, listen, cluster, store string
 	routes                       []string
 	ready                        string
+	// tls: the directory of a PKI (writeTLS): TLS 1.3 for clients (their
+	// certificate required) and routes, as ssi's brokers; empty: none.
+	tls string
 }
 
 func parseServer(args []string) (serverConfig, error) {
@@ -467,6 +482,7 @@ func parseServer(args []string) (serverConfig, error) {
 	fs.StringVar(&routes, "routes", "", "routes HOST:PORT, comma-separated (this server's own included, as ssi's brokers do)")
 	fs.StringVar(&s.store, "store", "", "JetStream directory")
 	fs.StringVar(&s.ready, "ready", "", "file created once the server accepts connections")
+	fs.StringVar(&s.tls, "tls", "", "TLS for clients (certificate required) and routes, with the PKI of this directory")
 	if err := fs.Parse(args); err != nil {
 		return s, err
 	}
@@ -481,9 +497,9 @@ func parseServer(args []string) (serverConfig, error) {
 	return s, nil
 }
 
-// serverOptions are a bare server's options: those of ssi's brokers
-// (msg.Config's: JetStream, cluster routes, 1 MiB payloads) without TLS
-// and authentication, as nats-server runs by default.
+// options are a bare server's options: those of ssi's brokers
+// (msg.Config's: JetStream, cluster routes, 1 MiB payloads) without
+// authentication, and without TLS unless -tls.
 func (s serverConfig) options() (*server.Options, error) {
 	ch, cp, err := splitHostPort(s.listen)
 	if err != nil {
@@ -500,6 +516,14 @@ func (s serverConfig) options() (*server.Options, error) {
 	}
 	for _, r := range s.routes {
 		o.Routes = append(o.Routes, &url.URL{Scheme: "nats-route", Host: r})
+	}
+	if s.tls != "" {
+		cfg, err := loadTLS(s.tls, true)
+		if err != nil {
+			return nil, err
+		}
+		o.TLS, o.TLSVerify, o.TLSConfig, o.TLSTimeout = true, true, cfg, 5
+		o.Cluster.TLSConfig, o.Cluster.TLSTimeout = cfg.Clone(), 5
 	}
 	return o, nil
 }

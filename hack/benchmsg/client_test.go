@@ -209,3 +209,40 @@ func TestServerFlags(t *testing.T) {
 		t.Error("-listen without a port: no error")
 	}
 }
+
+// TestTLSPeer: a server with the bare TLS peer's options takes a client
+// with the client certificate, and refuses one without.
+func TestTLSPeer(t *testing.T) {
+	dir := t.TempDir()
+	if err := writeTLS(dir, []string{"127.0.0.1"}); err != nil {
+		t.Fatal(err)
+	}
+	sc := serverConfig{name: "t", listen: "127.0.0.1:1", cluster: "127.0.0.1:2", store: t.TempDir(), tls: dir}
+	o, err := sc.options()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One server: no cluster, no JetStream (a JetStream cluster needs routes).
+	o.Port, o.Cluster, o.JetStream, o.NoLog = -1, server.ClusterOpts{}, false, true
+	s, err := server.NewServer(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	defer s.Shutdown()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	url := s.ClientURL()
+	out := filepath.Join(t.TempDir(), "pub")
+	if err := runClient(context.Background(), []string{"pub", "-url", url, "-tls", dir, "-n", "10", "-out", out}); err != nil {
+		t.Fatalf("pub with the client certificate: %v", err)
+	}
+	if r := readResult(t, out); r.Messages != 10 {
+		t.Errorf("pub: %+v", r)
+	}
+	if nc, err := nats.Connect(url, nats.Timeout(2*time.Second)); err == nil {
+		nc.Close()
+		t.Error("a client without TLS was taken")
+	}
+}

@@ -20,23 +20,31 @@
 //     node1's broker → route (TLS) → node2's broker.
 //   - bare: three nats-servers of the module version in go.mod
 //     (github.com/nats-io/nats-server/v2, embedded in this program: `benchmsg
-//     server`), one in each node's network namespace, clustered with routes
-//     as ssi's brokers are, JetStream on, no TLS and no authentication (as
-//     nats-server runs by default); the subscriber and publisher run under
-//     `ip netns exec` in node2's and node1's namespaces, connected to their
-//     node's server.
+//     server`), one started in each node's network namespace, clustered
+//     with routes as ssi's brokers are (each lists all three), JetStream on,
+//     no TLS and no authentication (as nats-server runs by default); the
+//     subscriber and the publisher are this program started in node2's and
+//     node1's network namespaces (not jobs), connected to their node's
+//     server.
+//   - bare TLS (-bare-tls, on by default): three more such servers with TLS
+//     1.3 for clients (a client certificate required) and routes, from a
+//     throwaway CA, as ssi's brokers have; it tells the cost of TLS apart
+//     from the rest of ssi's path (its authenticator and permissions, the
+//     job's cgroup and namespaces, the agents beside the broker).
 //
 // The client is this program too (`benchmsg client sub|pub|jspub`, built
-// into the run's binary directory): there is no `nats` CLI on the machine,
-// so it replaces `nats bench`, and the same client runs against both peers.
+// into the run's working directory): there is no `nats` CLI on the
+// machine, so it replaces `nats bench`, and the same client runs against
+// every peer.
 //
 // # Method
 //
-// Each round measures every row below once, ssi and bare alternately (the
-// order of the two rotates from round to round), -runs rounds (default 5).
-// Reported: per row and peer, the median over the rounds of each figure
-// (n = rounds), the ratio ssi / bare of the medians (goal: at least 0.8 for
-// throughput; for latency, the ratio bare / ssi), and every round's figures.
+// Each round measures every row below once on each peer in turn (the
+// order of the peers rotates from round to round), -runs rounds (default
+// 5). Reported: per row and peer, the median over the rounds of each
+// figure (n = rounds), the ratio ssi / bare of the medians (goal: at least
+// 0.8 for throughput; for latency, the ratio bare / ssi, so that it reads
+// the same way), the same against bare TLS, and every round's figures.
 //
 //   - core throughput, -core-sizes (128 B and 16 KiB payloads): the
 //     publisher sends -core-n messages (scaled down for big payloads to
@@ -68,7 +76,8 @@
 // (broker on, no etcd) idle before the first round.
 //
 // Files: main.go (flags), client.go (the client and bare server roles),
-// bench.go (cluster, peers, rounds), report.go (markdown and JSON).
+// tls.go (the bare TLS peer's PKI), bench.go (cluster, peers, rounds),
+// report.go (markdown and JSON).
 package main
 
 import (
@@ -100,6 +109,7 @@ type options struct {
 	jsWindow         int
 	jsLatN           int
 	jsLatRate        float64
+	bareTLS          bool
 	rssRuns          int
 	rssIdle          time.Duration
 	cluster          benchkit.ClusterFlags
@@ -135,6 +145,7 @@ func parseFlags(fs *flag.FlagSet, args []string) (options, error) {
 	fs.IntVar(&o.jsWindow, "js-window", 256, "durable throughput: publications awaiting acknowledgement")
 	fs.IntVar(&o.jsLatN, "js-lat-n", 500, "publications of a durable latency row")
 	fs.Float64Var(&o.jsLatRate, "js-lat-rate", 200, "durable latency: publications per second")
+	fs.BoolVar(&o.bareTLS, "bare-tls", true, "also measure bare servers with TLS 1.3 and client certificates for clients and routes (as ssi's brokers)")
 	fs.IntVar(&o.rssRuns, "rss-runs", 2, "agent memory: one-node clusters per variant (broker on, off); 0: skip")
 	fs.DurationVar(&o.rssIdle, "rss-idle", 25*time.Second, "agent memory: idle time after Ready before reading VmRSS")
 	o.cluster.Register(fs, "sbm", "10.232.0.0/24")

@@ -114,29 +114,39 @@ func (b *bench) WriteMarkdown(w io.Writer, runErr error) {
 	if runErr != nil {
 		fmt.Fprintf(w, "**The run did not complete: %v.** The figures below are those measured until then.\n\n", runErr)
 	}
-	t := benchkit.NewTable("row", "ssi:", "bare:", "ssi / bare (goal ≥ 0.8×):", "n:")
+	t := benchkit.NewTable("row", "ssi:", "bare:", "bare TLS:", "ssi / bare (goal ≥ 0.8×):", "ssi / bare TLS:", "n:")
 	for _, rw := range b.rows() {
-		ss, bs := r.of(rw, peerSSI), r.of(rw, peerBare)
+		ss, bs, ts := r.of(rw, peerSSI), r.of(rw, peerBare), r.of(rw, peerBareTLS)
 		if len(ss) == 0 && len(bs) == 0 {
 			continue
 		}
-		n := fmt.Sprintf("%d, %d", len(ss), len(bs))
+		n := fmt.Sprintf("%d, %d, %d", len(ss), len(bs), len(ts))
+		figs := []struct {
+			name   string
+			fig    func(sample) float64
+			format func(float64) string
+		}{{"p50 ms", figP50, f3}, {"p99 ms", figP99, f3}}
 		if rw.throughput() {
-			sm, bm := benchkit.Median(values(ss, figMsgs)), benchkit.Median(values(bs, figMsgs))
-			t.Add(rw.String()+": msgs/s", f1(sm), f1(bm), ratioStr(ratio(rw, sm, bm)), n)
-			sb, bb := benchkit.Median(values(ss, figMB)), benchkit.Median(values(bs, figMB))
-			t.Add(rw.String()+": MB/s", f2(sb), f2(bb), ratioStr(ratio(rw, sb, bb)), n)
-			continue
+			figs = []struct {
+				name   string
+				fig    func(sample) float64
+				format func(float64) string
+			}{{"msgs/s", figMsgs, f1}, {"MB/s", figMB, f2}}
 		}
-		for _, f := range []struct {
-			name string
-			fig  func(sample) float64
-		}{{"p50 ms", figP50}, {"p99 ms", figP99}} {
-			sm, bm := benchkit.Median(values(ss, f.fig)), benchkit.Median(values(bs, f.fig))
-			t.Add(rw.String()+": "+f.name, f3(sm), f3(bm), ratioStr(ratio(rw, sm, bm)), n)
+		for _, f := range figs {
+			sm, bm, tm := benchkit.Median(values(ss, f.fig)), benchkit.Median(values(bs, f.fig)), benchkit.Median(values(ts, f.fig))
+			tCell, tRatio := "–", "–"
+			if len(ts) > 0 {
+				v, ok := ratio(rw, sm, tm)
+				tCell, tRatio = f.format(tm), f2(v)+"×"
+				if !ok {
+					tRatio = "–"
+				}
+			}
+			t.Add(rw.String()+": "+f.name, f.format(sm), f.format(bm), tCell, ratioStr(ratio(rw, sm, bm)), tRatio, n)
 		}
 	}
-	fmt.Fprintln(w, "Medians over the rounds (latency: each round's p50 and p99, then their medians; the ratio for latency is bare / ssi):")
+	fmt.Fprintln(w, "Medians over the rounds (latency: each round's p50 and p99, then their medians; the ratios for latency are bare / ssi; n: rounds of ssi, bare, bare TLS):")
 	fmt.Fprintln(w)
 	_ = t.Write(w)
 	fmt.Fprintln(w)
@@ -186,7 +196,7 @@ func (b *bench) Result() benchkit.Result {
 	r := &b.rep
 	res := benchkit.Result{Machine: r.machine, Notes: r.notes}
 	for _, rw := range b.rows() {
-		for _, p := range []peer{peerSSI, peerBare} {
+		for _, p := range b.peers() {
 			ss := r.of(rw, p)
 			if len(ss) == 0 {
 				continue
