@@ -452,7 +452,12 @@ func (b *bench) client(ctx context.Context, p peer, i int, args []string) (wait 
 				}
 				return nil
 			})
-			_, _ = b.cl.API.Wait(ctx, r.GPID)
+			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			_, _ = b.cl.API.Wait(wctx, r.GPID)
+			if err == nil && !strings.Contains(res.Server, "//"+b.cl.Nodes[i].IP+":") {
+				err = fmt.Errorf("the job on %s was connected to %s, not to its node's broker", node, res.Server)
+			}
 			return res, err
 		}, nil
 	}

@@ -88,7 +88,9 @@ type clientResult struct {
 	// Latency: sub, one-way (receipt less the send time in the payload;
 	// the nodes share one clock); jspub, publication to acknowledgement.
 	Latency latency `json:"latency"`
-	Error   string  `json:"error,omitempty"`
+	// Server is the URL of the server the client was connected to.
+	Server string `json:"server"`
+	Error  string `json:"error,omitempty"`
 }
 
 // percentile is the nearest-rank p-th percentile (0 < p <= 100) of sorted s.
@@ -177,14 +179,17 @@ func (c clientConfig) run(ctx context.Context) (clientResult, error) {
 		return clientResult{}, err
 	}
 	defer nc.Close()
+	var res clientResult
 	switch c.role {
 	case roleSub:
-		return c.sub(ctx, nc, subject)
+		res, err = c.sub(ctx, nc, subject)
 	case rolePub:
-		return c.pub(ctx, nc, subject)
+		res, err = c.pub(ctx, nc, subject)
 	default:
-		return c.jsPub(ctx, nc, subject)
+		res, err = c.jsPub(ctx, nc, subject)
 	}
+	res.Server = nc.ConnectedUrl()
+	return res, err
 }
 
 // connect dials the bare server of -url, or, without it, the cluster's
