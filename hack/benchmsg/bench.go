@@ -322,8 +322,13 @@ func (b *bench) startBare(ctx context.Context, p peer) error {
 // JetStream clusters form.
 func (b *bench) createStreams(ctx context.Context) error {
 	args := []string{"topic", "create", topic, "--replicas", "3", "--max-bytes", "512M"}
+	tries := 0
 	if err := retry(ctx, setupLimit, func() error {
+		tries++
 		_, _, err := benchkit.Exec(ctx, 30*time.Second, b.cl.Env, b.bins.SSI, args...)
+		if err != nil && tries > 1 && strings.Contains(err.Error(), "exists") {
+			return nil // an earlier try made it, its answer lost
+		}
 		return err
 	}); err != nil {
 		return fmt.Errorf("ssi %s: %w", strings.Join(args, " "), err)
