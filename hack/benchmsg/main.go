@@ -141,7 +141,7 @@ func parseFlags(fs *flag.FlagSet, args []string) (options, error) {
 	fs.Float64Var(&o.latRate, "lat-rate", 1000, "core latency: messages per second")
 	fs.StringVar(&jsSizes, "js-sizes", "128,16384", "durable throughput payload sizes, bytes")
 	fs.IntVar(&o.jsN, "js-n", 20000, "messages of a durable throughput row")
-	fs.IntVar(&o.jsBytes, "js-bytes", 32<<20, "at most this much payload a durable throughput row")
+	fs.IntVar(&o.jsBytes, "js-bytes", 128<<20, "at most this much payload a durable throughput row")
 	fs.IntVar(&o.jsWindow, "js-window", 256, "durable throughput: publications awaiting acknowledgement")
 	fs.IntVar(&o.jsLatN, "js-lat-n", 500, "publications of a durable latency row")
 	fs.Float64Var(&o.jsLatRate, "js-lat-rate", 200, "durable latency: publications per second")
