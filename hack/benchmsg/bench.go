@@ -395,7 +395,7 @@ func (b *bench) measure(ctx context.Context, round int, r row, p peer) (sample, 
 		}
 		common := []string{"-subject", "bench", "-n", strconv.Itoa(n), "-size", strconv.Itoa(r.size), "-window", strconv.Itoa(window)}
 		subOut, ready := base+"-sub.json", base+"-sub.ready"
-		waitSub, err := b.client(ctx, p, 1, append([]string{roleSub, "-out", subOut, "-ready", ready}, common...))
+		waitSub, err := b.client(ctx, p, b.o.subNode-1, append([]string{roleSub, "-out", subOut, "-ready", ready}, common...))
 		if err != nil {
 			return s, err
 		}
@@ -403,7 +403,7 @@ func (b *bench) measure(ctx context.Context, round int, r row, p peer) (sample, 
 			return s, fmt.Errorf("subscriber: %w", err)
 		}
 		pubOut := base + "-pub.json"
-		waitPub, err := b.client(ctx, p, 0, append([]string{rolePub, "-out", pubOut, "-rate", ftoa(rate)}, common...))
+		waitPub, err := b.client(ctx, p, b.o.pubNode-1, append([]string{rolePub, "-out", pubOut, "-rate", ftoa(rate)}, common...))
 		if err != nil {
 			return s, err
 		}
@@ -422,7 +422,7 @@ func (b *bench) measure(ctx context.Context, round int, r row, p peer) (sample, 
 			n, rate = min(b.o.jsN, b.o.jsBytes/r.size), 0
 		}
 		out := base + "-jspub.json"
-		wait, err := b.client(ctx, p, 0, []string{roleJSPub, "-out", out, "-subject", topic, "-n", strconv.Itoa(n),
+		wait, err := b.client(ctx, p, b.o.pubNode-1, []string{roleJSPub, "-out", out, "-subject", topic, "-n", strconv.Itoa(n),
 			"-size", strconv.Itoa(r.size), "-rate", ftoa(rate), "-window", strconv.Itoa(b.o.jsWindow)})
 		if err != nil {
 			return s, err

@@ -246,3 +246,17 @@ func TestTLSPeer(t *testing.T) {
 		t.Error("a client without TLS was taken")
 	}
 }
+
+func TestParseFlagsNodes(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("parseFlags refuses non-root first")
+	}
+	for _, args := range [][]string{{"-pub-node", "2"}, {"-sub-node", "4"}, {"-pub-node", "0"}} {
+		if _, err := parseFlags(flag.NewFlagSet("x", flag.ContinueOnError), args); err == nil || !strings.Contains(err.Error(), "two different nodes") {
+			t.Errorf("parseFlags(%q) = %v, want a refusal", args, err)
+		}
+	}
+	if o, err := parseFlags(flag.NewFlagSet("x", flag.ContinueOnError), []string{"-pub-node", "3"}); err != nil || o.pubNode != 3 || o.subNode != 2 {
+		t.Errorf("-pub-node 3: %+v, %v", o, err)
+	}
+}

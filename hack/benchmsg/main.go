@@ -13,7 +13,7 @@
 // # Peers
 //
 //   - ssi: the subscriber is an ssi job on node2, the publisher an ssi job
-//     on node1 (`ssi run --node`, pinned). Each connects as a job does
+//     on node1 (`ssi run --node`, pinned; -sub-node, -pub-node: others). Each connects as a job does
 //     (package msg's Dial with SSI_NATS_URL, its node's broker first, and
 //     the job's own credential from SSI_CONFIG: TLS 1.3 with a client
 //     certificate, checked by ssi's authenticator), so the messages go
@@ -110,6 +110,8 @@ type options struct {
 	jsLatN           int
 	jsLatRate        float64
 	bareTLS          bool
+	// pubNode and subNode are the publisher's and subscriber's nodes (1-3).
+	pubNode, subNode int
 	rssRuns          int
 	rssIdle          time.Duration
 	cluster          benchkit.ClusterFlags
@@ -145,6 +147,8 @@ func parseFlags(fs *flag.FlagSet, args []string) (options, error) {
 	fs.IntVar(&o.jsWindow, "js-window", 256, "durable throughput: publications awaiting acknowledgement")
 	fs.IntVar(&o.jsLatN, "js-lat-n", 500, "publications of a durable latency row")
 	fs.Float64Var(&o.jsLatRate, "js-lat-rate", 200, "durable latency: publications per second")
+	fs.IntVar(&o.pubNode, "pub-node", 1, "the publisher's node, 1 to 3 (node1 also runs the cluster's etcd in its agent)")
+	fs.IntVar(&o.subNode, "sub-node", 2, "the subscriber's node, 1 to 3, not the publisher's")
 	fs.BoolVar(&o.bareTLS, "bare-tls", true, "also measure bare servers with TLS 1.3 and client certificates for clients and routes (as ssi's brokers)")
 	fs.IntVar(&o.rssRuns, "rss-runs", 2, "agent memory: one-node clusters per variant (broker on, off); 0: skip")
 	fs.DurationVar(&o.rssIdle, "rss-idle", 25*time.Second, "agent memory: idle time after Ready before reading VmRSS")
@@ -177,6 +181,8 @@ func parseFlags(fs *flag.FlagSet, args []string) (options, error) {
 		return o, errors.New("-lat-rate and -js-lat-rate: want more than 0 and at most 100000 per second")
 	case o.jsWindow < 1 || o.jsWindow > 65536:
 		return o, fmt.Errorf("-js-window %d: want 1 to 65536", o.jsWindow)
+	case o.pubNode < 1 || o.pubNode > 3 || o.subNode < 1 || o.subNode > 3 || o.pubNode == o.subNode:
+		return o, fmt.Errorf("-pub-node %d, -sub-node %d: want two different nodes from 1 to 3", o.pubNode, o.subNode)
 	case o.rssRuns < 0 || o.rssIdle < 0:
 		return o, errors.New("-rss-runs and -rss-idle must not be negative")
 	case os.Geteuid() != 0:

@@ -109,8 +109,8 @@ func (b *bench) WriteMarkdown(w io.Writer, runErr error) {
 	fmt.Fprintf(w, "- command: `%s`\n", benchkit.Command("benchmsg"))
 	fmt.Fprintf(w, "- commit: %s; machine: %s\n", r.machine.Commit, r.machine)
 	fmt.Fprintf(w, "- load average before: %s, after: %s; other namespaces: %v\n", r.machine.LoadAvg, r.loadAfter, r.machine.OtherNetns)
-	fmt.Fprintf(w, "- %d rounds; publisher on node1, subscriber on node2; core rows at most %d messages (%s of payload), window %s; latency %d messages at %s/s; durable %d messages (%s), %d unacknowledged; durable latency %d at %s/s\n\n",
-		o.runs, o.coreN, sizeStr(o.coreBytes), sizeStr(o.windowBytes), o.latN, ftoa(o.latRate), o.jsN, sizeStr(o.jsBytes), o.jsWindow, o.jsLatN, ftoa(o.jsLatRate))
+	fmt.Fprintf(w, "- %d rounds; publisher on node%d, subscriber on node%d; core rows at most %d messages (%s of payload), window %s; latency %d messages at %s/s; durable %d messages (%s), %d unacknowledged; durable latency %d at %s/s\n\n",
+		o.runs, o.pubNode, o.subNode, o.coreN, sizeStr(o.coreBytes), sizeStr(o.windowBytes), o.latN, ftoa(o.latRate), o.jsN, sizeStr(o.jsBytes), o.jsWindow, o.jsLatN, ftoa(o.jsLatRate))
 	if runErr != nil {
 		fmt.Fprintf(w, "**The run did not complete: %v.** The figures below are those measured until then.\n\n", runErr)
 	}
