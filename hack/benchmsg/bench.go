@@ -43,6 +43,8 @@ const (
 	peerSSI     peer = "ssi"
 	peerBare    peer = "bare"
 	peerBareTLS peer = "bare TLS"
+	// peerSSIDirect: ssi's brokers, the clients outside jobs (-ssi-direct).
+	peerSSIDirect peer = "ssi, clients not in jobs"
 )
 
 // ports are a bare peer's client and route ports in each node's namespace.
@@ -113,10 +115,25 @@ type bench struct {
 
 // peers are the peers measured, ssi first.
 func (b *bench) peers() []peer {
+	ps := []peer{peerSSI, peerBare}
 	if b.o.bareTLS {
-		return []peer{peerSSI, peerBare, peerBareTLS}
+		ps = append(ps, peerBareTLS)
 	}
-	return []peer{peerSSI, peerBare}
+	if b.o.ssiDirect {
+		ps = append(ps, peerSSIDirect)
+	}
+	return ps
+}
+
+// barePeers are the peers with servers of their own.
+func (b *bench) barePeers() []peer {
+	var ps []peer
+	for _, p := range b.peers() {
+		if p == peerBare || p == peerBareTLS {
+			ps = append(ps, p)
+		}
+	}
+	return ps
 }
 
 func newBench(o options) *bench {
@@ -199,7 +216,7 @@ func (b *bench) messages(ctx context.Context) (err error) {
 		}
 	}
 	peers := b.peers()
-	for _, p := range peers[1:] {
+	for _, p := range b.barePeers() {
 		if err := b.startBare(ctx, p); err != nil {
 			return fmt.Errorf("%s servers: %w", p, err)
 		}
@@ -266,6 +283,9 @@ func (b *bench) bareURL(p peer, i int) string {
 
 // bareArgs are the client flags that reach bare peer p on node i.
 func (b *bench) bareArgs(p peer, i int) []string {
+	if p == peerSSIDirect {
+		return []string{"-url", "tls://" + net.JoinHostPort(b.cl.Nodes[i].IP, "7072"), "-ssi-config", b.cl.AdminConfig()}
+	}
 	args := []string{"-url", b.bareURL(p, i)}
 	if p == peerBareTLS {
 		args = append(args, "-tls", b.tlsDir)
@@ -333,7 +353,7 @@ func (b *bench) createStreams(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("ssi %s: %w", strings.Join(args, " "), err)
 	}
-	for _, p := range b.peers()[1:] {
+	for _, p := range b.barePeers() {
 		if err := b.createBareStream(ctx, p); err != nil {
 			return fmt.Errorf("%s stream: %w", p, err)
 		}

@@ -63,8 +63,11 @@ type clientConfig struct {
 	out, ready string
 	// tls is the directory of the bare TLS peer's PKI (writeTLS); empty:
 	// plain TCP (with -url).
-	tls     string
-	timeout time.Duration
+	tls string
+	// ssiConfig, with -url: connect to ssi's broker there with this client
+	// config (an admin's), through msg.Dial, from outside any job.
+	ssiConfig string
+	timeout   time.Duration
 }
 
 // latency is a sample of latencies, in milliseconds.
@@ -127,6 +130,7 @@ func parseClient(args []string) (clientConfig, error) {
 	fs.StringVar(&c.out, "out", "", "result file (JSON)")
 	fs.StringVar(&c.ready, "ready", "", "file created once subscribed (sub)")
 	fs.StringVar(&c.tls, "tls", "", "with -url: connect with TLS and the client certificate of this directory")
+	fs.StringVar(&c.ssiConfig, "ssi-config", "", "with -url: an ssi broker's URL; connect with this ssi client config")
 	fs.DurationVar(&c.timeout, "timeout", 2*time.Minute, "bound on the whole client")
 	if err := fs.Parse(args[1:]); err != nil {
 		return c, err
@@ -196,6 +200,9 @@ func (c clientConfig) run(ctx context.Context) (clientResult, error) {
 // brokers as an ssi job does (msg.Dial with the job's credential); it
 // returns the subject in the connection's namespace.
 func (c clientConfig) connect(ctx context.Context) (*nats.Conn, string, error) {
+	if c.url != "" && c.ssiConfig != "" {
+		return c.dialSSI(ctx, c.url, c.ssiConfig)
+	}
 	if c.url != "" {
 		opts := []nats.Option{nats.Name("benchmsg " + c.role)}
 		if c.tls != "" {
@@ -216,16 +223,25 @@ func (c clientConfig) connect(ctx context.Context) (*nats.Conn, string, error) {
 		return nil, "", errors.New("no -url, and SSI_NATS_URL or SSI_CONFIG is unset: run it in an ssi job or give -url")
 	}
 	// The agent writes a job's credential within a second of its start.
-	var cfg *pki.ClientConfig
 	var err error
 	for deadline := time.Now().Add(10 * time.Second); ; {
-		if cfg, err = pki.LoadClientConfig(cfgPath); err == nil || time.Now().After(deadline) {
+		if _, err = pki.LoadClientConfig(cfgPath); err == nil || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	if err != nil {
 		return nil, "", fmt.Errorf("job credential: %w", err)
+	}
+	return c.dialSSI(ctx, urls, cfgPath)
+}
+
+// dialSSI connects to ssi's brokers at urls as `ssi pub` does (msg.Dial)
+// with the client config at cfgPath.
+func (c clientConfig) dialSSI(ctx context.Context, urls, cfgPath string) (*nats.Conn, string, error) {
+	cfg, err := pki.LoadClientConfig(cfgPath)
+	if err != nil {
+		return nil, "", fmt.Errorf("client config: %w", err)
 	}
 	tlsCfg, err := cfg.TLS()
 	if err != nil {

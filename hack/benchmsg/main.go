@@ -31,6 +31,11 @@
 //     throwaway CA, as ssi's brokers have; it tells the cost of TLS apart
 //     from the rest of ssi's path (its authenticator and permissions, the
 //     job's cgroup and namespaces, the agents beside the broker).
+//   - ssi, clients not in jobs (-ssi-direct, off by default): ssi's
+//     brokers, the clients started as the bare peers' are, connecting
+//     with msg.Dial and the admin's config to their node's broker; it
+//     tells the job's share (its cgroup, namespaces, credential) apart
+//     from the broker's.
 //
 // The client is this program too (`benchmsg client sub|pub|jspub`, built
 // into the run's working directory): there is no `nats` CLI on the
@@ -110,6 +115,7 @@ type options struct {
 	jsLatN           int
 	jsLatRate        float64
 	bareTLS          bool
+	ssiDirect        bool
 	// pubNode and subNode are the publisher's and subscriber's nodes (1-3).
 	pubNode, subNode int
 	rssRuns          int
@@ -147,6 +153,7 @@ func parseFlags(fs *flag.FlagSet, args []string) (options, error) {
 	fs.IntVar(&o.jsWindow, "js-window", 256, "durable throughput: publications awaiting acknowledgement")
 	fs.IntVar(&o.jsLatN, "js-lat-n", 500, "publications of a durable latency row")
 	fs.Float64Var(&o.jsLatRate, "js-lat-rate", 200, "durable latency: publications per second")
+	fs.BoolVar(&o.ssiDirect, "ssi-direct", false, "also measure ssi's brokers with the clients outside jobs (in the nodes' namespaces, the admin's config): the job's share of the cost")
 	fs.IntVar(&o.pubNode, "pub-node", 1, "the publisher's node, 1 to 3 (node1 also runs the cluster's etcd in its agent)")
 	fs.IntVar(&o.subNode, "sub-node", 2, "the subscriber's node, 1 to 3, not the publisher's")
 	fs.BoolVar(&o.bareTLS, "bare-tls", true, "also measure bare servers with TLS 1.3 and client certificates for clients and routes (as ssi's brokers)")
