@@ -62,15 +62,17 @@ func (r *report) inWindow(t time.Time) bool { return !t.Before(r.from) && t.Befo
 
 // analysis is what the report computes from the records.
 type analysis struct {
-	window           []pidtable.Tick // the window's ticks, not manual
-	states           map[string]int
-	perNode          map[string]int
-	claim, recorded  dist // Claimed, Started less Scheduled
-	shell            dist // the run's shell less Scheduled
-	noShell          int  // started ticks with no line in the run log
-	expected         int  // elapses of the timers in the window
-	extraLines       int  // run-log lines for a tick of the window that is not started
-	duplicateStarted int  // run-log lines beyond one per tick
+	window          []pidtable.Tick // the window's ticks, not manual
+	states          map[string]int
+	perNode         map[string]int
+	claim, recorded dist // Claimed, Started less Scheduled
+	shell           dist // the run's shell less Scheduled
+	// The samples of the three, in ms, in tick order.
+	claimMS, recordedMS, shellMS []float64
+	noShell                      int // started ticks with no line in the run log
+	expected                     int // elapses of the timers in the window
+	extraLines                   int // run-log lines for a tick of the window that is not started
+	duplicateStarted             int // run-log lines beyond one per tick
 }
 
 func (b *bench) analyse() analysis {
@@ -115,6 +117,7 @@ func (b *bench) analyse() analysis {
 		}
 	}
 	a.claim, a.recorded, a.shell = newDist(claim), newDist(rec), newDist(shell)
+	a.claimMS, a.recordedMS, a.shellMS = claim, rec, shell
 	a.expected = b.expectedTicks()
 	return a
 }
@@ -215,21 +218,13 @@ func (b *bench) Result() benchkit.Result {
 	r := &b.rep
 	res := benchkit.Result{Machine: r.machine, Notes: r.notes}
 	a := b.analyse()
-	var claim, rec []float64
-	for _, t := range a.window {
-		if !t.Claimed.IsZero() {
-			claim = append(claim, ms(t.Claimed.Sub(t.Scheduled)))
-		}
-		if t.State == pidtable.TickStarted {
-			rec = append(rec, ms(t.Started.Sub(t.Scheduled)))
-		}
-	}
 	res.Series = append(res.Series,
-		benchkit.NewSeries("delay", "claimed after scheduled", "ms", claim),
-		benchkit.NewSeries("delay", "started (recorded) after scheduled", "ms", rec),
+		benchkit.NewSeries("delay", "claimed after scheduled", "ms", a.claimMS),
+		benchkit.NewSeries("delay", "started (recorded) after scheduled", "ms", a.recordedMS),
+		benchkit.NewSeries("delay", "run's shell after scheduled", "ms", a.shellMS),
 		benchkit.NewSeries("cpu", "agents idle, by node", "% of a core", r.idleCPU),
 		benchkit.NewSeries("cpu", "agents in the window, by node", "% of a core", r.windowCPU),
 	)
-	res.Notes = append(res.Notes, fmt.Sprintf("shell delay p50 %.1f ms p99 %.1f ms n %d; leader %s", a.shell.P50, a.shell.P99, a.shell.N, r.leaderBefore))
+	res.Notes = append(res.Notes, fmt.Sprintf("p99 (nearest rank): claimed %.1f ms, started %.1f ms, shell %.1f ms; leader %s", a.claim.P99, a.recorded.P99, a.shell.P99, r.leaderBefore))
 	return res
 }
