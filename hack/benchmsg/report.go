@@ -144,6 +144,10 @@ func (b *bench) WriteMarkdown(w io.Writer, runErr error) {
 				}
 			}
 			t.Add(rw.String()+": "+f.name, f.format(sm), f.format(bm), tCell, ratioStr(ratio(rw, sm, bm)), tRatio, n)
+			if ds := r.of(rw, peerSSIDirect); len(ds) > 0 {
+				dm := benchkit.Median(values(ds, f.fig))
+				t.Add(rw.String()+": "+f.name+", "+string(peerSSIDirect), f.format(dm), f.format(bm), tCell, ratioStr(ratio(rw, dm, bm)), "", strconv.Itoa(len(ds)))
+			}
 		}
 	}
 	fmt.Fprintln(w, "Medians over the rounds (latency: each round's p50 and p99, then their medians; the ratios for latency are bare / ssi; n: rounds of ssi, bare, bare TLS):")
