@@ -25,11 +25,13 @@ type Client struct {
 }
 
 // Dial connects to the brokers at urls (a comma list, as SSI_NATS_URL) with
-// tlsCfg (nil: none, --insecure clusters) as user.
+// tlsCfg (nil: none, --insecure clusters) as user. The URLs are tried in
+// their order, not shuffled (nats.go's default): a job's SSI_NATS_URL lists
+// its own node's broker first, the others to reconnect to.
 func Dial(ctx context.Context, urls, user string, tlsCfg *tls.Config, name string) (*Client, error) {
 	c := &Client{User: user}
 	opts := []nats.Option{
-		nats.Name(name), nats.CustomInboxPrefix(InboxPrefix(user)),
+		nats.Name(name), nats.CustomInboxPrefix(InboxPrefix(user)), nats.DontRandomize(),
 		nats.MaxReconnects(-1), nats.ReconnectWait(500 * time.Millisecond),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { c.setErr(err) }),
 	}

@@ -295,3 +295,24 @@ func TestTopicsAndDurable(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestDialOwnBrokerFirst: a client given several brokers (a job's
+// SSI_NATS_URL: its node's first) connects to the first, every time; nats.go
+// shuffles the list unless told not to.
+func TestDialOwnBrokerFirst(t *testing.T) {
+	bs, creds := brokers(t, 2)
+	urls := bs[0].ClientURL() + "," + bs[1].ClientURL()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := range 16 {
+		c, err := Dial(ctx, urls, "alice", creds("alice", false), "t")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := c.ConnectedUrl()
+		c.Close()
+		if got != bs[0].ClientURL() {
+			t.Fatalf("connection %d went to %s, want the first of %s", i, got, urls)
+		}
+	}
+}
