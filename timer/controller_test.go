@@ -242,3 +242,28 @@ func TestOverlap(t *testing.T) {
 		}
 	})
 }
+
+// TestPlaceSpreadsOnePass: 9 timers due at one instant, each with no
+// recent run, on 3 idle nodes: Place with Placed after each spreads them
+// 3/3/3 (without Placed they all went to node1, the first by name), and a
+// constraint still holds.
+func TestPlaceSpreadsOnePass(t *testing.T) {
+	nodes := []service.Node{{Name: "node1", Ready: true}, {Name: "node2", Ready: true}, {Name: "node3", Ready: true, Labels: map[string]string{"gpu": "1"}}}
+	got := map[string]int{}
+	for range 9 {
+		n, why := Place(Timer{}, nil, nodes)
+		if n == "" {
+			t.Fatal(why)
+		}
+		Placed(nodes, n)
+		got[n]++
+	}
+	if got["node1"] != 3 || got["node2"] != 3 || got["node3"] != 3 {
+		t.Fatalf("9 runs placed %v, want 3 on each node", got)
+	}
+	var gpu Timer
+	gpu.Service.Constraints = map[string]string{"gpu": "1"}
+	if n, _ := Place(gpu, nil, nodes); n != "node3" {
+		t.Fatalf("a run wanting gpu=1 placed on %q", n)
+	}
+}
