@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/ssi-cluster/ssi/internal/testenv"
+
 	"context"
 	"encoding/json"
 	"flag"
@@ -59,7 +61,7 @@ func TestParseClientBadInput(t *testing.T) {
 
 func TestParseFlagsBadInput(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("parseFlags refuses non-root first")
+		testenv.Skip(t, "parseFlags refuses non-root first")
 	}
 	for _, tt := range []struct {
 		args []string
@@ -249,7 +251,7 @@ func TestTLSPeer(t *testing.T) {
 
 func TestParseFlagsNodes(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("parseFlags refuses non-root first")
+		testenv.Skip(t, "parseFlags refuses non-root first")
 	}
 	for _, args := range [][]string{{"-pub-node", "2"}, {"-sub-node", "4"}, {"-pub-node", "0"}} {
 		if _, err := parseFlags(flag.NewFlagSet("x", flag.ContinueOnError), args); err == nil || !strings.Contains(err.Error(), "two different nodes") {

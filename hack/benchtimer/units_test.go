@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/ssi-cluster/ssi/internal/testenv"
+
 	"flag"
 	"os"
 	"path/filepath"
@@ -98,7 +100,7 @@ func TestParseRunLog(t *testing.T) {
 
 func TestParseFlagsBadInput(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("parseFlags refuses non-root")
+		testenv.Skip(t, "parseFlags refuses non-root")
 	}
 	for _, tt := range []struct {
 		args []string
