@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/ssi-cluster/ssi/api"
-	"github.com/ssi-cluster/ssi/checkpoint"
 	"github.com/ssi-cluster/ssi/hack/benchkit"
 	"github.com/ssi-cluster/ssi/localcluster"
 )
@@ -79,21 +78,14 @@ func (b *bench) variants() []variant {
 // Run measures every variant -runs times on a cluster of its own that it
 // tears down before returning.
 func (b *bench) Run(ctx context.Context) (err error) {
-	b.rep.machine = benchkit.ProbeMachine(ctx, checkpoint.DefaultCRIUPath, b.o.cluster.Name)
+	prep, err := benchkit.Prepare(ctx, b.log, b.o.cluster)
+	b.rep.machine = prep.Machine
 	defer func() { b.rep.loadAfter = benchkit.LoadAvg() }()
-	release, err := benchkit.ClaimName(b.o.cluster.StateDir, b.o.cluster.Name)
 	if err != nil {
 		return err
 	}
-	defer release()
-	repo, err := benchkit.FindRepo(b.o.cluster.Repo)
-	if err != nil {
-		return err
-	}
-	b.rep.machine.Commit = benchkit.GitDescribe(repo)
-	if b.bins, err = benchkit.BuildBinaries(ctx, b.log, repo, b.o.cluster.Bin, b.o.cluster.Name, []string{"CGO_ENABLED=0"}); err != nil {
-		return err
-	}
+	defer prep.Release()
+	b.bins = prep.Bins
 	defer b.teardown()
 	if b.wd, err = os.MkdirTemp("", b.o.cluster.Name+"-wd-"); err != nil {
 		return err

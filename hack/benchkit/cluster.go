@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ssi-cluster/ssi/api"
+	"github.com/ssi-cluster/ssi/checkpoint"
 	"github.com/ssi-cluster/ssi/localcluster"
 )
 
@@ -254,4 +255,38 @@ func StopCluster(f ClusterFlags, log *slog.Logger) (left []string, err error) {
 		}
 	}
 	return left, err
+}
+
+// Prepared is what a benchmark sets up before its cluster (Prepare).
+type Prepared struct {
+	// Machine holds the machine's facts and the commit measured.
+	Machine Machine
+	// Repo is the repository's root; Bins the binaries built from it.
+	Repo string
+	Bins *Binaries
+	// Release gives the cluster's name back (ClaimName).
+	Release func()
+}
+
+// Prepare is the start every benchmark shares: the machine's facts, the
+// cluster's name claimed (ClaimName), the repository found and the
+// binaries built from it (CGO_ENABLED=0). On an error the name is given
+// back; otherwise the caller calls Release when it is done.
+func Prepare(ctx context.Context, log *slog.Logger, f ClusterFlags) (*Prepared, error) {
+	p := &Prepared{Machine: ProbeMachine(ctx, checkpoint.DefaultCRIUPath, f.Name)}
+	release, err := ClaimName(f.StateDir, f.Name)
+	if err != nil {
+		return p, err
+	}
+	if p.Repo, err = FindRepo(f.Repo); err != nil {
+		release()
+		return p, err
+	}
+	p.Machine.Commit = GitDescribe(p.Repo)
+	if p.Bins, err = BuildBinaries(ctx, log, p.Repo, f.Bin, f.Name, []string{"CGO_ENABLED=0"}); err != nil {
+		release()
+		return p, err
+	}
+	p.Release = release
+	return p, nil
 }

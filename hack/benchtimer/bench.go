@@ -17,7 +17,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ssi-cluster/ssi/api"
-	"github.com/ssi-cluster/ssi/checkpoint"
 	"github.com/ssi-cluster/ssi/hack/benchkit"
 	"github.com/ssi-cluster/ssi/pidtable"
 	"github.com/ssi-cluster/ssi/pki"
@@ -51,21 +50,14 @@ func newBench(o options) *bench {
 // Run applies the timers on a cluster of its own, measures one window and
 // tears the cluster down.
 func (b *bench) Run(ctx context.Context) (err error) {
-	b.rep.machine = benchkit.ProbeMachine(ctx, checkpoint.DefaultCRIUPath, b.o.cluster.Name)
+	prep, err := benchkit.Prepare(ctx, b.log, b.o.cluster)
+	b.rep.machine = prep.Machine
 	defer func() { b.rep.loadAfter = benchkit.LoadAvg() }()
-	release, err := benchkit.ClaimName(b.o.cluster.StateDir, b.o.cluster.Name)
 	if err != nil {
 		return err
 	}
-	defer release()
-	repo, err := benchkit.FindRepo(b.o.cluster.Repo)
-	if err != nil {
-		return err
-	}
-	b.rep.machine.Commit = benchkit.GitDescribe(repo)
-	if b.bins, err = benchkit.BuildBinaries(ctx, b.log, repo, b.o.cluster.Bin, b.o.cluster.Name, []string{"CGO_ENABLED=0"}); err != nil {
-		return err
-	}
+	defer prep.Release()
+	b.bins = prep.Bins
 	defer b.teardown()
 	if b.wd, err = os.MkdirTemp("", b.o.cluster.Name+"-timers-"); err != nil {
 		return err
