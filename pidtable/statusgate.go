@@ -85,13 +85,6 @@ func (g *StatusGate) Publish(ctx context.Context, s *Store, node string, st Node
 	return true, nil
 }
 
-// Forget makes the next Publish write whatever it is given.
-func (g *StatusGate) Forget() {
-	g.mu.Lock()
-	g.lease = 0
-	g.mu.Unlock()
-}
-
 // StatusMoved reports whether next says something a reader of prev would
 // want to know: another instance, other jobs, reservations or placement
 // tokens, a job stopped or resumed, another count of a job's processes, or a

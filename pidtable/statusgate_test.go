@@ -109,8 +109,6 @@ func TestStatusGate(t *testing.T) {
 	}
 	time.Sleep(350 * time.Millisecond) // the refresh
 	publish(st, l2, true)
-	g.Forget()
-	publish(st, l2, true)
 
 	// A node of 40 jobs writes at most every StatusGap(40) = 400 ms,
 	// whatever moved; a new lease is written at once.

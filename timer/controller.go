@@ -262,7 +262,6 @@ func (c *Controller) startClaimed(ctx context.Context, t Timer, ticks []TickRec,
 		c.inflight[key] = true
 		c.mu.Unlock()
 		node, why := Place(t, ticks, nodes)
-		Placed(nodes, node)
 		if node == "" {
 			c.mu.Lock()
 			delete(c.inflight, key)
@@ -270,6 +269,7 @@ func (c *Controller) startClaimed(ctx context.Context, t Timer, ticks []TickRec,
 			c.failAttempt(ctx, t, tk, why)
 			continue
 		}
+		Placed(nodes, node)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
